@@ -1,0 +1,62 @@
+"""Registry of model families and frameworks.
+
+Nothing here imports torch, paddle or tensorflow: a family's config, presets and weight rules are
+framework-free, and `modeling(family, fw)` imports one framework only when a port is asked for.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import pkgutil
+from pathlib import Path
+from types import ModuleType
+
+FRAMEWORKS = ("torch", "paddle", "tf")
+FRAMEWORK_PACKAGES = {"torch": "torch", "paddle": "paddle", "tf": "tensorflow"}
+# every sub-package of backends/ not starting with "_" is a family (its __init__ defines SPEC)
+FAMILIES = tuple(sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
+                        if m.ispkg and not m.name.startswith("_")))
+
+
+def family(name: str):
+    """The framework-free `FamilySpec` of a family (config class, presets, weight rules)."""
+    if name not in FAMILIES:
+        raise KeyError(f"unknown family {name!r}; known: {', '.join(FAMILIES)}")
+    return importlib.import_module(f"backends.{name}").SPEC
+
+
+def modeling(family_name: str, fw: str) -> ModuleType:
+    """The port of `family_name` in framework `fw` (imports that framework)."""
+    return importlib.import_module(f"backends.{family_name}.modeling_{_check_fw(fw)}")
+
+
+def framework(fw: str) -> ModuleType:
+    """The small adapter surface of framework `fw` (`backends/_fw/<package>.py`)."""
+    return importlib.import_module(f"backends._fw.{FRAMEWORK_PACKAGES[_check_fw(fw)]}")
+
+
+def installed_frameworks() -> list[str]:
+    """Frameworks whose package is installed, found without importing them."""
+    return [fw for fw in FRAMEWORKS if importlib.util.find_spec(FRAMEWORK_PACKAGES[fw]) is not None]
+
+
+def presets() -> dict:
+    """Every preset of every family: name -> Preset."""
+    found = {}
+    for name in FAMILIES:
+        found.update(family(name).presets)
+    return found
+
+
+def preset(name: str):
+    """The preset called `name`, with a one-line error listing the known ones."""
+    known = presets()
+    if name not in known:
+        raise KeyError(f"unknown preset {name!r}; known: {', '.join(sorted(known))}")
+    return known[name]
+
+
+def _check_fw(fw: str) -> str:
+    if fw not in FRAMEWORKS:
+        raise KeyError(f"unknown framework {fw!r}; known: {', '.join(FRAMEWORKS)}")
+    return fw

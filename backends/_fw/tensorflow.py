@@ -1,0 +1,68 @@
+"""TensorFlow adapter (see backends/_fw/__init__.py for the surface).
+
+The TF ports are built from `tf_nn` layers (plain tf.Module objects) so that parameter names are
+attribute paths, exactly as in torch and paddle.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from . import tf_nn
+
+_ACTIVATIONS = {
+    "gelu": lambda x: tf.nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: tf.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: tf.nn.gelu(x, approximate=True),
+    "relu": tf.nn.relu,
+    "silu": tf.nn.silu,
+    "swish": tf.nn.silu,
+    "tanh": tf.tanh,
+}
+
+
+def set_default_dtype(name: str) -> None:
+    tf_nn.set_default_dtype(name)
+
+
+def seed(n: int) -> None:
+    tf.random.set_seed(n)
+
+
+def deterministic() -> None:
+    tf.config.experimental.enable_op_determinism()
+
+
+def to_numpy(t) -> np.ndarray:
+    return tf.convert_to_tensor(t).numpy()
+
+
+def from_numpy(a, dtype: str | None = None, device=None):
+    return tf.convert_to_tensor(np.ascontiguousarray(a, dtype=dtype) if dtype else np.ascontiguousarray(a))
+
+
+def named_parameters(model) -> dict:
+    return dict(model.named_parameters())
+
+
+def shape(param) -> tuple:
+    return tuple(param.shape)
+
+
+def assign(param, array: np.ndarray) -> None:
+    param.assign(np.ascontiguousarray(array, dtype=param.dtype.as_numpy_dtype))
+
+
+def value_and_grads(model, fn):
+    """Run fn() -> (loss, outputs, watched) under a tape and differentiate the loss."""
+    params = named_parameters(model)
+    with tf.GradientTape() as tape:
+        loss, outputs, watched = fn()
+    sources = list(params.values()) + list(watched.values())
+    grads = tape.gradient(loss, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    grads = [tf.convert_to_tensor(g) for g in grads]  # embedding gathers give IndexedSlices
+    return loss, outputs, dict(zip(params, grads[: len(params)])), dict(zip(watched, grads[len(params):]))
+
+
+def activation(name: str):
+    return _ACTIVATIONS[name]

@@ -1,0 +1,65 @@
+"""PyTorch adapter (see backends/_fw/__init__.py for the surface)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+_ACTIVATIONS = {
+    "gelu": F.gelu,
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+    "tanh": torch.tanh,
+}
+
+
+def set_default_dtype(name: str) -> None:
+    torch.set_default_dtype(getattr(torch, name))
+
+
+def seed(n: int) -> None:
+    torch.manual_seed(n)
+
+
+def deterministic() -> None:
+    torch.use_deterministic_algorithms(True)
+
+
+def to_numpy(t) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+def from_numpy(a, dtype: str | None = None, device=None):
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    return t.to(device=device, dtype=getattr(torch, dtype) if dtype else None)
+
+
+def named_parameters(model) -> dict:
+    return dict(model.named_parameters())
+
+
+def shape(param) -> tuple:
+    return tuple(param.shape)
+
+
+def assign(param, array: np.ndarray) -> None:
+    with torch.no_grad():
+        param.copy_(torch.from_numpy(np.ascontiguousarray(array, dtype=to_numpy(param).dtype)))
+
+
+def value_and_grads(model, fn):
+    """Run fn() -> (loss, outputs, watched) and backpropagate the loss."""
+    model.zero_grad(set_to_none=True)
+    loss, outputs, watched = fn()
+    for tensor in watched.values():
+        tensor.retain_grad()
+    loss.backward()
+    grads = {name: (p.grad if p.grad is not None else torch.zeros_like(p)) for name, p in model.named_parameters()}
+    return loss, outputs, grads, {name: t.grad for name, t in watched.items()}
+
+
+def activation(name: str):
+    return _ACTIVATIONS[name]

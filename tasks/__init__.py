@@ -1,0 +1,1 @@
+"""Fine-tuning tasks: framework-free data, features and metrics (tasks.data, tasks.metrics)."""
