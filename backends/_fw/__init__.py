@@ -7,6 +7,8 @@
     assign(param, array), shape(param)
     value_and_grads(model, fn) run fn() -> (loss, outputs, watched) and return loss, outputs,
                               parameter gradients by name and gradients of the watched tensors
+    dot(tensor, array)        sum(tensor * array), the scalar parity loss of one output
+    no_grad()                 context for forward-only runs
     activation(name)          hidden_act name -> function
 """
 

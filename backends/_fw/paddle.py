@@ -60,5 +60,14 @@ def value_and_grads(model, fn):
     return loss, outputs, grads, {name: t.grad for name, t in watched.items()}
 
 
+def dot(tensor, array: np.ndarray):
+    """sum(tensor * array): a fixed scalar function of an output (the parity loss)."""
+    return paddle.sum(tensor * from_numpy(array))
+
+
+def no_grad():
+    return paddle.no_grad()
+
+
 def activation(name: str):
     return _ACTIVATIONS[name]

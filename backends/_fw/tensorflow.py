@@ -5,6 +5,8 @@ attribute paths, exactly as in torch and paddle.
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import tensorflow as tf
 
@@ -62,6 +64,15 @@ def value_and_grads(model, fn):
     grads = tape.gradient(loss, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     grads = [tf.convert_to_tensor(g) for g in grads]  # embedding gathers give IndexedSlices
     return loss, outputs, dict(zip(params, grads[: len(params)])), dict(zip(watched, grads[len(params):]))
+
+
+def dot(tensor, array: np.ndarray):
+    """sum(tensor * array): a fixed scalar function of an output (the parity loss)."""
+    return tf.reduce_sum(tensor * from_numpy(array))
+
+
+def no_grad():
+    return contextlib.nullcontext()
 
 
 def activation(name: str):

@@ -61,5 +61,14 @@ def value_and_grads(model, fn):
     return loss, outputs, grads, {name: t.grad for name, t in watched.items()}
 
 
+def dot(tensor, array: np.ndarray):
+    """sum(tensor * array): a fixed scalar function of an output (the parity loss)."""
+    return (tensor * from_numpy(array)).sum()
+
+
+def no_grad():
+    return torch.no_grad()
+
+
 def activation(name: str):
     return _ACTIVATIONS[name]

@@ -100,7 +100,10 @@ def _truncated_questions(tokenizer, questions: list[str], max_query_length: int)
     """Questions cut after their max_query_length-th token (leading whitespace removed)."""
     questions = [question.lstrip() for question in questions]
     spans = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-    return [q if len(span) <= max_query_length else q[: span[max_query_length - 1][1]] for q, span in zip(questions, spans)]
+    return [
+        question if len(span) <= max_query_length else question[: span[max_query_length - 1][1]]
+        for question, span in zip(questions, spans)
+    ]
 
 
 def _answer_positions(offsets: np.ndarray, start_char: int, end_char: int, cls: int) -> tuple[int, int]:
@@ -191,8 +194,9 @@ def postprocess_squad(
             starts, ends, spans = start_logits[window], end_logits[window], features.offsets[window]
             cls = features.cls_index[window]
             null_score = min(null_score, starts[cls] + ends[cls])
+            best_ends = np.argsort(-ends, kind="stable")[:n_best]
             for start in np.argsort(-starts, kind="stable")[:n_best]:
-                for end in np.argsort(-ends, kind="stable")[:n_best]:
+                for end in best_ends:
                     if spans[start, 0] < 0 or spans[end, 0] < 0 or not 0 <= end - start < max_answer_length:
                         continue
                     score = starts[start] + ends[end]
@@ -210,8 +214,9 @@ def write_squad_outputs(
     """Write predictions.json (and null_odds.json, the official script's --na-prob-file) into output_dir."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    outputs = {PREDICTIONS_FILE: predictions} if null_odds is None else {PREDICTIONS_FILE: predictions,
-                                                                         NULL_ODDS_FILE: null_odds}
+    outputs = {PREDICTIONS_FILE: predictions}
+    if null_odds is not None:
+        outputs[NULL_ODDS_FILE] = null_odds
     for name, values in outputs.items():
         (output_dir / name).write_text(json.dumps(dict(values), indent=2, ensure_ascii=False) + "\n", "utf-8")
 
@@ -325,6 +330,8 @@ def squad_v2_scores(
             results[f"{prefix}f1"] = 100.0 * float(np.mean([f1[q] for q in selected]))
             results[f"{prefix}total"] = len(selected)
     if na_probs is not None:
-        results["best_exact"], results["best_exact_thresh"] = _best_threshold(raw_exact, na_probs, has_answer, predictions)
-        results["best_f1"], results["best_f1_thresh"] = _best_threshold(raw_f1, na_probs, has_answer, predictions)
+        for name, raw in (("exact", raw_exact), ("f1", raw_f1)):
+            results[f"best_{name}"], results[f"best_{name}_thresh"] = _best_threshold(
+                raw, na_probs, has_answer, predictions
+            )
     return results

@@ -1,0 +1,1 @@
+"""Parity harness: run the same weights and inputs through several backends and compare everything."""
