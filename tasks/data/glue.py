@@ -96,6 +96,7 @@ class _Layout:
     """Where text and label sit in one file and how labels are written."""
 
     columns: tuple[str, ...]
+    text_columns: tuple[str, ...]
     has_header: bool
     quoted: bool  # csv quoting (Hugging Face export) instead of plain tab splitting
     label_column: str | None  # None: the file is unlabelled
@@ -105,12 +106,12 @@ class _Layout:
 def _detect_layout(task: GlueTask, first_row: list[str], path: Path) -> _Layout:
     hf_header = (*task.hf_text_columns, "label", "idx")
     if tuple(first_row) == hf_header:
-        return _Layout(hf_header, True, True, "label", task.hf_labels)
+        return _Layout(hf_header, task.hf_text_columns, True, True, "label", task.hf_labels)
     if all(column in first_row for column in task.text_columns):
         label_column = task.label_column if task.label_column in first_row else None
-        return _Layout(tuple(first_row), True, False, label_column, None)
+        return _Layout(tuple(first_row), task.text_columns, True, False, label_column, None)
     if task.headerless_columns and len(first_row) == len(task.headerless_columns):
-        return _Layout(task.headerless_columns, False, False, task.label_column, None)
+        return _Layout(task.headerless_columns, task.text_columns, False, False, task.label_column, None)
     raise ValueError(
         f"{path}:1: not a GLUE {task.name} header: {first_row!r} "
         f"(expected columns {list(task.text_columns)} or {list(hf_header)})"
@@ -139,7 +140,9 @@ def _parse_label(value: str, task: GlueTask, layout: _Layout, where: str) -> str
             return None
         if value.isdigit() and int(value) < len(layout.label_ids):
             return layout.label_ids[int(value)]
-        raise ValueError(f"{where}: unknown label id {value!r} for {task.name}; expected 0..{len(layout.label_ids) - 1}")
+        raise ValueError(
+            f"{where}: unknown label id {value!r} for {task.name}; expected 0..{len(layout.label_ids) - 1}"
+        )
     if task.labels is None:
         try:
             score = float(value)
@@ -162,7 +165,7 @@ def read_glue_file(path: str | Path, task: str | GlueTask) -> list[PairExample]:
     with path.open(encoding="utf-8-sig", newline="\n") as handle:
         first_line = handle.readline().rstrip("\r\n")
     layout = _detect_layout(task, first_line.split("\t"), path)
-    text_index = [layout.columns.index(column) for column in (task.hf_text_columns if layout.quoted else task.text_columns)]
+    text_index = [layout.columns.index(column) for column in layout.text_columns]
     label_index = None if layout.label_column is None else layout.columns.index(layout.label_column)
 
     examples = []
