@@ -78,7 +78,7 @@ class SafetensorsReader(Mapping):
             raise WeightsError(f"{self.path}: no such file")
         try:
             self._file = safe_open(str(self.path), framework="numpy")
-            self._names = list(self._file.keys())
+            self._names = _names_in_file_order(self.path)
         except Exception as exc:  # safetensors raises its own error types for corrupt or truncated files
             raise WeightsError(f"{self.path}: not a readable safetensors file ({exc})") from None
 
@@ -98,3 +98,12 @@ class SafetensorsReader(Mapping):
 
     def __len__(self) -> int:
         return len(self._names)
+
+
+def _names_in_file_order(path: Path) -> list[str]:
+    """Tensor names in the order their bytes are stored (safe_open lists them sorted by name)."""
+    with open(path, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(length))
+    header.pop("__metadata__", None)
+    return sorted(header, key=lambda name: header[name]["data_offsets"][0])

@@ -72,12 +72,13 @@ def main(job_path: str) -> int:
     """Run the job described in JSON and write its results (safetensors) and timings (JSON)."""
     import time
 
-    from backends import family
+    from backends import family, framework, modeling
     from backends.tensorfile import SafetensorsReader, save_arrays
 
     job = json.loads(open(job_path).read())
     spec = family(job["family"])
     config = spec.config_class.from_dict(job["config"])
+    framework(job["backend"]), modeling(job["family"], job["backend"])  # import time is not the backend's work
     started = time.perf_counter()
     params = SafetensorsReader(job["weights"])
     inputs = dict(SafetensorsReader(job["inputs"]))

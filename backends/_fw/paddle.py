@@ -25,7 +25,11 @@ def seed(n: int) -> None:
 
 
 def deterministic() -> None:
-    paddle.set_flags({"FLAGS_cudnn_deterministic": True, "FLAGS_embedding_deterministic": 1})
+    for flag, value in (("FLAGS_cudnn_deterministic", True), ("FLAGS_embedding_deterministic", 1)):
+        try:
+            paddle.set_flags({flag: value})
+        except ValueError:  # CPU builds lack the GPU-only flags
+            pass
 
 
 def to_numpy(t) -> np.ndarray:

@@ -34,7 +34,8 @@ LAYOUTS = {
                    "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
                    '1\t702876\t702977\tHe said "no".\t"No, he said.\n0\t2108705\t2108831\tA b.\tC d.\n',
                    [('He said "no".', '"No, he said.', "1"), ("A b.", "C d.", "0")]),
-    "mrpc-test": ("mrpc", "test.tsv", "index\t#1 ID\t#2 ID\t#1 String\t#2 String\n0\t1089874\t1089925\tX y.\tY x.\n",
+    "mrpc-test": ("mrpc", "test.tsv",
+                  "index\t#1 ID\t#2 ID\t#1 String\t#2 String\n0\t1089874\t1089925\tX y.\tY x.\n",
                   [("X y.", "Y x.", None)]),
     "sts-b-dev": ("sts-b", "dev.tsv",
                   f"{STSB_HEADER}\tscore\n0\tmain-captions\tMSRvid\t2012test\t0000\tnone\tnone\tA man plays.\t"

@@ -1,0 +1,75 @@
+"""Named, streaming comparison of two result files, tensor by tensor."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Mapping
+
+import numpy as np
+
+from .tolerances import FLOAT32_UNIT_ROUNDOFF
+from .worker import GRAD_PREFIX
+
+
+@dataclass
+class TensorResult:
+    backend: str
+    tensor: str
+    kind: str  # "output" or "grad"
+    dtype: str
+    layer: str
+    max_abs: float
+    mean_abs: float
+    max_rel: float
+    scale: float  # max |reference|
+    noise_ratio: float | None = None  # float32 only
+    passed: bool = True
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def kind_of(name: str) -> str:
+    return "grad" if name.startswith(GRAD_PREFIX) else "output"
+
+
+def diff_stats(candidate: np.ndarray, reference: np.ndarray) -> tuple[float, float, float, float]:
+    """max |c - r|, mean |c - r|, max |c - r| / max |r|, max |r| (computed in float64)."""
+    c = np.asarray(candidate, dtype=np.float64)
+    r = np.asarray(reference, dtype=np.float64)
+    if c.shape != r.shape:
+        raise ValueError(f"shape {c.shape} vs reference {r.shape}")
+    if r.size == 0:
+        return 0.0, 0.0, 0.0, 0.0
+    diff = np.abs(c - r)
+    scale = float(np.max(np.abs(r)))
+    max_abs = float(np.max(diff)) if np.all(np.isfinite(diff)) else math.inf
+    mean_abs = float(np.mean(diff)) if math.isfinite(max_abs) else math.inf
+    return max_abs, mean_abs, (max_abs / scale if scale else max_abs), scale
+
+
+def rms_error(candidate: np.ndarray, reference64: np.ndarray) -> float:
+    d = np.asarray(candidate, dtype=np.float64) - np.asarray(reference64, dtype=np.float64)
+    return float(np.sqrt(np.mean(d * d))) if d.size else 0.0
+
+
+def noise_ratio(candidate32: np.ndarray, reference32: np.ndarray, reference64: np.ndarray) -> float:
+    """rms error of a float32 result against float64 truth, over the reference's own float32 error.
+
+    The denominator is floored at float32 unit roundoff times the rms of the truth: a reference that
+    happens to round exactly does not make an honest port look infinitely worse.
+    """
+    truth_rms = math.sqrt(float(np.mean(np.square(np.asarray(reference64, dtype=np.float64))))) if reference64.size else 0.0
+    floor = FLOAT32_UNIT_ROUNDOFF * truth_rms
+    denominator = max(rms_error(reference32, reference64), floor)
+    numerator = rms_error(candidate32, reference64)
+    return numerator / denominator if denominator else (0.0 if numerator == 0 else math.inf)
+
+
+def common_names(reference: Mapping, candidate: Mapping, backend: str) -> list[str]:
+    """Names both results hold, in the reference's order; a name missing on one side is an error."""
+    missing = [n for n in reference if n not in candidate]
+    extra = [n for n in candidate if n not in reference]
+    if missing or extra:
+        raise ValueError(f"{backend}: results differ in names: missing {missing[:5]}, unexpected {extra[:5]}")
+    return list(reference)

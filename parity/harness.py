@@ -1,0 +1,288 @@
+"""Run one target through several backends, each in its own worker process, and compare.
+
+Weights and inputs are made once with numpy (seeded, tensor by tensor) and written to safetensors;
+every worker loads them through the family's rules and writes named outputs and gradients; the
+parent compares them tensor by tensor from memory-mapped files, so it never holds a model.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from backends import family as get_family, installed_frameworks, preset as get_preset, presets
+from backends.errors import BadInput
+from backends.tensorfile import SafetensorsReader, save_arrays, write_safetensors
+
+from .compare import TensorResult, common_names, diff_stats, kind_of, noise_ratio
+from .tolerances import Tolerances
+from .worker import GRAD_PREFIX, INPUT_EMBEDS
+
+DTYPES = ("float64", "float32")
+
+
+class WorkerFailed(RuntimeError):
+    """A backend's worker process exited with an error (its log tail is in the message)."""
+
+
+@dataclass
+class Target:
+    family: str
+    config: object
+    head: str
+    label: str
+    weights: str | None = None  # a canonical safetensors file; None: seeded random weights
+
+
+@dataclass
+class RunRecord:
+    backend: str
+    dtype: str
+    seconds: float  # the worker's own load + forward + backward time
+    max_rss_bytes: int
+
+
+@dataclass
+class Report:
+    target: str
+    family: str
+    head: str
+    reference: str
+    dtypes: list
+    backends: list
+    results: list = field(default_factory=list)
+    runs: list = field(default_factory=list)
+    summary: list = field(default_factory=list)
+    first_divergence: dict | None = None
+    wall_seconds: float = 0.0
+    peak_bytes_parent: int = 0
+    passed: bool = True
+
+    @property
+    def time_ratio(self) -> float:
+        compute = sum(r.seconds for r in self.runs)
+        return self.wall_seconds / compute if compute else math.inf
+
+    @property
+    def memory_ratio(self) -> float:
+        largest = max((r.max_rss_bytes for r in self.runs), default=0)
+        return (largest + self.peak_bytes_parent) / largest if largest else math.inf
+
+    def to_json(self) -> dict:
+        return {
+            "passed": self.passed, "target": self.target, "family": self.family, "head": self.head,
+            "reference": self.reference, "dtype": self.dtypes[0] if len(self.dtypes) == 1 else "both",
+            "backends": self.backends, "first_divergence": self.first_divergence, "summary": self.summary,
+            "cost": {"wall_seconds": self.wall_seconds, "time_ratio": self.time_ratio,
+                     "memory_ratio": self.memory_ratio, "parent_peak_bytes": self.peak_bytes_parent,
+                     "runs": [vars(r) for r in self.runs]},
+            "results": [r.to_json() for r in self.results],
+        }
+
+
+def resolve_target(name: str, head: str | None = None, tiny: bool = False) -> Target:
+    """A preset name, or a checkpoint directory the converters can read."""
+    if os.path.isdir(name):
+        from converters.core import read_canonical_checkpoint  # a checkpoint dir needs the converters
+
+        family_name, config, ckpt_head, weights = read_canonical_checkpoint(name)
+        return Target(family_name, config, head or ckpt_head, name, weights)
+    if name not in presets():
+        raise BadInput(f"unknown target {name!r}: not a directory and not a preset "
+                       f"(python -m parity list shows {len(presets())} presets)")
+    found = get_preset(name)
+    spec = get_family(found.family)
+    config = spec.shrink(found.config) if tiny else found.config
+    head = head or found.head
+    if head not in spec.heads:
+        raise BadInput(f"--head {head!r}: family {found.family} has heads {', '.join(spec.heads)}")
+    return Target(found.family, config, head, name + (" (tiny)" if tiny else ""))
+
+
+def parity_tensor(name: str, shape: tuple, seed: int) -> np.ndarray:
+    """Seeded float64 weights per tensor, O(1) activations: N(0, 1/fan_in) matrices, noisy norms/biases.
+
+    Every tensor has its own generator, so a model of any size is made one tensor at a time.
+    """
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+    if len(shape) >= 2:
+        fan_in = int(np.prod(shape[1:]))
+        return rng.standard_normal(shape) / math.sqrt(fan_in)
+    base = 1.0 if name.endswith("weight") and "norm" in name.lower() else 0.0
+    return base + 0.1 * rng.standard_normal(shape)
+
+
+def write_parity_weights(target: Target, path: Path, seed: int) -> None:
+    shapes = get_family(target.family).param_shapes(target.config, target.head)
+    write_safetensors(path, [(n, np.float64, s) for n, s in shapes.items()],
+                      lambda n: parity_tensor(n, shapes[n], seed))
+
+
+def write_inputs(target: Target, path: Path, batch: int, seq_len: int, seed: int) -> None:
+    spec = get_family(target.family)
+    save_arrays(path, spec.make_inputs(target.config, target.head, batch, seq_len, np.random.default_rng(seed)))
+
+
+def run_worker(job: dict, workdir: Path) -> RunRecord:
+    """Run one backend in a fresh Python process; raise with its last log lines if it fails."""
+    job_path = workdir / f"job-{job['backend']}-{job['dtype']}.json"
+    job_path.write_text(json.dumps(job))
+    log_path = workdir / f"log-{job['backend']}-{job['dtype']}.txt"
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONHASHSEED": "0",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+                                                       os.environ.get("PYTHONPATH")]))}
+    with open(log_path, "w") as log:
+        code = subprocess.call([sys.executable, "-m", "parity.worker", str(job_path)], stdout=log,
+                               stderr=subprocess.STDOUT, env=env)
+    if code != 0:
+        tail = log_path.read_text().strip().splitlines()[-8:]
+        raise WorkerFailed(f"{job['backend']} worker ({job['dtype']}) failed with exit code {code}:\n"
+                           + "\n".join(tail))
+    timing = json.loads(Path(job["output"] + ".json").read_text())
+    return RunRecord(job["backend"], job["dtype"], timing["seconds"], timing["max_rss_bytes"])
+
+
+def layer_of(name: str, hidden_names: list[str]) -> str:
+    """The layer a result belongs to, for grouping and for naming the first divergence."""
+    if name.startswith("hidden_states."):
+        index = int(name.split(".")[1])
+        return hidden_names[index] if index < len(hidden_names) else name
+    if name.startswith(GRAD_PREFIX):
+        parts = name[len(GRAD_PREFIX):].split(".")
+        cut = max((i for i, p in enumerate(parts[:-1]) if p.isdigit()), default=None)
+        if cut is not None:
+            return ".".join(parts[: cut + 1])
+        return ".".join(parts[:-1]) or parts[0]
+    return name
+
+
+def forward_order(names: list[str]) -> list[str]:
+    """Outputs as computed (hidden states, attentions, final outputs, loss), then gradients."""
+    def key(name):
+        head, _, rest = name.partition(".")
+        if name.startswith(GRAD_PREFIX):
+            return (4, 1 if name.endswith(INPUT_EMBEDS) else 0, 0, "")
+        rank = {"hidden_states": 0, "attentions": 1, "loss": 3}.get(head, 2)
+        return (rank, 0, int(rest.split(".")[0]) if rest[:1].isdigit() else 0, "")
+    return sorted(names, key=key)  # stable: parameter order is kept among gradients
+
+
+def compare_files(reference_path: Path, candidate_path: Path, backend: str, dtype: str, hidden_names: list[str],
+                  tolerances: Tolerances, reference32_path: Path | None = None) -> list[TensorResult]:
+    """float64: candidate vs reference float64. float32: plain diffs vs the reference's float32 run,
+    and the noise ratio against the reference's float64 run."""
+    reference = SafetensorsReader(reference_path)
+    candidate = SafetensorsReader(candidate_path)
+    reference32 = SafetensorsReader(reference32_path) if reference32_path else None
+    results = []
+    for name in forward_order(common_names(reference, candidate, backend)):
+        truth, value = reference[name], candidate[name]
+        if dtype == "float64":
+            max_abs, mean_abs, max_rel, scale = diff_stats(value, truth)
+            passed = max_abs <= tolerances.float64_abs * max(1.0, scale)
+            ratio = None
+        else:
+            base32 = reference32[name]
+            max_abs, mean_abs, max_rel, scale = diff_stats(value, base32)
+            ratio = noise_ratio(value, base32, truth)
+            passed = math.isfinite(max_abs)
+            if tolerances.float32_max_abs is not None:
+                passed &= max_abs <= tolerances.float32_max_abs
+            if tolerances.float32_mean_abs is not None:
+                passed &= mean_abs <= tolerances.float32_mean_abs
+        results.append(TensorResult(backend, name, kind_of(name), dtype, layer_of(name, hidden_names), max_abs,
+                                    mean_abs, max_rel, scale, ratio, bool(passed)))
+    return results
+
+
+def summarize(results: list[TensorResult], tolerances: Tolerances) -> list[dict]:
+    """Per backend, dtype and kind: mean/max differences and (float32) the geometric-mean noise ratio."""
+    rows = []
+    groups = {}
+    for r in results:
+        groups.setdefault((r.backend, r.dtype, r.kind), []).append(r)
+    for (backend, dtype, kind), items in groups.items():
+        sizes_ok = all(r.passed for r in items)
+        row = {"backend": backend, "dtype": dtype, "kind": kind, "tensors": len(items),
+               "max_abs": max(r.max_abs for r in items),
+               "mean_abs": float(np.mean([r.mean_abs for r in items])),
+               "worst": max(items, key=lambda r: r.max_abs / max(1.0, r.scale)).tensor}
+        if dtype == "float32":
+            ratios = [max(r.noise_ratio, 1e-12) for r in items if r.noise_ratio is not None]
+            row["noise_ratio"] = float(np.exp(np.mean(np.log(ratios)))) if ratios else None
+            sizes_ok &= row["noise_ratio"] is None or row["noise_ratio"] <= tolerances.float32_noise_ratio
+        row["passed"] = bool(sizes_ok)
+        rows.append(row)
+    return rows
+
+
+def run_parity(target: Target, backends: list[str], reference: str = "torch", dtypes=DTYPES, batch: int = 2,
+               seq_len: int = 128, seed: int = 0, backward: bool = True, tolerances: Tolerances = Tolerances(),
+               workdir: str | None = None, progress=None) -> Report:
+    """The whole run: weights and inputs, one worker per backend and dtype, streaming comparison."""
+    started = time.perf_counter()
+    say = progress or (lambda message: None)
+    available = installed_frameworks()
+    for fw in [reference, *backends]:
+        if fw not in available:
+            raise BadInput(f"backend {fw!r} is not installed (installed: {', '.join(available) or 'none'})")
+    others = [fw for fw in backends if fw != reference]
+    if not others:
+        raise BadInput(f"nothing to compare: --backends names only the reference {reference!r}")
+    spec = get_family(target.family)
+    hidden_names = spec.hidden_state_names(target.config, target.head)
+    report = Report(target.label, target.family, target.head, reference, list(dtypes), others)
+    tmp = Path(tempfile.mkdtemp(prefix="parity-", dir=workdir))
+    try:
+        weights = Path(target.weights) if target.weights else tmp / "weights.safetensors"
+        if not target.weights:
+            say("writing seeded float64 weights")
+            write_parity_weights(target, weights, seed)
+        inputs = tmp / "inputs.safetensors"
+        write_inputs(target, inputs, batch, seq_len, seed)
+
+        def run(fw, dtype):
+            say(f"running {fw} in {dtype}")
+            output = tmp / f"out-{fw}-{dtype}.safetensors"
+            job = {"family": target.family, "backend": fw, "config": target.config.to_dict(), "head": target.head,
+                   "weights": str(weights), "inputs": str(inputs), "dtype": dtype, "backward": backward,
+                   "seed": seed, "output": str(output)}
+            report.runs.append(run_worker(job, tmp))
+            return output
+
+        ref64 = run(reference, "float64")
+        ref32 = run(reference, "float32") if "float32" in dtypes else None
+        for fw in others:
+            for dtype in dtypes:
+                out = run(fw, dtype)
+                say(f"comparing {fw} {dtype}")
+                report.results += compare_files(ref64, out, fw, dtype, hidden_names, tolerances,
+                                                reference32_path=ref32 if dtype == "float32" else None)
+                out.unlink()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    report.summary = summarize(report.results, tolerances)
+    report.passed = all(row["passed"] for row in report.summary)
+    first = next((r for r in report.results if not r.passed), None)
+    if first is None:
+        failing = [row for row in report.summary if not row["passed"]]
+        first = next((r for row in failing for r in report.results
+                      if (r.backend, r.dtype, r.kind) == (row["backend"], row["dtype"], row["kind"])
+                      and (r.noise_ratio or 0) > tolerances.float32_noise_ratio), None)
+    if first is not None:
+        report.first_divergence = {"backend": first.backend, "dtype": first.dtype, "tensor": first.tensor,
+                                   "layer": first.layer, "max_abs": first.max_abs}
+    report.wall_seconds = time.perf_counter() - started
+    report.peak_bytes_parent = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return report
