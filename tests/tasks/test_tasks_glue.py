@@ -63,7 +63,8 @@ LAYOUTS = {
                     "contradiction\n",
                     [("Your gift.", "Nothing given.", "contradiction")]),
     "mnli-test": ("mnli", "test_matched.tsv",
-                  f"{MNLI_TEST_HEADER}\n0\t31493\t31493\ttravel\t( A )\t( B )\t(ROOT A)\t(ROOT B)\tHierbas.\tA drink.\n",
+                  f"{MNLI_TEST_HEADER}\n0\t31493\t31493\ttravel\t( A )\t( B )\t(ROOT A)\t(ROOT B)\t"
+                  "Hierbas.\tA drink.\n",
                   [("Hierbas.", "A drink.", None)]),
     "qnli-dev": ("qnli", "dev.tsv", "index\tquestion\tsentence\tlabel\n0\tWhat came?\tThe Cold War came.\tentailment\n",
                  [("What came?", "The Cold War came.", "entailment")]),

@@ -128,7 +128,7 @@ def _logits(features, values):
 
 def test_postprocess_span_rules(squad_file, tokenizer):
     examples = read_squad(squad_file)[:2]
-    features = squad_features(examples, tokenizer, max_seq_length=32)
+    features = squad_features(examples, tokenizer, max_seq_length=32, doc_stride=8)
     # q1: question tokens score highest but are not in the context; (8, 14) "The cat sat on the mat." scores 13
     # but is 7 tokens long; (13, 14) "mat." scores 12; the CLS (null) score is 1 + 1 = 2.
     # q2: best span (13, 13) "mat" scores 2 + 1.5 = 3.5; null score 4 + 4 = 8.
