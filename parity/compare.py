@@ -56,11 +56,12 @@ def rms_error(candidate: np.ndarray, reference64: np.ndarray) -> float:
 def noise_ratio(candidate32: np.ndarray, reference32: np.ndarray, reference64: np.ndarray) -> float:
     """rms error of a float32 result against float64 truth, over the reference's own float32 error.
 
-    The denominator is floored at float32 unit roundoff times the rms of the truth: a reference that
-    happens to round exactly does not make an honest port look infinitely worse.
+    The denominator is floored at a quarter of float32 unit roundoff times the rms of the truth
+    (below what one rounding of each value costs): a reference that happens to round exactly does
+    not make an honest port look infinitely worse.
     """
     truth_rms = math.sqrt(float(np.mean(np.square(np.asarray(reference64, dtype=np.float64))))) if reference64.size else 0.0
-    floor = FLOAT32_UNIT_ROUNDOFF * truth_rms
+    floor = 0.25 * FLOAT32_UNIT_ROUNDOFF * truth_rms
     denominator = max(rms_error(reference32, reference64), floor)
     numerator = rms_error(candidate32, reference64)
     return numerator / denominator if denominator else (0.0 if numerator == 0 else math.inf)

@@ -149,6 +149,10 @@ def run_worker(job: dict, workdir: Path) -> RunRecord:
         tail = log_path.read_text().strip().splitlines()[-8:]
         raise WorkerFailed(f"{job['backend']} worker ({job['dtype']}) failed with exit code {code}:\n"
                            + "\n".join(tail))
+    return read_run_record(job)
+
+
+def read_run_record(job: dict) -> RunRecord:
     timing = json.loads(Path(job["output"] + ".json").read_text())
     return RunRecord(job["backend"], job["dtype"], timing["seconds"], timing["max_rss_bytes"])
 
@@ -229,8 +233,12 @@ def summarize(results: list[TensorResult], tolerances: Tolerances) -> list[dict]
 
 def run_parity(target: Target, backends: list[str], reference: str = "torch", dtypes=DTYPES, batch: int = 2,
                seq_len: int = 128, seed: int = 0, backward: bool = True, tolerances: Tolerances = Tolerances(),
-               workdir: str | None = None, progress=None) -> Report:
-    """The whole run: weights and inputs, one worker per backend and dtype, streaming comparison."""
+               workdir: str | None = None, progress=None, runner=None) -> Report:
+    """The whole run: weights and inputs, one worker per backend and dtype, streaming comparison.
+
+    `runner(job, workdir) -> RunRecord` runs one backend (default: a fresh process per backend).
+    """
+    runner = runner or run_worker
     started = time.perf_counter()
     say = progress or (lambda message: None)
     available = installed_frameworks()
@@ -258,7 +266,7 @@ def run_parity(target: Target, backends: list[str], reference: str = "torch", dt
             job = {"family": target.family, "backend": fw, "config": target.config.to_dict(), "head": target.head,
                    "weights": str(weights), "inputs": str(inputs), "dtype": dtype, "backward": backward,
                    "seed": seed, "output": str(output)}
-            report.runs.append(run_worker(job, tmp))
+            report.runs.append(runner(job, tmp))
             return output
 
         ref64 = run(reference, "float64")

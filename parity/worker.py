@@ -69,13 +69,19 @@ def run_backend(family_name: str, fw: str, config, head: str, params, inputs: di
 
 
 def main(job_path: str) -> int:
-    """Run the job described in JSON and write its results (safetensors) and timings (JSON)."""
+    """Run the job described in a JSON file (see `execute`)."""
+    execute(json.loads(open(job_path).read()))
+    return 0
+
+
+def execute(job: dict) -> None:
+    """Run a job {family, backend, config, head, weights, inputs, dtype, backward, seed, output}; write
+    its results to `output` (safetensors) and its timing and peak memory to `output`.json."""
     import time
 
     from backends import family, framework, modeling
     from backends.tensorfile import SafetensorsReader, save_arrays
 
-    job = json.loads(open(job_path).read())
     spec = family(job["family"])
     config = spec.config_class.from_dict(job["config"])
     framework(job["backend"]), modeling(job["family"], job["backend"])  # import time is not the backend's work
@@ -88,7 +94,6 @@ def main(job_path: str) -> int:
     save_arrays(job["output"], results, metadata={"backend": job["backend"], "dtype": job["dtype"]})
     with open(job["output"] + ".json", "w") as out:
         json.dump({"seconds": elapsed, "max_rss_bytes": _max_rss()}, out)
-    return 0
 
 
 def _max_rss() -> int:

@@ -182,18 +182,15 @@ class FunnelRelMultiheadAttention(nn.Layer):
         self.q_head = nn.Linear(d_model, n_head * d_head, bias_attr=False)
         self.k_head = nn.Linear(d_model, n_head * d_head)
         self.v_head = nn.Linear(d_model, n_head * d_head)
-        self.r_w_bias = self._zeros([n_head, d_head])
-        self.r_r_bias = self._zeros([n_head, d_head])
-        self.r_kernel = self._zeros([d_model, n_head, d_head])
-        self.r_s_bias = self._zeros([n_head, d_head])
-        self.seg_embed = self._zeros([2, n_head, d_head])
+        zeros = nn.initializer.Constant(0.0)  # create_parameter takes the default dtype
+        self.r_w_bias = self.create_parameter([n_head, d_head], default_initializer=zeros)
+        self.r_r_bias = self.create_parameter([n_head, d_head], default_initializer=zeros)
+        self.r_kernel = self.create_parameter([d_model, n_head, d_head], default_initializer=zeros)
+        self.r_s_bias = self.create_parameter([n_head, d_head], default_initializer=zeros)
+        self.seg_embed = self.create_parameter([2, n_head, d_head], default_initializer=zeros)
         self.post_proj = nn.Linear(n_head * d_head, d_model)
         self.layer_norm = LayerNorm(d_model, epsilon=config.layer_norm_eps)
         self.scale = 1.0 / d_head**0.5
-
-    def _zeros(self, shape):
-        """A parameter of the default dtype (torch: nn.Parameter(torch.zeros(shape)))."""
-        return self.create_parameter(shape, default_initializer=nn.initializer.Constant(0.0))
 
     def relative_positional_attention(self, position_embeds, q_head, context_len, cls_mask):
         """Scores from relative positions, [B, N, T, C]."""

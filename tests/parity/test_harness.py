@@ -1,0 +1,118 @@
+"""Every family and preset shape at tiny size through the harness, plus a deliberately broken port."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from backends import family, presets
+from parity.harness import read_run_record, resolve_target, run_parity, run_worker
+from parity.worker import execute
+
+from ..conftest import BACKENDS, REPO
+
+needs_two = pytest.mark.skipif(len(BACKENDS) < 2, reason="needs two installed backends")
+
+
+def _unique_tiny_targets():
+    """One target per distinct (family, tiny config, head): presets that shrink alike are one test."""
+    seen = {}
+    for name in sorted(presets()):
+        target = resolve_target(name, tiny=True)
+        key = (target.family, target.config.to_json_string(), target.head)
+        seen.setdefault(key, []).append(name)
+    return [names for names in seen.values()]
+
+
+TINY = _unique_tiny_targets()
+
+
+@needs_two
+@pytest.mark.parametrize("names", TINY, ids=lambda names: names[0])
+def test_every_preset_shape_is_the_same_function(names):
+    """float64: every output and gradient within 1e-10; float32: as accurate as the reference."""
+    report = run_parity(resolve_target(names[0], tiny=True), BACKENDS, reference=BACKENDS[0], batch=2, seq_len=9)
+    assert report.passed, report.first_divergence
+    kinds = {(row["backend"], row["dtype"], row["kind"]) for row in report.summary}
+    assert len(kinds) == 4 * (len(BACKENDS) - 1)  # outputs and grads, both dtypes, every other backend
+    assert any(r.tensor == "grad.inputs_embeds" for r in report.results)
+
+
+@needs_two
+def test_every_head_and_every_reference():
+    spec = family("funnel")
+    for head in spec.heads:
+        for reference in BACKENDS:
+            target = resolve_target("funnel-medium", head=head, tiny=True)
+            report = run_parity(target, BACKENDS, reference=reference, dtypes=("float64",), seq_len=7)
+            assert report.passed, (head, reference, report.first_divergence)
+
+
+def _break_tf_layer_norm(monkeypatch, block: int, layer: int):
+    """Give one TF encoder layer's FFN LayerNorm a wrong epsilon."""
+    from backends.funnel import modeling_tf
+
+    original = modeling_tf.FunnelEncoder.__init__
+
+    def patched(self, config):
+        original(self, config)
+        self.blocks[block][layer].ffn.layer_norm.eps = 1e-1
+
+    monkeypatch.setattr(modeling_tf.FunnelEncoder, "__init__", patched)
+
+
+@pytest.mark.skipif(not {"torch", "tf"} <= set(BACKENDS), reason="needs torch and tf")
+def test_broken_port_fails_and_is_localised(monkeypatch):
+    _break_tf_layer_norm(monkeypatch, block=1, layer=1)
+
+    def runner(job, workdir):
+        if job["backend"] != "tf":
+            return run_worker(job, workdir)
+        execute(job)  # in this process, where the port is broken
+        return read_run_record(job)
+
+    target = resolve_target("funnel-small", tiny=True)
+    report = run_parity(target, ["torch", "tf"], reference="torch", dtypes=("float64",), seq_len=9, runner=runner)
+    assert not report.passed
+    assert report.first_divergence["layer"] == "encoder.blocks.1.1"
+    assert report.first_divergence["tensor"] == "hidden_states.4"  # embeddings, 2 layers of block 0, then 1.0
+    passing = {r.layer for r in report.results if r.kind == "output" and r.passed}
+    assert {"embeddings", "encoder.blocks.0.0", "encoder.blocks.0.1", "encoder.blocks.1.0"} <= passing
+
+
+def _cli(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", "parity", *args], capture_output=True, text=True, cwd=cwd)
+
+
+@needs_two
+def test_cli_json_plot_and_exit_codes(tmp_path):
+    out_json, out_png = tmp_path / "report.json", tmp_path / "errors.png"
+    done = _cli("compare", "funnel-small-base", "--tiny", "--seq-len", "8", "--backends", ",".join(BACKENDS),
+                "--json", str(out_json), "--plot", str(out_png))
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(out_json.read_text())
+    assert report["passed"] is True and report["dtype"] == "both" and report["reference"] == "torch"
+    row = report["results"][0]
+    assert {"backend", "tensor", "kind", "max_abs", "mean_abs", "max_rel", "noise_ratio"} <= set(row)
+    assert out_png.read_bytes()[:4] == b"\x89PNG"
+    assert "PASSED" in done.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["compare", "no-such-preset"], "unknown target"),
+    (["compare", "funnel-small", "--tiny", "--backends", "torch,mxnet"], "unknown backend"),
+    (["compare", "funnel-small", "--tiny", "--backends", "torch"], "nothing to compare"),
+    (["compare", "funnel-small", "--tiny", "--tolerance", "bogus=1"], "--tolerance"),
+    (["compare", "funnel-small", "--tiny", "--head", "nohead"], "--head"),
+])
+def test_cli_bad_input_exits_2(args, message):
+    done = _cli(*args)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_cli_list():
+    done = _cli("list")
+    assert done.returncode == 0 and "funnel-xlarge" in done.stdout
