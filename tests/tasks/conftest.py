@@ -25,6 +25,7 @@ gone see saw seen know knew take took get got come came give gave find found thi
 became leave left feel felt put bring begin keep hold write wrote stand hear let mean set meet run pay sit
 speak lie lead read grow lose fall send build stay cut reach kill remain cat dog mat sat
 """.split()
+PUNCTUATION = tuple(".,;:!?'\"()-")
 SUFFIXES = ("##s", "##es", "##ed", "##ing", "##ly", "##er")
 WORD_OR_SYMBOL = re.compile(r"\w+|[^\w\s]")
 
@@ -49,8 +50,8 @@ def shared_data():
 
 
 def write_wordpiece_vocab(folder: Path, texts=()) -> Path:
-    """Write vocab.txt: special tokens, common words, suffix pieces and every word of `texts` (lower-cased)."""
-    words = set(COMMON_WORDS)
+    """Write vocab.txt: special tokens, common words, punctuation, suffix pieces and every word of `texts` (lower-cased)."""
+    words = {*COMMON_WORDS, *PUNCTUATION}
     for text in texts:
         words.update(WORD_OR_SYMBOL.findall(text.lower()))
     folder.mkdir(parents=True, exist_ok=True)
