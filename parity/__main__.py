@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seed", type=int, default=0, help="seed of weights, inputs and loss projection")
     compare.add_argument("--tiny", action="store_true", help="shrink a preset to a tiny config with the same switches")
     compare.add_argument("--no-backward", action="store_true", help="compare outputs only, no gradients")
-    compare.add_argument("--against", default="", help="also compare third-party classes: transformers,paddlenlp")
+    compare.add_argument("--against", default="", help="also compare third-party classes in float32 (outputs only): transformers")
     compare.add_argument("--json", metavar="PATH", help="write the full report as JSON")
     compare.add_argument("--plot", metavar="PATH", help="draw per-layer error curves to a PNG")
     compare.add_argument("--tolerance", action="append", default=[], metavar="KEY=VALUE",
@@ -99,12 +99,8 @@ def _compare(args) -> int:
     console = Console(width=None if sys.stdout.isatty() else 140)
     report = run_parity(target, backends, reference=args.reference, dtypes=dtypes, batch=args.batch,
                         seq_len=args.seq_len, seed=args.seed, backward=not args.no_backward, tolerances=tolerances,
-                        workdir=args.workdir, progress=lambda m: console.print(f"[dim]{m}[/]"))
-    if args.against:
-        from .oracles import compare_oracles
-
-        report = compare_oracles(report, target, args.against.split(","), batch=args.batch, seq_len=args.seq_len,
-                                 seed=args.seed, tolerances=tolerances)
+                        workdir=args.workdir, progress=lambda m: console.print(f"[dim]{m}[/]"),
+                        against=tuple(filter(None, args.against.split(","))))
     print_report(report, console)
     if args.json:
         write_json(report, args.json)

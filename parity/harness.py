@@ -183,14 +183,17 @@ def forward_order(names: list[str]) -> list[str]:
 
 
 def compare_files(reference_path: Path, candidate_path: Path, backend: str, dtype: str, hidden_names: list[str],
-                  tolerances: Tolerances, reference32_path: Path | None = None) -> list[TensorResult]:
+                  tolerances: Tolerances, reference32_path: Path | None = None, partial: bool = False
+                  ) -> list[TensorResult]:
     """float64: candidate vs reference float64. float32: plain diffs vs the reference's float32 run,
-    and the noise ratio against the reference's float64 run."""
+    and the noise ratio against the reference's float64 run. `partial`: the candidate (an oracle)
+    holds a subset of the reference's names."""
     reference = SafetensorsReader(reference_path)
     candidate = SafetensorsReader(candidate_path)
     reference32 = SafetensorsReader(reference32_path) if reference32_path else None
+    names = common_names({n: None for n in candidate if n in reference} if partial else reference, candidate, backend)
     results = []
-    for name in forward_order(common_names(reference, candidate, backend)):
+    for name in forward_order(names):
         truth, value = reference[name], candidate[name]
         if dtype == "float64":
             max_abs, mean_abs, max_rel, scale = diff_stats(value, truth)
@@ -233,10 +236,11 @@ def summarize(results: list[TensorResult], tolerances: Tolerances) -> list[dict]
 
 def run_parity(target: Target, backends: list[str], reference: str = "torch", dtypes=DTYPES, batch: int = 2,
                seq_len: int = 128, seed: int = 0, backward: bool = True, tolerances: Tolerances = Tolerances(),
-               workdir: str | None = None, progress=None, runner=None) -> Report:
+               workdir: str | None = None, progress=None, runner=None, against: tuple = ()) -> Report:
     """The whole run: weights and inputs, one worker per backend and dtype, streaming comparison.
 
     `runner(job, workdir) -> RunRecord` runs one backend (default: a fresh process per backend).
+    `against` names third-party oracles (parity/oracles.py), compared in float32 on their outputs.
     """
     runner = runner or run_worker
     started = time.perf_counter()
@@ -245,12 +249,17 @@ def run_parity(target: Target, backends: list[str], reference: str = "torch", dt
     for fw in [reference, *backends]:
         if fw not in available:
             raise BadInput(f"backend {fw!r} is not installed (installed: {', '.join(available) or 'none'})")
+    from .oracles import ORACLES
+
+    for oracle in against:
+        if oracle not in ORACLES:
+            raise BadInput(f"--against {oracle!r}: known oracles are {', '.join(ORACLES)}")
     others = [fw for fw in backends if fw != reference]
-    if not others:
+    if not others and not against:
         raise BadInput(f"nothing to compare: --backends names only the reference {reference!r}")
     spec = get_family(target.family)
     hidden_names = spec.hidden_state_names(target.config, target.head)
-    report = Report(target.label, target.family, target.head, reference, list(dtypes), others)
+    report = Report(target.label, target.family, target.head, reference, list(dtypes), others + list(against))
     tmp = Path(tempfile.mkdtemp(prefix="parity-", dir=workdir))
     try:
         weights = Path(target.weights) if target.weights else tmp / "weights.safetensors"
@@ -260,7 +269,7 @@ def run_parity(target: Target, backends: list[str], reference: str = "torch", dt
         inputs = tmp / "inputs.safetensors"
         write_inputs(target, inputs, batch, seq_len, seed)
 
-        def run(fw, dtype):
+        def run(fw, dtype, backward=backward):
             say(f"running {fw} in {dtype}")
             output = tmp / f"out-{fw}-{dtype}.safetensors"
             job = {"family": target.family, "backend": fw, "config": target.config.to_dict(), "head": target.head,
@@ -278,6 +287,10 @@ def run_parity(target: Target, backends: list[str], reference: str = "torch", dt
                 report.results += compare_files(ref64, out, fw, dtype, hidden_names, tolerances,
                                                 reference32_path=ref32 if dtype == "float32" else None)
                 out.unlink()
+        for oracle in against:
+            out = run(oracle, "float32", backward=False)
+            report.results += compare_files(ref64, out, oracle, "float32", hidden_names, tolerances,
+                                            reference32_path=ref32 or run(reference, "float32"), partial=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     report.summary = summarize(report.results, tolerances)

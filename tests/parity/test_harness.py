@@ -116,3 +116,15 @@ def test_cli_bad_input_exits_2(args, message):
 def test_cli_list():
     done = _cli("list")
     assert done.returncode == 0 and "funnel-xlarge" in done.stdout
+
+
+@pytest.mark.oracle
+@needs_two
+def test_against_transformers_oracle():
+    pytest.importorskip("transformers")
+    for name in ("funnel-medium", "funnel-small-base"):
+        report = run_parity(resolve_target(name, tiny=True), BACKENDS, seq_len=10, against=("transformers",))
+        oracle = [r for r in report.results if r.backend == "transformers"]
+        assert {r.tensor for r in oracle} >= {"last_hidden_state", "hidden_states.0", "attentions.0"}
+        assert report.passed, report.first_divergence
+        assert max(r.max_abs for r in oracle) <= 1e-5
