@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from pathlib import Path
@@ -60,16 +61,16 @@ def write_wordpiece_vocab(folder: Path, texts=()) -> Path:
 
 
 @pytest.fixture
-def make_tokenizer(tmp_path):
+def make_vocab_dir(tmp_path):
+    """Factory: a new folder holding a WordPiece vocab.txt that covers the given texts."""
+    folders = (tmp_path / f"wordpiece{n}" for n in itertools.count())
+    return lambda texts=(): write_wordpiece_vocab(next(folders), texts)
+
+
+@pytest.fixture
+def make_tokenizer(make_vocab_dir):
     """Factory: a BertTokenizerFast (lower-casing) whose vocabulary covers the given texts."""
-    count = 0
-
-    def make(texts=()):
-        nonlocal count
-        count += 1
-        return load_tokenizer(write_wordpiece_vocab(tmp_path / f"wordpiece{count}", texts))
-
-    return make
+    return lambda texts=(): load_tokenizer(make_vocab_dir(texts))
 
 
 @pytest.fixture(scope="session")
