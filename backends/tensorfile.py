@@ -58,7 +58,8 @@ def write_safetensors(path, specs: Iterable[tuple[str, np.dtype, tuple]], produc
             array = np.asarray(produce(name))
             if array.shape != shape:
                 raise WeightsError(f"{path}: tensor {name} has shape {array.shape}, announced {shape}")
-            out.write(np.ascontiguousarray(array, dtype=dtype).astype(dtype.newbyteorder("<"), copy=False).tobytes())
+            little_endian = np.ascontiguousarray(array, dtype=dtype).astype(dtype.newbyteorder("<"), copy=False)
+            out.write(memoryview(little_endian.reshape(-1)).cast("B"))
 
 
 def save_arrays(path, arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> None:
