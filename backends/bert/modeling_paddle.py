@@ -1,0 +1,350 @@
+"""BERT in PaddlePaddle: the PyTorch reference (modeling_torch.py), class by class.
+
+Same classes, methods, attribute and parameter names as the reference; comments mark where Paddle
+needs something different. paddle Linear stores its weight [in, out] (the port rules transpose it).
+"""
+from __future__ import annotations
+
+import math
+
+import paddle
+import paddle.nn.functional as F
+from paddle import nn
+
+from .._fw.paddle import activation
+
+# added to the scores of masked keys (see modeling_torch.py)
+MASK_BIAS = -10000.0
+
+
+class Embedding(nn.Embedding):
+    """torch's nn.Embedding: the padding row is looked up as stored and gets no gradient.
+
+    paddle's own padding_idx returns zeros for padding ids, whatever the row holds.
+    """
+
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None):
+        super().__init__(num_embeddings, embedding_dim)
+        self.padding_idx = padding_idx
+
+    def forward(self, ids):
+        vectors = F.embedding(ids, self.weight)
+        if self.padding_idx is None:
+            return vectors
+        return paddle.where((ids == self.padding_idx)[..., None], vectors.detach(), vectors)
+
+
+class LayerNorm(nn.LayerNorm):
+    """paddle's layer_norm op holds epsilon as a float32, which in float64 moves the gradients of
+    low-variance rows at the 1e-8 level; computed here in the input's dtype."""
+
+    def forward(self, x):
+        centered = x - x.mean(axis=-1, keepdim=True)
+        variance = (centered * centered).mean(axis=-1, keepdim=True)
+        return centered / paddle.sqrt(variance + self._epsilon) * self.weight + self.bias
+
+
+class BertEmbeddings(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.word_embeddings = Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def create_position_ids(self, input_ids, inputs_embeds):
+        """[B, T] absolute positions 0 .. T-1."""
+        batch, seq_len = inputs_embeds.shape[:2]
+        return paddle.arange(seq_len, dtype="int64").expand([batch, seq_len])
+
+    def forward(self, input_ids=None, token_type_ids=None, inputs_embeds=None):
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)
+        position_ids = self.create_position_ids(input_ids, inputs_embeds)
+        embeddings = inputs_embeds + self.token_type_embeddings(token_type_ids)
+        embeddings = embeddings + self.position_embeddings(position_ids)
+        return self.dropout(self.LayerNorm(embeddings))
+
+
+class BertSelfAttention(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.num_attention_heads = config.num_attention_heads
+        self.attention_head_size = config.head_size
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+
+    def split_heads(self, x):
+        """[B, T, N*D] -> [B, N, T, D]"""
+        batch, seq_len, _ = x.shape
+        return x.reshape([batch, seq_len, self.num_attention_heads, self.attention_head_size]).transpose([0, 2, 1, 3])
+
+    def forward(self, hidden_states, attention_bias):
+        """Returns (context [B, T, N*D], probabilities and pre-softmax scores [B, N, T, T])."""
+        query = self.split_heads(self.query(hidden_states))
+        key = self.split_heads(self.key(hidden_states))
+        value = self.split_heads(self.value(hidden_states))
+        scores = paddle.matmul(query, key, transpose_y=True) / math.sqrt(self.attention_head_size) + attention_bias
+        probs = F.softmax(scores, axis=-1)
+        context = paddle.matmul(self.dropout(probs), value).transpose([0, 2, 1, 3])
+        return context.reshape([*context.shape[:2], -1]), probs, scores
+
+
+class BertSelfOutput(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states, input_tensor):
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+
+
+class BertAttention(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.self = BertSelfAttention(config)
+        self.output = BertSelfOutput(config)
+
+    def forward(self, hidden_states, attention_bias):
+        context, probs, scores = self.self(hidden_states, attention_bias)
+        return self.output(context, hidden_states), probs, scores
+
+
+class BertIntermediate(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.intermediate_act_fn = activation(config.hidden_act)
+
+    def forward(self, hidden_states):
+        return self.intermediate_act_fn(self.dense(hidden_states))
+
+
+class BertOutput(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.LayerNorm = LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states, input_tensor):
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+
+
+class BertLayer(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.attention = BertAttention(config)
+        self.intermediate = BertIntermediate(config)
+        self.output = BertOutput(config)
+
+    def forward(self, hidden_states, attention_bias):
+        attention_output, probs, scores = self.attention(hidden_states, attention_bias)
+        return self.output(self.intermediate(attention_output), attention_output), probs, scores
+
+
+class BertEncoder(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.layer = nn.LayerList([BertLayer(config) for _ in range(config.num_hidden_layers)])
+
+    def forward(self, hidden_states, attention_bias):
+        """Returns {"last_hidden_state", "hidden_states" (input and every layer), "attentions", "attention_scores"}."""
+        all_hidden_states, all_attentions, all_scores = [hidden_states], [], []
+        for layer in self.layer:
+            hidden_states, probs, scores = layer(hidden_states, attention_bias)
+            all_hidden_states.append(hidden_states)
+            all_attentions.append(probs)
+            all_scores.append(scores)
+        return {"last_hidden_state": hidden_states, "hidden_states": all_hidden_states,
+                "attentions": all_attentions, "attention_scores": all_scores}
+
+
+class BertPooler(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden_states):
+        return paddle.tanh(self.dense(hidden_states[:, 0]))
+
+
+def attention_bias(attention_mask, dtype):
+    """[B, T] mask of 1 (keep) / 0 (masked key) -> additive [B, 1, 1, T] scores bias in `dtype`."""
+    return (1.0 - attention_mask[:, None, None, :].astype(dtype)) * MASK_BIAS
+
+
+class BertModel(nn.Layer):
+    """Embeddings, encoder and (unless add_pooling_layer=False) the tanh pooler over the first token."""
+
+    embeddings_class = BertEmbeddings
+
+    def __init__(self, config, add_pooling_layer=True):
+        super().__init__()
+        self.config = config
+        self.embeddings = self.embeddings_class(config)
+        self.encoder = BertEncoder(config)
+        self.pooler = BertPooler(config) if add_pooling_layer else None
+
+    def get_input_embeddings(self):
+        return self.embeddings.word_embeddings
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None):
+        """inputs_embeds, when given, replaces only the word-embedding lookup (input_ids may come too)."""
+        if input_ids is None and inputs_embeds is None:
+            raise ValueError("give input_ids or inputs_embeds")
+        like = input_ids if input_ids is not None else inputs_embeds[..., 0]
+        if attention_mask is None:
+            attention_mask = paddle.ones(like.shape, dtype="int64")
+        if token_type_ids is None:
+            token_type_ids = paddle.zeros(like.shape, dtype="int64")
+        embedding_output = self.embeddings(input_ids, token_type_ids, inputs_embeds)
+        outputs = self.encoder(embedding_output, attention_bias(attention_mask, embedding_output.dtype))
+        if self.pooler is not None:
+            outputs["pooler_output"] = self.pooler(outputs["last_hidden_state"])
+        return outputs
+
+
+class BertPreTrainedHead(nn.Layer):
+    """A task head over a base model held under `base_model_prefix` (the canonical names' prefix)."""
+
+    base_model_prefix = "bert"
+    base_model_class = BertModel
+    add_pooling_layer = True
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        setattr(self, self.base_model_prefix, self.base_model_class(config, add_pooling_layer=self.add_pooling_layer))
+
+    @property
+    def base_model(self):
+        return getattr(self, self.base_model_prefix)
+
+    def get_input_embeddings(self):
+        return self.base_model.get_input_embeddings()
+
+
+class BertForSequenceClassification(BertPreTrainedHead):
+    """num_labels scores from the pooled first token (one score: regression)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.dropout = nn.Dropout(config.classifier_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None):
+        outputs = self.base_model(input_ids, attention_mask, token_type_ids, inputs_embeds)
+        return {"logits": self.classifier(self.dropout(outputs["pooler_output"])), **outputs}
+
+
+class BertForMultipleChoice(BertPreTrainedHead):
+    """Inputs [B, choices, T]; one score per choice from the pooled first token."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.dropout = nn.Dropout(config.classifier_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None):
+        like = input_ids if input_ids is not None else inputs_embeds[..., 0]
+        num_choices, seq_len = like.shape[1], like.shape[2]
+        flat = lambda t: None if t is None else t.reshape([-1, seq_len, *t.shape[3:]])  # noqa: E731
+        outputs = self.base_model(flat(input_ids), flat(attention_mask), flat(token_type_ids), flat(inputs_embeds))
+        logits = self.classifier(self.dropout(outputs["pooler_output"])).reshape([-1, num_choices])
+        return {"logits": logits, **outputs}
+
+
+class BertForQuestionAnswering(BertPreTrainedHead):
+    """Answer-span start and end scores for every token."""
+
+    add_pooling_layer = False
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None):
+        outputs = self.base_model(input_ids, attention_mask, token_type_ids, inputs_embeds)
+        logits = self.qa_outputs(outputs["last_hidden_state"])
+        return {"start_logits": logits[..., 0], "end_logits": logits[..., 1], **outputs}
+
+
+class BertForTokenClassification(BertPreTrainedHead):
+    """num_labels scores for every token."""
+
+    add_pooling_layer = False
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.dropout = nn.Dropout(config.classifier_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None):
+        outputs = self.base_model(input_ids, attention_mask, token_type_ids, inputs_embeds)
+        return {"logits": self.classifier(self.dropout(outputs["last_hidden_state"])), **outputs}
+
+
+def tied_decoder(hidden_states, word_embeddings, bias):
+    """Vocabulary scores with the decoder weight tied to the [vocab, hidden] word embeddings."""
+    return paddle.matmul(hidden_states, word_embeddings, transpose_y=True) + bias
+
+
+class BertPredictionHeadTransform(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.transform_act_fn = activation(config.hidden_act)
+        self.LayerNorm = LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
+
+    def forward(self, hidden_states):
+        return self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))
+
+
+class BertLMPredictionHead(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.transform = BertPredictionHeadTransform(config)
+        self.bias = self.create_parameter([config.vocab_size], is_bias=True)
+
+    def forward(self, hidden_states, word_embeddings):
+        return tied_decoder(self.transform(hidden_states), word_embeddings, self.bias)
+
+
+class BertOnlyMLMHead(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.predictions = BertLMPredictionHead(config)
+
+    def forward(self, sequence_output, word_embeddings):
+        return self.predictions(sequence_output, word_embeddings)
+
+
+class BertForMaskedLM(BertPreTrainedHead):
+    """Vocabulary scores for every token; the decoder is the word-embedding matrix (tied)."""
+
+    add_pooling_layer = False
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.cls = BertOnlyMLMHead(config)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None):
+        outputs = self.base_model(input_ids, attention_mask, token_type_ids, inputs_embeds)
+        logits = self.cls(outputs["last_hidden_state"], self.get_input_embeddings().weight)
+        return {"logits": logits, **outputs}
+
+
+HEADS = {
+    "base": BertModel,
+    "seqcls": BertForSequenceClassification,
+    "qa": BertForQuestionAnswering,
+    "mc": BertForMultipleChoice,
+    "mlm": BertForMaskedLM,
+    "tokcls": BertForTokenClassification,
+}

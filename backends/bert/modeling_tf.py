@@ -1,0 +1,333 @@
+"""BERT in TensorFlow: the PyTorch reference (modeling_torch.py), class by class.
+
+Built on `tf_nn` layers (plain tf.Module objects, no Keras), so parameter names are attribute paths
+exactly as in torch; comments mark where TF needs something different. tf_nn.Linear stores its
+weight [in, out] (the port rules transpose it).
+"""
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+from .._fw import tf_nn as nn
+from .._fw.tensorflow import activation as adapter_activation
+
+# added to the scores of masked keys (see modeling_torch.py)
+MASK_BIAS = -10000.0
+
+
+def activation(name):
+    """The adapter's activation, but GELU written out: in float64 tf.nn.gelu is off by up to 5e-9 (erf
+    form) and 1e-9 (tanh form), where torch and paddle are exact to rounding."""
+    if name == "gelu":
+        return lambda x: 0.5 * x * tf.math.erfc(-x * 0.7071067811865476)
+    if name in ("gelu_new", "gelu_pytorch_tanh"):
+        return lambda x: 0.5 * x * (1.0 + tf.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
+    return adapter_activation(name)
+
+
+class BertEmbeddings(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def create_position_ids(self, input_ids, inputs_embeds):
+        """[B, T] absolute positions 0 .. T-1."""
+        batch, seq_len = inputs_embeds.shape[:2]
+        return tf.broadcast_to(tf.range(seq_len, dtype=tf.int64), [batch, seq_len])
+
+    def forward(self, input_ids=None, token_type_ids=None, inputs_embeds=None):
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)
+        position_ids = self.create_position_ids(input_ids, inputs_embeds)
+        embeddings = inputs_embeds + self.token_type_embeddings(token_type_ids)
+        embeddings = embeddings + self.position_embeddings(position_ids)
+        return self.dropout(self.LayerNorm(embeddings))
+
+
+class BertSelfAttention(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.num_attention_heads = config.num_attention_heads
+        self.attention_head_size = config.head_size
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+
+    def split_heads(self, x):
+        """[B, T, N*D] -> [B, N, T, D]"""
+        batch, seq_len, _ = x.shape
+        return tf.transpose(tf.reshape(x, [batch, seq_len, self.num_attention_heads, self.attention_head_size]), [0, 2, 1, 3])
+
+    def forward(self, hidden_states, attention_bias):
+        """Returns (context [B, T, N*D], probabilities and pre-softmax scores [B, N, T, T])."""
+        query = self.split_heads(self.query(hidden_states))
+        key = self.split_heads(self.key(hidden_states))
+        value = self.split_heads(self.value(hidden_states))
+        scores = tf.matmul(query, key, transpose_b=True) / math.sqrt(self.attention_head_size) + attention_bias
+        probs = tf.nn.softmax(scores, axis=-1)
+        context = tf.transpose(tf.matmul(self.dropout(probs), value), [0, 2, 1, 3])
+        return tf.reshape(context, [*context.shape[:2], -1]), probs, scores
+
+
+class BertSelfOutput(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states, input_tensor):
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+
+
+class BertAttention(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.self = BertSelfAttention(config)
+        self.output = BertSelfOutput(config)
+
+    def forward(self, hidden_states, attention_bias):
+        context, probs, scores = self.self(hidden_states, attention_bias)
+        return self.output(context, hidden_states), probs, scores
+
+
+class BertIntermediate(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.intermediate_act_fn = activation(config.hidden_act)
+
+    def forward(self, hidden_states):
+        return self.intermediate_act_fn(self.dense(hidden_states))
+
+
+class BertOutput(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states, input_tensor):
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+
+
+class BertLayer(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.attention = BertAttention(config)
+        self.intermediate = BertIntermediate(config)
+        self.output = BertOutput(config)
+
+    def forward(self, hidden_states, attention_bias):
+        attention_output, probs, scores = self.attention(hidden_states, attention_bias)
+        return self.output(self.intermediate(attention_output), attention_output), probs, scores
+
+
+class BertEncoder(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.layer = nn.LayerList([BertLayer(config) for _ in range(config.num_hidden_layers)])
+
+    def forward(self, hidden_states, attention_bias):
+        """Returns {"last_hidden_state", "hidden_states" (input and every layer), "attentions", "attention_scores"}."""
+        all_hidden_states, all_attentions, all_scores = [hidden_states], [], []
+        for layer in self.layer:
+            hidden_states, probs, scores = layer(hidden_states, attention_bias)
+            all_hidden_states.append(hidden_states)
+            all_attentions.append(probs)
+            all_scores.append(scores)
+        return {"last_hidden_state": hidden_states, "hidden_states": all_hidden_states,
+                "attentions": all_attentions, "attention_scores": all_scores}
+
+
+class BertPooler(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden_states):
+        return tf.tanh(self.dense(hidden_states[:, 0]))
+
+
+def attention_bias(attention_mask, dtype):
+    """[B, T] mask of 1 (keep) / 0 (masked key) -> additive [B, 1, 1, T] scores bias in `dtype`."""
+    return (1.0 - tf.cast(attention_mask[:, None, None, :], dtype)) * MASK_BIAS
+
+
+class BertModel(nn.Layer):
+    """Embeddings, encoder and (unless add_pooling_layer=False) the tanh pooler over the first token."""
+
+    embeddings_class = BertEmbeddings
+
+    def __init__(self, config, add_pooling_layer=True):
+        super().__init__()
+        self.config = config
+        self.embeddings = self.embeddings_class(config)
+        self.encoder = BertEncoder(config)
+        self.pooler = BertPooler(config) if add_pooling_layer else None
+
+    def get_input_embeddings(self):
+        return self.embeddings.word_embeddings
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None):
+        """inputs_embeds, when given, replaces only the word-embedding lookup (input_ids may come too)."""
+        if input_ids is None and inputs_embeds is None:
+            raise ValueError("give input_ids or inputs_embeds")
+        like = input_ids if input_ids is not None else inputs_embeds[..., 0]
+        if attention_mask is None:
+            attention_mask = tf.ones(like.shape, dtype=tf.int64)
+        if token_type_ids is None:
+            token_type_ids = tf.zeros(like.shape, dtype=tf.int64)
+        embedding_output = self.embeddings(input_ids, token_type_ids, inputs_embeds)
+        outputs = self.encoder(embedding_output, attention_bias(attention_mask, embedding_output.dtype))
+        if self.pooler is not None:
+            outputs["pooler_output"] = self.pooler(outputs["last_hidden_state"])
+        return outputs
+
+
+class BertPreTrainedHead(nn.Layer):
+    """A task head over a base model held under `base_model_prefix` (the canonical names' prefix)."""
+
+    base_model_prefix = "bert"
+    base_model_class = BertModel
+    add_pooling_layer = True
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        setattr(self, self.base_model_prefix, self.base_model_class(config, add_pooling_layer=self.add_pooling_layer))
+
+    @property
+    def base_model(self):
+        return getattr(self, self.base_model_prefix)
+
+    def get_input_embeddings(self):
+        return self.base_model.get_input_embeddings()
+
+
+class BertForSequenceClassification(BertPreTrainedHead):
+    """num_labels scores from the pooled first token (one score: regression)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.dropout = nn.Dropout(config.classifier_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None):
+        outputs = self.base_model(input_ids, attention_mask, token_type_ids, inputs_embeds)
+        return {"logits": self.classifier(self.dropout(outputs["pooler_output"])), **outputs}
+
+
+class BertForMultipleChoice(BertPreTrainedHead):
+    """Inputs [B, choices, T]; one score per choice from the pooled first token."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.dropout = nn.Dropout(config.classifier_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None):
+        like = input_ids if input_ids is not None else inputs_embeds[..., 0]
+        num_choices, seq_len = like.shape[1], like.shape[2]
+        flat = lambda t: None if t is None else tf.reshape(t, [-1, seq_len, *t.shape[3:]])  # noqa: E731
+        outputs = self.base_model(flat(input_ids), flat(attention_mask), flat(token_type_ids), flat(inputs_embeds))
+        logits = tf.reshape(self.classifier(self.dropout(outputs["pooler_output"])), [-1, num_choices])
+        return {"logits": logits, **outputs}
+
+
+class BertForQuestionAnswering(BertPreTrainedHead):
+    """Answer-span start and end scores for every token."""
+
+    add_pooling_layer = False
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None):
+        outputs = self.base_model(input_ids, attention_mask, token_type_ids, inputs_embeds)
+        logits = self.qa_outputs(outputs["last_hidden_state"])
+        return {"start_logits": logits[..., 0], "end_logits": logits[..., 1], **outputs}
+
+
+class BertForTokenClassification(BertPreTrainedHead):
+    """num_labels scores for every token."""
+
+    add_pooling_layer = False
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.dropout = nn.Dropout(config.classifier_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None):
+        outputs = self.base_model(input_ids, attention_mask, token_type_ids, inputs_embeds)
+        return {"logits": self.classifier(self.dropout(outputs["last_hidden_state"])), **outputs}
+
+
+def tied_decoder(hidden_states, word_embeddings, bias):
+    """Vocabulary scores with the decoder weight tied to the [vocab, hidden] word embeddings."""
+    return tf.matmul(hidden_states, word_embeddings, transpose_b=True) + bias
+
+
+class BertPredictionHeadTransform(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.transform_act_fn = activation(config.hidden_act)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, hidden_states):
+        return self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))
+
+
+class BertLMPredictionHead(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.transform = BertPredictionHeadTransform(config)
+        self.bias = self.parameter([config.vocab_size], "bias")
+
+    def forward(self, hidden_states, word_embeddings):
+        return tied_decoder(self.transform(hidden_states), word_embeddings, self.bias)
+
+
+class BertOnlyMLMHead(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.predictions = BertLMPredictionHead(config)
+
+    def forward(self, sequence_output, word_embeddings):
+        return self.predictions(sequence_output, word_embeddings)
+
+
+class BertForMaskedLM(BertPreTrainedHead):
+    """Vocabulary scores for every token; the decoder is the word-embedding matrix (tied)."""
+
+    add_pooling_layer = False
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.cls = BertOnlyMLMHead(config)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None):
+        outputs = self.base_model(input_ids, attention_mask, token_type_ids, inputs_embeds)
+        logits = self.cls(outputs["last_hidden_state"], self.get_input_embeddings().weight)
+        return {"logits": logits, **outputs}
+
+
+HEADS = {
+    "base": BertModel,
+    "seqcls": BertForSequenceClassification,
+    "qa": BertForQuestionAnswering,
+    "mc": BertForMultipleChoice,
+    "mlm": BertForMaskedLM,
+    "tokcls": BertForTokenClassification,
+}

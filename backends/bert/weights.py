@@ -1,0 +1,257 @@
+"""BERT weights as data: canonical names and shapes, init, port layouts, checkpoint names, parity inputs.
+
+`BertWeights` holds a family's tables; RoBERTa and TinyBERT subclass it and change only what differs
+(prefix, heads, extra tensors). The module-level names are what `FamilySpec` and the converters use.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import WeightsError
+from ..weights import Rule, RuleSet, SAME_NAMES, check_finite, check_keys, check_shapes
+from .config import BertConfig
+
+
+def port_rules(family: str) -> dict:
+    """Per framework: paddle Linear and our TF Linear (Keras layout) store kernels [in, out], torch [out, in].
+
+    Every `.weight` of the BERT families is a Linear kernel except embedding tables and LayerNorm scales.
+    """
+    linear = [Rule(r".*(_embeddings|LayerNorm|layer_norm)\.weight", r"\g<0>"), Rule(r".*\.weight", r"\g<0>", "transpose")]
+    return {
+        "torch": RuleSet([SAME_NAMES], f"{family} torch port"),
+        "paddle": RuleSet(linear + [SAME_NAMES], f"{family} paddle port"),
+        "tf": RuleSet(linear + [SAME_NAMES], f"{family} tf port"),
+    }
+
+
+# PaddleNLP builds the encoder from paddle.nn.TransformerEncoder: canonical layer module -> PaddleNLP name
+PADDLENLP_LAYER_LINEARS = {
+    r"attention\.self\.query": "self_attn.q_proj", r"attention\.self\.key": "self_attn.k_proj",
+    r"attention\.self\.value": "self_attn.v_proj", r"attention\.output\.dense": "self_attn.out_proj",
+    r"intermediate\.dense": "linear1", r"output\.dense": "linear2",
+}
+PADDLENLP_LAYER_NORMS = {r"attention\.output\.LayerNorm": "norm1", r"output\.LayerNorm": "norm2"}
+
+
+def paddlenlp_rules(family: str) -> RuleSet:
+    """Canonical names -> PaddleNLP's (same prefixes; kernels [in, out]; qa_outputs is its `classifier`)."""
+    layer = r"(.*)encoder\.layer\.(\d+)\."
+    rules = []
+    for canonical, paddle_name in PADDLENLP_LAYER_LINEARS.items():
+        rules += [Rule(layer + canonical + r"\.weight", rf"\1encoder.layers.\2.{paddle_name}.weight", "transpose"),
+                  Rule(layer + canonical + r"\.bias", rf"\1encoder.layers.\2.{paddle_name}.bias")]
+    rules += [Rule(layer + canonical + r"\.(weight|bias)", rf"\1encoder.layers.\2.{paddle_name}.\3")
+              for canonical, paddle_name in PADDLENLP_LAYER_NORMS.items()]
+    rules += [
+        Rule(r"(.*)embeddings\.LayerNorm\.(weight|bias)", r"\1embeddings.layer_norm.\2"),
+        Rule(r"qa_outputs\.weight", "classifier.weight", "transpose"),
+        Rule(r"qa_outputs\.bias", "classifier.bias"),
+        *port_rules(family)["paddle"].rules,
+    ]
+    return RuleSet(rules, f"{family} PaddleNLP checkpoint")
+
+
+def keras_rules(family: str, base: str) -> RuleSet:
+    """Canonical names of the base model -> transformers' TF (Keras) weight names below the model scope,
+    e.g. `encoder.layer.0.attention.self.query.weight` -> `bert/encoder/layer_._0/attention/self/query/kernel:0`."""
+    b = rf"(?:{base}\.)?"
+    layer = rf"{b}encoder\.layer\.(\d+)\."
+    to_layer = f"{base}/encoder/layer_._\\1/"
+    return RuleSet([
+        Rule(rf"{b}embeddings\.word_embeddings\.weight", f"{base}/embeddings/word_embeddings/weight:0"),
+        Rule(rf"{b}embeddings\.(position|token_type)_embeddings\.weight", f"{base}/embeddings/\\1_embeddings/embeddings:0"),
+        Rule(rf"{b}embeddings\.LayerNorm\.weight", f"{base}/embeddings/LayerNorm/gamma:0"),
+        Rule(rf"{b}embeddings\.LayerNorm\.bias", f"{base}/embeddings/LayerNorm/beta:0"),
+        Rule(layer + r"attention\.(self|output)\.(query|key|value|dense)\.weight",
+             to_layer + "attention/\\2/\\3/kernel:0", "transpose"),
+        Rule(layer + r"attention\.(self|output)\.(query|key|value|dense)\.bias", to_layer + "attention/\\2/\\3/bias:0"),
+        Rule(layer + r"(intermediate|output)\.dense\.weight", to_layer + "\\2/dense/kernel:0", "transpose"),
+        Rule(layer + r"(intermediate|output)\.dense\.bias", to_layer + "\\2/dense/bias:0"),
+        Rule(layer + r"attention\.output\.LayerNorm\.weight", to_layer + "attention/output/LayerNorm/gamma:0"),
+        Rule(layer + r"attention\.output\.LayerNorm\.bias", to_layer + "attention/output/LayerNorm/beta:0"),
+        Rule(layer + r"output\.LayerNorm\.weight", to_layer + "output/LayerNorm/gamma:0"),
+        Rule(layer + r"output\.LayerNorm\.bias", to_layer + "output/LayerNorm/beta:0"),
+        Rule(rf"{b}pooler\.dense\.weight", f"{base}/pooler/dense/kernel:0", "transpose"),
+        Rule(rf"{b}pooler\.dense\.bias", f"{base}/pooler/dense/bias:0"),
+    ], f"{family} transformers TF checkpoint")
+
+
+class BertWeights:
+    """Canonical (transformers state_dict) names, shapes, init, inputs and checkpoint reading of a family."""
+
+    family = "bert"
+    config_class = BertConfig
+    base_model_prefix = "bert."  # heads hold the base model under this attribute; the base model has no prefix
+    heads = ("base", "seqcls", "qa", "mc", "mlm", "tokcls")
+    pooler_heads = ("base", "seqcls", "mc")  # transformers builds the others with add_pooling_layer=False
+    choice_heads = ("mc",)
+    final_outputs = {
+        "base": ("last_hidden_state", "pooler_output"), "seqcls": ("logits",), "mc": ("logits",),
+        "qa": ("start_logits", "end_logits"), "mlm": ("logits",), "tokcls": ("logits",),
+    }
+    # checkpoint name -> the parameter it is tied to: transformers' state_dict lists the MLM decoder twice,
+    # its save_pretrained (and our canonical set) once; a checkpoint may carry the alias if it holds the same values
+    tied_aliases = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
+                    "cls.predictions.decoder.bias": "cls.predictions.bias"}
+    # non-parameter tensors (transformers' buffers) that checkpoints may carry; dropped on reading
+    buffers = (r"(.*\.)?embeddings\.(position_ids|token_type_ids)",)
+
+    def prefix(self, head: str) -> str:
+        return "" if head == "base" else self.base_model_prefix
+
+    def base_shapes(self, c, head: str) -> dict:
+        """Embeddings, encoder layers and (for pooler heads) the pooler."""
+        p, h = self.prefix(head), c.hidden_size
+        shapes = {
+            p + "embeddings.word_embeddings.weight": (c.vocab_size, h),
+            p + "embeddings.position_embeddings.weight": (c.max_position_embeddings, h),
+            p + "embeddings.token_type_embeddings.weight": (c.type_vocab_size, h),
+            p + "embeddings.LayerNorm.weight": (h,), p + "embeddings.LayerNorm.bias": (h,),
+        }
+        for i in range(c.num_hidden_layers):
+            layer = f"{p}encoder.layer.{i}."
+            for name, (n_out, n_in) in (("attention.self.query", (h, h)), ("attention.self.key", (h, h)),
+                                        ("attention.self.value", (h, h)), ("attention.output.dense", (h, h)),
+                                        ("intermediate.dense", (c.intermediate_size, h)),
+                                        ("output.dense", (h, c.intermediate_size))):
+                shapes[layer + name + ".weight"], shapes[layer + name + ".bias"] = (n_out, n_in), (n_out,)
+            for name in ("attention.output.LayerNorm", "output.LayerNorm"):
+                shapes[layer + name + ".weight"], shapes[layer + name + ".bias"] = (h,), (h,)
+        if head in self.pooler_heads:
+            shapes.update({p + "pooler.dense.weight": (h, h), p + "pooler.dense.bias": (h,)})
+        return shapes
+
+    def head_shapes(self, c, head: str) -> dict:
+        h = c.hidden_size
+        n_out = {"seqcls": c.num_labels, "tokcls": c.num_labels, "mc": 1}.get(head)
+        if n_out:
+            return {"classifier.weight": (n_out, h), "classifier.bias": (n_out,)}
+        if head == "qa":
+            return {"qa_outputs.weight": (2, h), "qa_outputs.bias": (2,)}
+        if head == "mlm":
+            return {"cls.predictions.bias": (c.vocab_size,),
+                    "cls.predictions.transform.dense.weight": (h, h), "cls.predictions.transform.dense.bias": (h,),
+                    "cls.predictions.transform.LayerNorm.weight": (h,), "cls.predictions.transform.LayerNorm.bias": (h,)}
+        return {}
+
+    def param_shapes(self, config, head: str) -> dict:
+        """Canonical (transformers) parameter names and shapes of a head."""
+        return {**self.base_shapes(config, head), **self.head_shapes(config, head)}
+
+    def padding_rows(self, config, head: str) -> dict:
+        """Embedding tables with a padding_idx -> that row (zero at init, no gradient), as transformers."""
+        if config.pad_token_id is None:
+            return {}
+        return {self.prefix(head) + "embeddings.word_embeddings.weight": config.pad_token_id}
+
+    def init_params(self, config, head: str, rng: np.random.Generator) -> dict:
+        """transformers' BERT init: weights N(0, initializer_range), biases 0, LayerNorm 1 and 0, padding rows 0."""
+        params = {}
+        for name, shape in self.param_shapes(config, head).items():
+            if re.search(r"(LayerNorm|layer_norm)\.weight$", name):
+                value = np.ones(shape)
+            elif name.endswith("bias"):
+                value = np.zeros(shape)
+            else:
+                value = rng.normal(0.0, config.initializer_range, shape)
+            params[name] = value
+        for name, row in self.padding_rows(config, head).items():
+            params[name][row] = 0.0
+        return params
+
+    def token_ids(self, config, shape, rng):
+        """Random ids other than the padding id."""
+        ids = rng.integers(0, config.vocab_size - 1, size=shape, dtype=np.int64)
+        return ids if config.pad_token_id is None else ids + (ids >= config.pad_token_id)
+
+    def make_inputs(self, config, head: str, batch: int, seq_len: int, rng: np.random.Generator,
+                    num_choices: int = 3) -> dict:
+        """input_ids, attention_mask and token_type_ids (two segments when the config has them).
+
+        Row 0 is full; later rows are padded, alternately at the end and at the start, with the padding
+        id under a zero mask (RoBERTa's positions then skip the padding).
+        """
+        lead = (batch, num_choices) if head in self.choice_heads else (batch,)
+        ids = self.token_ids(config, lead + (seq_len,), rng)
+        mask = np.ones(lead + (seq_len,), dtype=np.int64)
+        types = np.zeros(lead + (seq_len,), dtype=np.int64)
+        if config.type_vocab_size > 1:
+            types[..., seq_len // 2:] = 1
+        flat_ids, flat_mask = ids.reshape(-1, seq_len), mask.reshape(-1, seq_len)
+        for row in range(1, flat_ids.shape[0]):
+            pad = min(seq_len - 2, row * max(1, seq_len // 5))
+            padded = slice(seq_len - pad, None) if row % 2 else slice(None, pad)
+            flat_mask[row, padded] = 0
+            if config.pad_token_id is not None:
+                flat_ids[row, padded] = config.pad_token_id
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+    def hidden_state_names(self, config, head: str) -> list[str]:
+        return ["embeddings"] + [f"encoder.layer.{i}" for i in range(config.num_hidden_layers)]
+
+    def shrink(self, config):
+        """The same switches at tiny size: hidden 16, 2 heads, at most 2 layers, vocabulary 64."""
+        return config.replace(vocab_size=64, hidden_size=16, num_attention_heads=2, intermediate_size=32,
+                              num_hidden_layers=min(config.num_hidden_layers, 2),
+                              max_position_embeddings=min(config.max_position_embeddings, 40))
+
+    def canonical_params(self, arrays, config, head: str = "base", rules: RuleSet | None = None,
+                         source: str = "checkpoint", allow_unexpected=()) -> dict:
+        """A checkpoint's arrays as the canonical parameters of `head`; fails naming any missing,
+        unexpected (unless matched by an `allow_unexpected` regex), mis-shaped or non-finite key.
+
+        `rules` maps canonical names to the checkpoint's (default: transformers' names, no layout change).
+        Base-model names may carry the base-model prefix or not, whatever the head; buffers are dropped;
+        a tied alias is accepted when it holds the same values as the parameter it is tied to.
+        """
+        shapes = self.param_shapes(config, head)
+        rules = rules or RuleSet([SAME_NAMES], "transformers names")
+        stored = {rules.rule_for(variant)[0]: canonical for canonical in shapes
+                  for variant in (canonical, self.toggle_prefix(canonical, head))}
+        params, unexpected, aliases = {}, [], {}
+        for name, array in arrays.items():
+            if any(re.fullmatch(pattern, name) for pattern in self.buffers):
+                continue
+            if name in self.tied_aliases:
+                aliases[name] = np.asarray(array)
+            elif name not in stored:
+                unexpected.append(name)
+            elif stored[name] in params:
+                raise WeightsError(f"{source}: {stored[name]} is stored twice (with and without "
+                                   f"the {self.base_model_prefix!r} prefix)")
+            else:
+                params[stored[name]] = rules.to_canonical(stored[name], np.asarray(array))
+        check_keys(shapes, list(params) + unexpected, source, allow_unexpected=allow_unexpected)
+        check_shapes(shapes, params, source)
+        for name, array in params.items():
+            check_finite(name, array, source)
+        for alias, array in aliases.items():
+            if not np.array_equal(array, params.get(self.tied_aliases[alias], array)):
+                raise WeightsError(f"{source}: {alias} is tied to {self.tied_aliases[alias]} but holds other values")
+        return {name: params[name] for name in shapes}
+
+    def toggle_prefix(self, name: str, head: str) -> str:
+        """The same name with the base-model prefix removed (base head) or added (task heads)."""
+        p = self.base_model_prefix
+        return p + name if head == "base" else name.removeprefix(p)
+
+    def load_pretrained(self, directory, head: str = "base", allow_unexpected=()):
+        """(config, canonical params) of a transformers model directory (config.json, model.safetensors)."""
+        from safetensors.numpy import load_file
+
+        directory = Path(directory)
+        config = self.config_class.from_json_file(directory / "config.json")
+        path = directory / "model.safetensors"
+        if not path.is_file():
+            raise WeightsError(f"{path}: no such weights file")
+        return config, self.canonical_params(load_file(str(path)), config, head, source=str(path),
+                                             allow_unexpected=allow_unexpected)
+
+
+WEIGHTS = BertWeights()
+PORT_RULES = port_rules("bert")
+CHECKPOINT_RULES = {"paddlenlp": paddlenlp_rules("bert"), "keras": keras_rules("bert", "bert")}
