@@ -1,0 +1,34 @@
+"""RoBERTa weights: BERT's tables with the `roberta.` prefix, RoBERTa's heads and padded position table."""
+from __future__ import annotations
+
+from ..bert.weights import BertWeights, keras_rules, paddlenlp_rules, port_rules
+from .config import RobertaConfig
+
+
+class RobertaWeights(BertWeights):
+    family = "roberta"
+    config_class = RobertaConfig
+    base_model_prefix = "roberta."
+    pooler_heads = ("base", "mc")  # transformers builds the others with add_pooling_layer=False
+    tied_aliases = {"lm_head.decoder.weight": "roberta.embeddings.word_embeddings.weight",
+                    "lm_head.decoder.bias": "lm_head.bias"}
+
+    def head_shapes(self, c, head: str) -> dict:
+        h = c.hidden_size
+        if head == "seqcls":
+            return {"classifier.dense.weight": (h, h), "classifier.dense.bias": (h,),
+                    "classifier.out_proj.weight": (c.num_labels, h), "classifier.out_proj.bias": (c.num_labels,)}
+        if head == "mlm":
+            return {"lm_head.bias": (c.vocab_size,), "lm_head.dense.weight": (h, h), "lm_head.dense.bias": (h,),
+                    "lm_head.layer_norm.weight": (h,), "lm_head.layer_norm.bias": (h,)}
+        return super().head_shapes(c, head)
+
+    def padding_rows(self, config, head: str) -> dict:
+        """The position table has a padding row too (padding tokens take position pad_token_id)."""
+        return {**super().padding_rows(config, head),
+                self.prefix(head) + "embeddings.position_embeddings.weight": config.pad_token_id}
+
+
+WEIGHTS = RobertaWeights()
+PORT_RULES = port_rules("roberta")
+CHECKPOINT_RULES = {"paddlenlp": paddlenlp_rules("roberta"), "keras": keras_rules("roberta", "roberta")}
