@@ -1,0 +1,88 @@
+"""python -m converters COMMAND SRC DST: move a checkpoint between transformers (PyTorch, TF), PaddleNLP
+and Google's TF1 BERT formats. Exit codes: 0 done, 1 --verify found a difference, 2 bad input."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+
+from backends.errors import BadInput
+
+from .core import COMMANDS, DTYPES, Options, VerifyFailed, convert
+
+FORMAT_HELP = {
+    "hf": "a transformers PyTorch directory (config.json + model.safetensors, sharded safetensors or "
+          "pytorch_model.bin)",
+    "tf": "a transformers TensorFlow directory (config.json + tf_model.h5) that TF<Class>.from_pretrained loads",
+    "paddle": "a PaddleNLP directory (model_state.pdparams + config.json + model_config.json) that "
+              "paddlenlp.transformers.<Class>.from_pretrained loads",
+    "tf1bert": "Google's TF1 BERT directory (bert_model.ckpt.* + bert_config.json + vocab.txt)",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m converters", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command, (src, dst) in COMMANDS.items():
+        sub = commands.add_parser(
+            command, help=f"{src} -> {dst}", description=f"Convert {FORMAT_HELP[src]}\ninto {FORMAT_HELP[dst]}.\n\n"
+            "Tensors stream one at a time into a temporary directory renamed to DST at the end; tokenizer "
+            "files are carried along. Every stored entry is accounted for: missing parameters and unknown "
+            "entries fail (exit 2) unless allowed by name.", formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub.add_argument("src", metavar="SRC", help=f"source directory ({src})")
+        sub.add_argument("dst", metavar="DST", help=f"directory to create ({dst})")
+        sub.add_argument("--family", help="model family (default: the config's model_type)")
+        sub.add_argument("--head", help="head to convert (default: the one whose parameters the checkpoint holds)")
+        sub.add_argument("--dtype", choices=DTYPES, help="cast floating tensors (default: keep the stored dtypes)")
+        sub.add_argument("--verify", action="store_true",
+                         help="run source and result through our ports (PyTorch and the target's framework) "
+                              "and fail (exit 1) if the outputs differ")
+        sub.add_argument("--force", action="store_true", help="replace DST if it exists")
+        sub.add_argument("--strict", action="store_true", help="NaN or Inf in a weight is an error, not a warning")
+        sub.add_argument("--allow-unknown", action="append", default=[], metavar="REGEX",
+                         help="skip stored entries whose name (dotted) matches REGEX instead of failing (repeatable)")
+        sub.add_argument("--no-tokenizer", action="store_true",
+                         help="convert weights and config alone: no vocabulary required, no tokenizer files copied")
+        sub.add_argument("--json", metavar="PATH", help="write a JSON summary")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    options = Options(family=args.family, head=args.head, dtype=args.dtype, force=args.force, strict=args.strict,
+                      verify=args.verify, allow_unknown=tuple(args.allow_unknown), tokenizer=not args.no_tokenizer)
+    try:
+        summary = convert(args.command, args.src, args.dst, options)
+        if args.json:
+            with open(args.json, "w") as out:
+                json.dump(summary, out, indent=2)
+    except BadInput as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except VerifyFailed as exc:
+        print(f"verify failed: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing written", file=sys.stderr)
+        return 130
+    checked = f", verified ({summary['verify']['max_abs_diff']:.2g} max diff)" if summary["verify"] else ""
+    print(f"{args.command}: {summary['family']} {summary['head']}, {summary['tensors']} tensors, "
+          f"{summary['bytes'] / 1e6:.1f} MB -> {args.dst} in {summary['seconds']:.1f} s{checked}")
+    return 0
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # unwinds like Ctrl-C: the temporary output is removed
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    signal.signal(signal.SIGTERM, _terminate)
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Readers and writers of the checkpoint formats users load, one module per format.
+
+A reader returns a `Source`: the config as a dict (transformers keys), the stored tensors as lazy
+`TensorRef`s keyed by name in dotted rule notation, and what to close. A writer takes a config dict and
+(name, dtype, shape) specs and calls `produce(name)` for one tensor at a time, so no format ever holds
+a model in memory unless the format itself forces it.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from backends.errors import BadInput, ConfigError, WeightsError
+
+# format name -> module (hf: transformers PyTorch, tf: transformers TF h5, paddle: PaddleNLP, tf1bert: Google)
+MODULES = {"hf": "hf_torch", "tf": "hf_tf", "paddle": "paddlenlp", "tf1bert": "tf1_bert"}
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """One stored tensor: its shape and dtype as stored, and how to read it."""
+
+    shape: tuple
+    dtype: np.dtype
+    load: Callable[[], np.ndarray]
+
+
+@dataclass
+class Source:
+    path: Path
+    config: dict
+    config_file: Path  # named in error messages
+    tensors: dict  # stored name (dotted notation) -> TensorRef
+    weights_file: Path  # named in error messages
+    close: Callable[[], None] = field(default=lambda: None)
+
+
+def get(fmt: str):
+    """The module of format `fmt`."""
+    if fmt not in MODULES:
+        raise BadInput(f"unknown format {fmt!r}; known: {', '.join(MODULES)}")
+    return importlib.import_module(f"{__name__}.{MODULES[fmt]}")
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from `path`, with a one-line error naming the file."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    return data
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def bfloat16() -> np.dtype:
+    """numpy's bfloat16 (from ml_dtypes, which TensorFlow and JAX install)."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise BadInput("bfloat16 needs the ml_dtypes package (pip install ml_dtypes)") from None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def is_bfloat16(dtype: np.dtype) -> bool:
+    return np.dtype(dtype).name == "bfloat16"
+
+
+def first_file(directory: Path, names, what: str) -> Path:
+    """The first of `names` present in `directory`, or a one-line error."""
+    for name in names:
+        if (directory / name).is_file():
+            return directory / name
+    raise BadInput(f"{directory}: no {what} found (looked for {', '.join(names)})")
+
+
+def read_exact(handle, offset: int, shape: tuple, dtype: np.dtype, path) -> np.ndarray:
+    """A new array of `shape` filled from `offset` of an unbuffered file."""
+    array = np.empty(shape, dtype)
+    view = memoryview(array.reshape(-1).view(np.uint8))
+    handle.seek(offset)
+    done = 0
+    while done < len(view):
+        got = handle.readinto(view[done:])
+        if not got:
+            raise WeightsError(f"{path}: truncated at byte {offset + done}")
+        done += got
+    return array

@@ -1,0 +1,117 @@
+"""transformers TensorFlow directories: config.json + tf_model.h5 in Keras' h5 weights layout.
+
+The layout (tf_keras `save_weights_to_hdf5_group`, read by transformers' `load_tf_weights_from_h5`):
+the root attribute `layer_names` lists the model's top-level layers (the main layer, e.g. "bert", and
+head layers); group <layer> has the attribute `weight_names` (`<model scope>/<layer>/<path>:0`) and
+one dataset per weight at that path. transformers drops the model scope when matching, writes list
+items as `name_._3`, and stores Dense kernels [in, out]. Rule names are dotted (`bert.encoder.layer.3.
+attention.self.query.kernel`); this module turns them into h5 paths and back.
+"""
+from __future__ import annotations
+
+import re
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from backends.errors import BadInput, WeightsError
+
+from . import Source, TensorRef, is_bfloat16, read_json, write_json
+
+TITLE = "transformers TensorFlow"
+FRAMEWORK = "tf"
+CONFIG = "config.json"
+WEIGHTS = "tf_model.h5"
+_HEADER_LIMIT = 64512  # bytes an HDF5 object header can hold; longer attributes are split (as Keras does)
+
+
+def to_h5(name: str) -> str:
+    """"bert.encoder.layer.3.output.dense.kernel" -> "bert/encoder/layer_._3/output/dense/kernel:0"."""
+    return re.sub(r"/(\d+)(?=/|$)", r"_._\1", name.replace(".", "/")) + ":0"
+
+
+def from_h5(path: str) -> str:
+    return path.removesuffix(":0").replace("_._", ".").replace("/", ".")
+
+
+def read(path: Path) -> Source:
+    import h5py
+
+    config = read_json(path / CONFIG)
+    weights = path / WEIGHTS
+    if not weights.is_file():
+        raise WeightsError(f"{weights}: no such file")
+    try:
+        handle = h5py.File(weights, "r")
+    except OSError as exc:
+        raise WeightsError(f"{weights}: not a readable h5 file ({str(exc).splitlines()[0]})") from None
+    try:
+        tensors = {}
+        for layer in _attribute(handle, "layer_names"):
+            group = handle[layer]
+            for weight in _attribute(group, "weight_names"):
+                dataset = group[weight]
+                name = from_h5(weight.split("/", 1)[1])  # drop the model scope, as transformers does
+                tensors[name] = TensorRef(tuple(dataset.shape), dataset.dtype, lambda d=dataset: d[()])
+    except (KeyError, OSError) as exc:
+        handle.close()
+        raise WeightsError(f"{weights}: not a Keras h5 weights file ({exc})") from None
+    return Source(path, config, path / CONFIG, tensors, weights, handle.close)
+
+
+def write(path: Path, config: dict, specs, produce) -> None:
+    import h5py
+
+    if any(is_bfloat16(dtype) for _, dtype, _ in specs):
+        raise BadInput(f"{WEIGHTS} cannot hold bfloat16 (h5py has no such type): use --dtype float16 or float32")
+    write_json(path / CONFIG, config)
+    scope = _snake_case("TF" + config["architectures"][0])
+    layers = {}
+    for name, dtype, shape in specs:
+        layers.setdefault(name.split(".", 1)[0], []).append((name, dtype, shape))
+    with h5py.File(path / WEIGHTS, "w") as out:
+        _set_attribute(out, "layer_names", [layer.encode() for layer in layers])
+        out.attrs["backend"] = b"tensorflow"
+        out.attrs["keras_version"] = _keras_version().encode()
+        for layer in sorted(layers):
+            group = out.create_group(layer)
+            paths = [f"{scope}/{to_h5(name)}" for name, _, _ in layers[layer]]
+            _set_attribute(group, "weight_names", [p.encode() for p in paths])
+            for h5_path, (name, dtype, shape) in zip(paths, layers[layer]):
+                group.create_dataset(h5_path, shape, dtype=dtype)[...] = produce(name)
+        _set_attribute(out.create_group("top_level_model_weights"), "weight_names", [])
+
+
+def _attribute(group, name: str) -> list[str]:
+    """A string-list attribute, joined from its chunks `name0`, `name1`... when Keras split it."""
+    chunks = [group.attrs[name]] if name in group.attrs else []
+    while f"{name}{len(chunks)}" in group.attrs:
+        chunks.append(group.attrs[f"{name}{len(chunks)}"])
+    if not chunks:
+        raise KeyError(f"{group.name} has no attribute {name}")
+    return [n.decode() if isinstance(n, bytes) else str(n) for chunk in chunks for n in chunk]
+
+
+def _set_attribute(group, name: str, data: list[bytes]) -> None:
+    """Keras' `save_attributes_to_hdf5_group`: split a long list into chunks under the header limit."""
+    array, count = np.asarray(data), 1
+    while any(chunk.nbytes > _HEADER_LIMIT for chunk in np.array_split(array, count)):
+        count += 1
+    if count == 1:
+        group.attrs[name] = data
+    else:
+        for index, chunk in enumerate(np.array_split(array, count)):
+            group.attrs[f"{name}{index}"] = chunk
+
+
+def _snake_case(name: str) -> str:
+    """Keras' layer-name rule: "TFBertModel" -> "tf_bert_model"."""
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)).lower()
+
+
+def _keras_version() -> str:
+    try:
+        return metadata.version("tf-keras")
+    except metadata.PackageNotFoundError:
+        return "2"

@@ -1,0 +1,257 @@
+"""PaddleNLP directories: model_state.pdparams (a pickle of numpy arrays, as paddle.save writes it) +
+config.json (and the legacy model_config.json), loaded by `paddlenlp.transformers.<Class>.from_pretrained`.
+
+Reading never runs code from the file: a restricted unpickler accepts numpy arrays and plain containers
+only. It also never holds the model: the pickle is first walked opcode by opcode and every large byte
+payload is replaced by a reference to where it lies in the file, so unpickling yields array
+descriptions whose bytes are read one tensor at a time.
+Writing streams the same way: a protocol-4 pickler (which flushes frame by frame) asks for each array
+only when it reaches it, and keeps no memo of what it wrote.
+"""
+from __future__ import annotations
+
+import io
+import pickle
+import pickletools
+import struct
+from collections import OrderedDict
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from backends.errors import WeightsError
+
+from . import Source, TensorRef, bfloat16, first_file, is_bfloat16, read_exact, read_json, write_json
+
+TITLE = "PaddleNLP"
+FRAMEWORK = "paddle"
+WEIGHTS = "model_state.pdparams"
+CONFIGS = ("config.json", "model_config.json")
+# paddle.save's own bookkeeping entries in a state dict
+_NAME_TABLE, _BIG_PARAMS = "StructuredToParameterName@@", "UnpackBigParamInfor@@"  # typos: disable-line
+_OPS = {op.code.encode("latin-1"): op for op in pickletools.opcodes}
+_LENGTHS = {pickletools.TAKEN_FROM_ARGUMENT1: "<B", pickletools.TAKEN_FROM_ARGUMENT4: "<i",
+            pickletools.TAKEN_FROM_ARGUMENT4U: "<I", pickletools.TAKEN_FROM_ARGUMENT8U: "<Q"}
+_PAYLOADS = ("SHORT_BINBYTES", "BINBYTES", "BINBYTES8")
+_REFUSED = ("PERSID", "BINPERSID", "NEXT_BUFFER", "READONLY_BUFFER")  # we use persistent ids ourselves
+_INLINE = 1 << 16  # payloads below this stay in the skeleton
+
+
+def read(path: Path) -> Source:
+    config_file = first_file(path, CONFIGS, "config")
+    config = _read_config(config_file)
+    weights = path / WEIGHTS
+    if not weights.is_file():
+        raise WeightsError(f"{weights}: no such file")
+    handle = open(weights, "rb", buffering=0)
+    try:
+        tensors = _state_dict(weights, handle)
+    except BaseException:
+        handle.close()
+        raise
+    return Source(path, config, config_file, tensors, weights, handle.close)
+
+
+def write(path: Path, config: dict, specs, produce) -> None:
+    write_json(path / CONFIGS[0], config)
+    legacy = {key: value for key, value in config.items() if key != "architectures"}
+    write_json(path / CONFIGS[1], {**legacy, "init_class": config["architectures"][0]})
+    state = {name: _Pending(partial(produce, name)) for name, _, _ in specs}
+    with open(path / WEIGHTS, "wb") as out:
+        pickler = _Pickler(out, protocol=4)
+        pickler.fast = True  # no memo: nothing written is kept alive
+        pickler.dump(state)
+
+
+def _read_config(path: Path) -> dict:
+    """config.json, or a legacy model_config.json ({"init_args": [...], "init_class": ...}) flattened."""
+    data = read_json(path)
+    for args in data.pop("init_args", []):
+        if isinstance(args, dict):
+            for key, value in args.items():
+                data.setdefault(key, value)
+    if "init_class" in data:
+        data["architectures"] = [data.pop("init_class")]
+    if "num_classes" in data:
+        data.setdefault("num_labels", data.pop("num_classes"))
+    data.pop("paddlenlp_version", None)
+    return data
+
+
+class _Pending:
+    """An array not yet produced (the pickler asks for it when it gets there)."""
+
+    __slots__ = ("produce",)
+
+    def __init__(self, produce):
+        self.produce = produce
+
+
+class _Pickler(pickle.Pickler):
+    def reducer_override(self, obj):
+        if type(obj) is not _Pending:
+            return NotImplemented
+        array = np.ascontiguousarray(obj.produce())
+        return (array.view(np.uint16) if is_bfloat16(array.dtype) else array).__reduce__()  # paddle: bf16 bits
+
+
+# ---- reading ----
+
+class _Stored:
+    """Where a byte payload lies in the file."""
+
+    def __init__(self, offset: int, length: int):
+        self.offset, self.length = offset, length
+
+
+class _Array:
+    """A pickled numpy array: shape, dtype and either its bytes or where they lie in the file."""
+
+    def __init__(self, cls, shape, typecode):
+        if cls is not np.ndarray:
+            raise pickle.UnpicklingError("numpy _reconstruct of something other than numpy.ndarray")
+
+    def __setstate__(self, state):
+        shape, dtype, fortran, raw = state[-4:]  # version 1 states lead with the version
+        if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(raw, (bytes, _Stored)):
+            raise pickle.UnpicklingError("an array that is not plain numeric data")
+        self.shape, self.dtype, self.fortran, self.raw = tuple(int(d) for d in shape), dtype, bool(fortran), raw
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    def load(self, handle, path) -> np.ndarray:
+        shape = self.shape[::-1] if self.fortran else self.shape
+        if isinstance(self.raw, _Stored):
+            array = read_exact(handle, self.raw.offset, shape, self.dtype, path)
+        else:
+            array = np.frombuffer(self.raw, self.dtype).reshape(shape).copy()
+        return array.T if self.fortran else array
+
+
+def _latin1(text, encoding="latin1"):
+    """`_codecs.encode` as protocol-2 pickles use it for bytes, limited to that use."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("_codecs.encode used for something other than latin-1 bytes")
+    return text.encode("latin-1")
+
+
+_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"): _Array, ("numpy._core.multiarray", "_reconstruct"): _Array,
+    ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+    ("collections", "OrderedDict"): OrderedDict, ("_codecs", "encode"): _latin1,
+}
+
+
+class _Unpickler(pickle.Unpickler):
+    """Builds numpy array descriptions and plain containers; refuses every other global."""
+
+    def __init__(self, data: bytes, path: Path):
+        super().__init__(io.BytesIO(data))
+        self.path = path
+
+    def find_class(self, module, name):
+        if (module, name) not in _ALLOWED:
+            raise WeightsError(f"{self.path}: refusing to load: the pickle calls {module}.{name} "
+                               "(only numpy arrays and plain containers are allowed)")
+        return _ALLOWED[module, name]
+
+    def persistent_load(self, pid):
+        offset, length = pid.split(":")
+        return _Stored(int(offset), int(length))
+
+
+def _skeleton(path: Path) -> bytes:
+    """The pickle without FRAMEs and with each large byte payload replaced by a persistent id
+    "offset:length" that names where it lies in the file."""
+    with open(path, "rb") as reader:
+        return _walk(reader, path, path.stat().st_size)
+
+
+def _walk(reader, path: Path, size: int) -> bytes:
+    out = io.BytesIO()
+
+    def take(n: int) -> bytes:
+        data = reader.read(n)
+        if len(data) != n:
+            raise WeightsError(f"{path}: truncated (the pickle ends before its STOP opcode)")
+        return data
+
+    position = 0
+    while True:
+        code = take(1)
+        op = _OPS.get(code)
+        if op is None:
+            raise WeightsError(f"{path}: not a pickle (unknown opcode {code!r} at byte {position})")
+        if op.name in _REFUSED:
+            raise WeightsError(f"{path}: refusing to load: the pickle uses {op.name}")
+        arg, raw = op.arg, b""
+        if arg is not None and arg.n >= 0:
+            raw = take(arg.n)
+        elif arg is not None and arg.n == pickletools.UP_TO_NEWLINE:
+            raw = reader.readline()
+            if not raw.endswith(b"\n"):
+                raise WeightsError(f"{path}: truncated (the pickle ends before its STOP opcode)")
+        elif arg is not None:
+            head = take(struct.calcsize(_LENGTHS[arg.n]))
+            length = struct.unpack(_LENGTHS[arg.n], head)[0]
+            if length < 0:
+                raise WeightsError(f"{path}: corrupt pickle (negative length at byte {position})")
+            start = position + 1 + len(head)
+            if op.name in _PAYLOADS and length >= _INLINE:
+                if start + length > size:
+                    raise WeightsError(f"{path}: truncated: a tensor's bytes end at {start + length}, "
+                                       f"the file has {size}")
+                reader.seek(start + length)
+                token = f"{start}:{length}".encode()
+                out.write(pickle.SHORT_BINUNICODE + bytes([len(token)]) + token + pickle.BINPERSID)
+                position = start + length
+                continue
+            raw = head + take(length)
+        position += 1 + len(raw)
+        if op.name != "FRAME":
+            out.write(code + raw)
+        if op.name == "STOP":
+            return out.getvalue()
+
+
+def _state_dict(path: Path, handle) -> dict:
+    """Stored name -> TensorRef of a .pdparams file."""
+    try:
+        state = _Unpickler(_skeleton(path), path).load()
+    except WeightsError:
+        raise
+    except Exception as exc:  # a corrupt stream raises many types inside the unpickler
+        raise WeightsError(f"{path}: not a readable paddle state dict ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path}: holds a {type(state).__name__}, not a state dict")
+    state.pop(_NAME_TABLE, None)
+    big = state.pop(_BIG_PARAMS, {})
+    arrays = {}
+    for name, value in state.items():
+        if not isinstance(value, _Array):
+            raise WeightsError(f"{path}: {name} holds a {type(value).__name__}, not an array")
+        stored = value.raw.length if isinstance(value.raw, _Stored) else len(value.raw)
+        if stored != value.nbytes:
+            raise WeightsError(f"{path}: {name} has {stored} bytes, its shape {list(value.shape)} needs {value.nbytes}")
+        arrays[name] = value
+    tensors = {name: _ref(a.shape, a.dtype, partial(a.load, handle, path)) for name, a in arrays.items()}
+    for name, info in big.items():  # arrays over 1 GiB that paddle.save (protocol 2/3) split into slices
+        parts = [arrays[part] for part in info["slices"]]
+
+        def load(parts=parts, shape=tuple(info["OriginShape"])):
+            return np.concatenate([part.load(handle, path).reshape(-1) for part in parts]).reshape(shape)
+
+        tensors[name] = _ref(tuple(info["OriginShape"]), parts[0].dtype, load)
+        for part in info["slices"]:
+            del tensors[part]
+    return tensors
+
+
+def _ref(shape: tuple, dtype: np.dtype, load) -> TensorRef:
+    """paddle stores bfloat16 as uint16 bits."""
+    if dtype == np.uint16:
+        return TensorRef(shape, bfloat16(), lambda: load().view(bfloat16()))
+    return TensorRef(shape, dtype, load)
