@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 import backends
-from backends.errors import BadInput, WeightsError
+from backends.errors import BadInput, ConfigError, WeightsError
 from backends.weights import ACTIONS, check_keys, check_shapes
 
 from . import formats
@@ -94,6 +94,9 @@ def open_checkpoint(fmt: str, path, family: str | None = None, head: str | None 
         family = _family(fmt, source, family)
         spec = backends.family(family)
         rules = format_rules(family, fmt)
+        for key, value in rules.config.items():
+            if source.config.get(key, value) != value:
+                raise ConfigError(f"{source.config_file}: {key}={source.config[key]!r} is not supported (only {value!r})")
         config_dict = {k: v for k, v in source.config.items() if k not in rules.config and k != "architectures"}
         config = spec.config_class.from_dict(config_dict, source=str(source.config_file))
         head, stored, skipped = _match(spec, config, rules, source, head, allow_unknown)
@@ -131,6 +134,7 @@ def _match(spec, config, rules: FormatRules, source: formats.Source, head, allow
     if head is not None and head not in rules.classes:
         raise BadInput(f"family {spec.name} has no head {head!r} in this format; heads: {', '.join(rules.classes)}")
     found = set(source.tensors)
+    head = head or rules.default_head
     candidates = []
     for name in [head] if head else [h for h in spec.heads if h in rules.classes]:
         expected = rules.rules.target_names(spec.param_shapes(config, name))  # stored -> canonical

@@ -1,7 +1,8 @@
 """Readers and writers of the checkpoint formats users load, one module per format.
 
 A reader returns a `Source`: the config as a dict (transformers keys), the stored tensors as lazy
-`TensorRef`s keyed by name in dotted rule notation, and what to close. A writer takes a config dict and
+`TensorRef`s keyed by their stored names (what the family's rules for the format produce), and what to
+close. A writer takes a config dict and
 (name, dtype, shape) specs and calls `produce(name)` for one tensor at a time, so no format ever holds
 a model in memory unless the format itself forces it.
 """
@@ -35,7 +36,7 @@ class Source:
     path: Path
     config: dict
     config_file: Path  # named in error messages
-    tensors: dict  # stored name (dotted notation) -> TensorRef
+    tensors: dict  # stored name -> TensorRef
     weights_file: Path  # named in error messages
     close: Callable[[], None] = field(default=lambda: None)
 

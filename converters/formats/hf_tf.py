@@ -3,9 +3,9 @@
 The layout (tf_keras `save_weights_to_hdf5_group`, read by transformers' `load_tf_weights_from_h5`):
 the root attribute `layer_names` lists the model's top-level layers (the main layer, e.g. "bert", and
 head layers); group <layer> has the attribute `weight_names` (`<model scope>/<layer>/<path>:0`) and
-one dataset per weight at that path. transformers drops the model scope when matching, writes list
-items as `name_._3`, and stores Dense kernels [in, out]. Rule names are dotted (`bert.encoder.layer.3.
-attention.self.query.kernel`); this module turns them into h5 paths and back.
+one dataset per weight at that path. transformers drops the model scope when matching: stored names
+here are the weight names without it (`bert/encoder/layer_._3/attention/self/query/kernel:0`), which
+the rules produce.
 """
 from __future__ import annotations
 
@@ -26,15 +26,6 @@ WEIGHTS = "tf_model.h5"
 _HEADER_LIMIT = 64512  # bytes an HDF5 object header can hold; longer attributes are split (as Keras does)
 
 
-def to_h5(name: str) -> str:
-    """"bert.encoder.layer.3.output.dense.kernel" -> "bert/encoder/layer_._3/output/dense/kernel:0"."""
-    return re.sub(r"/(\d+)(?=/|$)", r"_._\1", name.replace(".", "/")) + ":0"
-
-
-def from_h5(path: str) -> str:
-    return path.removesuffix(":0").replace("_._", ".").replace("/", ".")
-
-
 def read(path: Path) -> Source:
     import h5py
 
@@ -52,7 +43,7 @@ def read(path: Path) -> Source:
             group = handle[layer]
             for weight in _attribute(group, "weight_names"):
                 dataset = group[weight]
-                name = from_h5(weight.split("/", 1)[1])  # drop the model scope, as transformers does
+                name = weight.split("/", 1)[1]  # drop the model scope, as transformers does
                 tensors[name] = TensorRef(tuple(dataset.shape), dataset.dtype, lambda d=dataset: d[()])
     except (KeyError, OSError) as exc:
         handle.close()
@@ -69,14 +60,14 @@ def write(path: Path, config: dict, specs, produce) -> None:
     scope = _snake_case("TF" + config["architectures"][0])
     layers = {}
     for name, dtype, shape in specs:
-        layers.setdefault(name.split(".", 1)[0], []).append((name, dtype, shape))
+        layers.setdefault(name.split("/", 1)[0], []).append((name, dtype, shape))
     with h5py.File(path / WEIGHTS, "w") as out:
         _set_attribute(out, "layer_names", [layer.encode() for layer in layers])
         out.attrs["backend"] = b"tensorflow"
         out.attrs["keras_version"] = _keras_version().encode()
         for layer in sorted(layers):
             group = out.create_group(layer)
-            paths = [f"{scope}/{to_h5(name)}" for name, _, _ in layers[layer]]
+            paths = [f"{scope}/{name}" for name, _, _ in layers[layer]]
             _set_attribute(group, "weight_names", [p.encode() for p in paths])
             for h5_path, (name, dtype, shape) in zip(paths, layers[layer]):
                 group.create_dataset(h5_path, shape, dtype=dtype)[...] = produce(name)

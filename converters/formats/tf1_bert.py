@@ -1,12 +1,10 @@
 """Google's original TF1 BERT checkpoints: bert_model.ckpt.{index,data-*} + bert_config.json + vocab.txt.
 
-Variables are named `bert/encoder/layer_3/attention/self/query/kernel`; rule names are dotted with list
-indices as items (`bert.encoder.layer.3.attention.self.query.kernel`). Read only, through TensorFlow's
-checkpoint reader, one variable at a time.
+Variables are named `bert/encoder/layer_3/attention/self/query/kernel` (kernels [in, out]); the rules
+map canonical names to these. Read only, through TensorFlow's checkpoint reader, one variable at a time.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +17,6 @@ TITLE = "Google TF1 BERT"
 FRAMEWORK = "tf"
 CONFIG = "bert_config.json"
 CHECKPOINT = "bert_model.ckpt"
-
-
-def from_tf1(name: str) -> str:
-    """"bert/encoder/layer_3/output/dense/kernel" -> "bert.encoder.layer.3.output.dense.kernel"."""
-    return re.sub(r"_(\d+)(?=\.|$)", r".\1", name.replace("/", "."))
 
 
 def read(path: Path) -> Source:
@@ -48,6 +41,6 @@ def read(path: Path) -> Source:
         except Exception as exc:
             raise WeightsError(f"{prefix}: cannot read {name} ({str(exc).splitlines()[0]})") from None
 
-    tensors = {from_tf1(name): TensorRef(tuple(shape), np.dtype(dtypes[name].as_numpy_dtype),
+    tensors = {name: TensorRef(tuple(shape), np.dtype(dtypes[name].as_numpy_dtype),
                                          lambda name=name: load(name)) for name, shape in shapes.items()}
     return Source(path, config, path / CONFIG, tensors, prefix.with_name(prefix.name + ".index"))

@@ -1,8 +1,9 @@
 """External-format name rules per family, as data: converters/rules/<family>.py defines `FORMATS`.
 
-Each format's rows map canonical names (transformers PyTorch `state_dict` names) to the names a format
-stores, written in dotted notation; the format module turns dots into its own path syntax (h5
-`a/b_._0/c:0`, TF1 `a/b_0/c`). A family without a rules module has no converter yet.
+Each format's rows map canonical names (transformers PyTorch `state_dict` names) to the names the format
+stores: PaddleNLP state-dict keys, transformers' Keras weight names below the model scope
+(`bert/encoder/layer_._0/output/dense/kernel:0`), Google's TF1 variable names. Rows kept in
+`backends/<family>/weights.py` are used as they are. A family without a rules module has no converter.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from backends.errors import BadInput
-from backends.weights import RuleSet
+from backends.weights import Rule, RuleSet
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class FormatRules:
     ignore: tuple[str, ...] = ()
     # config keys the ecosystem needs besides the family config
     config: Mapping[str, object] = field(default_factory=dict)
+    # head to read when the checkpoint fits several equally (else the one fitting best)
+    default_head: str | None = None
 
 
 def format_rules(family: str, fmt: str) -> FormatRules:
@@ -50,3 +53,14 @@ def family_of_class(fmt: str, class_name: str, families) -> str | None:
         except BadInput:
             continue
     return None
+
+
+def dense(module: str, target: str, suffix: str = "") -> list[Rule]:
+    """A Linear (`module` regex, torch [out, in]) stored as a TF Dense: `<target>/kernel` [in, out], `<target>/bias`."""
+    return [Rule(module + r"\.weight", f"{target}/kernel{suffix}", "transpose"),
+            Rule(module + r"\.bias", f"{target}/bias{suffix}")]
+
+
+def norm(module: str, target: str, suffix: str = "") -> list[Rule]:
+    """A LayerNorm stored as TF's `<target>/gamma`, `<target>/beta`."""
+    return [Rule(module + r"\.weight", f"{target}/gamma{suffix}"), Rule(module + r"\.bias", f"{target}/beta{suffix}")]

@@ -1,0 +1,51 @@
+"""BERT in transformers PyTorch (canonical), transformers TF (h5), PaddleNLP and Google's TF1 checkpoints.
+
+The body rows for PaddleNLP and Keras live with the family (`backends/bert/weights.py`); here are the
+head rows, the TF1 names and what each ecosystem calls its classes.
+"""
+import re
+
+from backends.bert.weights import CHECKPOINT_RULES, WEIGHTS
+from backends.weights import Rule, RuleSet, SAME_NAMES
+
+from . import FormatRules, dense, norm
+
+CLASSES = {"base": "BertModel", "seqcls": "BertForSequenceClassification", "qa": "BertForQuestionAnswering",
+           "mc": "BertForMultipleChoice", "mlm": "BertForMaskedLM", "tokcls": "BertForTokenClassification"}
+# non-parameters a transformers checkpoint may hold: buffers, and tied copies of parameters
+HF_IGNORE = (*WEIGHTS.buffers, *map(re.escape, WEIGHTS.tied_aliases))
+# transformers' Keras heads: Dense `classifier` / `qa_outputs`, the MLM head inside layer "mlm___cls"
+KERAS_HEADS = [
+    *dense(r"classifier", "classifier", ":0"), *dense(r"qa_outputs", "qa_outputs", ":0"),
+    Rule(r"cls\.predictions\.bias", "mlm___cls/predictions/bias:0"),
+    *dense(r"cls\.predictions\.transform\.dense", "mlm___cls/predictions/transform/dense", ":0"),
+    *norm(r"cls\.predictions\.transform\.LayerNorm", "mlm___cls/predictions/transform/LayerNorm", ":0"),
+]
+
+
+def tf1_rules() -> RuleSet:
+    """Canonical -> Google's TF1 variable names (`bert/encoder/layer_3/...`, kernels [in, out])."""
+    b, layer, to = r"(?:bert\.)?", r"(?:bert\.)?encoder\.layer\.(?P<i>\d+)\.", r"bert/encoder/layer_\g<i>/"
+    return RuleSet([
+        Rule(b + r"embeddings\.(?P<t>word|position|token_type)_embeddings\.weight", r"bert/embeddings/\g<t>_embeddings"),
+        *norm(b + r"embeddings\.LayerNorm", "bert/embeddings/LayerNorm"),
+        *dense(layer + r"attention\.self\.(?P<m>query|key|value)", to + r"attention/self/\g<m>"),
+        *dense(layer + r"(?P<m>attention\.output|intermediate|output)\.dense", to + r"\g<m>/dense"),
+        *norm(layer + r"(?P<m>attention\.output|output)\.LayerNorm", to + r"\g<m>/LayerNorm"),
+        *dense(b + r"pooler\.dense", "bert/pooler/dense"),
+        Rule(r"cls\.predictions\.bias", "cls/predictions/output_bias"),
+        *dense(r"cls\.predictions\.transform\.dense", "cls/predictions/transform/dense"),
+        *norm(r"cls\.predictions\.transform\.LayerNorm", "cls/predictions/transform/LayerNorm"),
+    ], "bert Google TF1 checkpoint")
+
+
+FORMATS = {
+    "hf": FormatRules(RuleSet([SAME_NAMES], "bert transformers"), CLASSES, HF_IGNORE),
+    "tf": FormatRules(RuleSet(KERAS_HEADS + list(CHECKPOINT_RULES["keras"].rules), "bert transformers-tf"), CLASSES),
+    # PaddleNLP's MLM head has another layout (decoder_bias, a tied decoder): not converted
+    "paddle": FormatRules(CHECKPOINT_RULES["paddlenlp"], {h: c for h, c in CLASSES.items() if h != "mlm"},
+                          config={"pool_act": "tanh"}),
+    # pretraining checkpoints: the next-sentence head, optimizer slots and step are not parameters of any head
+    "tf1bert": FormatRules(tf1_rules(), {"base": "BertModel", "mlm": "BertForMaskedLM"},
+                           (r"cls/.*", r"bert/pooler/.*", r".*/adam_[mv]", r"global_step"), default_head="base"),
+}

@@ -1,0 +1,28 @@
+"""RoBERTa in transformers PyTorch (canonical), transformers TF (h5) and PaddleNLP checkpoints."""
+import re
+
+from backends.roberta.weights import CHECKPOINT_RULES, WEIGHTS
+from backends.weights import Rule, RuleSet, SAME_NAMES
+
+from . import FormatRules, dense, norm
+
+CLASSES = {"base": "RobertaModel", "seqcls": "RobertaForSequenceClassification",
+           "qa": "RobertaForQuestionAnswering", "mc": "RobertaForMultipleChoice", "mlm": "RobertaForMaskedLM",
+           "tokcls": "RobertaForTokenClassification"}
+HF_IGNORE = (*WEIGHTS.buffers, *map(re.escape, WEIGHTS.tied_aliases))
+# transformers' Keras heads: `classifier` (a Dense, or dense + out_proj for sequence classification),
+# `qa_outputs`, and `lm_head`
+KERAS_HEADS = [
+    *dense(r"classifier\.(?P<m>dense|out_proj)", r"classifier/\g<m>", ":0"),
+    *dense(r"classifier", "classifier", ":0"), *dense(r"qa_outputs", "qa_outputs", ":0"),
+    Rule(r"lm_head\.bias", "lm_head/bias:0"), *dense(r"lm_head\.dense", "lm_head/dense", ":0"),
+    *norm(r"lm_head\.layer_norm", "lm_head/layer_norm", ":0"),
+]
+
+FORMATS = {
+    "hf": FormatRules(RuleSet([SAME_NAMES], "roberta transformers"), CLASSES, HF_IGNORE),
+    "tf": FormatRules(RuleSet(KERAS_HEADS + list(CHECKPOINT_RULES["keras"].rules), "roberta transformers-tf"),
+                      CLASSES),
+    # PaddleNLP's MLM head ties its decoder differently: not converted
+    "paddle": FormatRules(CHECKPOINT_RULES["paddlenlp"], {h: c for h, c in CLASSES.items() if h != "mlm"}),
+}

@@ -1,0 +1,90 @@
+"""Tiny random checkpoints written by the tests, the CLI, and one worker process per framework."""
+from __future__ import annotations
+
+import importlib
+import json
+import multiprocessing
+import subprocess
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backends import FAMILIES as REGISTERED, family
+from backends.tensorfile import save_arrays
+from backends.weights import perturb_constants
+from converters.__main__ import main
+from converters.rules import format_rules
+
+from ..conftest import REPO
+
+# families with converter rules, and their heads in transformers' format
+FAMILIES = [name for name in ("funnel", "bert", "roberta", "tinybert") if name in REGISTERED]
+FAMILY_HEADS = [(name, head) for name in FAMILIES for head in format_rules(name, "hf").classes]
+
+
+def tiny_config(family_name: str, **changes):
+    spec = family(family_name)
+    preset = next(p for p in spec.presets.values())
+    return spec.shrink(preset.config).replace(**changes)
+
+
+def random_params(family_name: str, config, head: str, seed: int = 0, dtype=np.float32) -> dict:
+    """The family's init with every constant perturbed, so a swapped or dropped tensor shows."""
+    spec = family(family_name)
+    rng = np.random.default_rng(seed)
+    params = perturb_constants(spec.init_params(config, head, rng), rng)
+    return {name: np.asarray(array, dtype=dtype) for name, array in params.items()}
+
+
+def write_hf(directory: Path, family_name: str, head: str, config=None, params=None, vocab: bool = True) -> Path:
+    """A transformers-format directory: config.json, model.safetensors and (by default) vocab.txt."""
+    config = config or tiny_config(family_name)
+    params = random_params(family_name, config, head) if params is None else params
+    directory.mkdir(parents=True, exist_ok=True)
+    classes = format_rules(family_name, "hf").classes
+    (directory / "config.json").write_text(json.dumps({**config.to_dict(), "architectures": [classes[head]]}))
+    save_arrays(directory / "model.safetensors", params, {"format": "pt"})
+    if vocab:
+        (directory / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] +
+                                                       [f"tok{i}" for i in range(config.vocab_size - 5)]) + "\n")
+    return directory
+
+
+def convert(*argv) -> int:
+    """`python -m converters ARGV` in this process."""
+    return main([str(a) for a in argv])
+
+
+def cli(*argv, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python -m converters ARGV` in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "converters", *map(str, argv)], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def inputs_for(family_name: str, config, head: str, batch: int = 2, seq_len: int = 12) -> dict:
+    return family(family_name).make_inputs(config, head, batch, seq_len, np.random.default_rng(1))
+
+
+def _import_first(fw: str) -> None:
+    """A worker imports its framework before anything else (Paddle crashes when TensorFlow came first)."""
+    importlib.import_module({"torch": "torch", "paddle": "paddle", "tf": "tensorflow"}[fw])
+
+
+@pytest.fixture(scope="session")
+def workers():
+    """fw -> a one-process pool that has imported only that framework; shared by the whole session."""
+    context = multiprocessing.get_context("spawn")
+    pools = {fw: ProcessPoolExecutor(1, mp_context=context, initializer=_import_first, initargs=(fw,))
+             for fw in ("torch", "paddle", "tf")}
+    yield pools
+    for pool in pools.values():
+        pool.shutdown(cancel_futures=True)
+
+
+@pytest.fixture
+def run(workers):
+    """run(fw, fn, *args): fn(*args) in the worker of framework fw."""
+    return lambda fw, fn, *args: workers[fw].submit(fn, *args).result()

@@ -1,0 +1,90 @@
+"""Models run on converted checkpoints: transformers (PyTorch, TF), PaddleNLP and our own ports.
+
+These functions run in worker processes, one framework per process (`conftest.workers`): TensorFlow or
+PyTorch imported before Paddle in one process crashes it. Each returns numpy outputs under
+transformers' field names, and the loader's own verdict on missing and unexpected keys.
+"""
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+
+FIELDS = ("last_hidden_state", "pooler_output", "logits", "start_logits", "end_logits")
+
+
+def _outputs(out, to_numpy) -> dict:
+    """Named outputs of a transformers or PaddleNLP model output (a ModelOutput, tuple or tensor)."""
+    if isinstance(out, (tuple, list)) or not hasattr(out, "keys"):
+        raise TypeError(f"expected a ModelOutput, got {type(out).__name__}")
+    return {name: to_numpy(out[name]) for name in FIELDS if name in out.keys() and out[name] is not None}
+
+
+def transformers_torch(directory: str, class_name: str, inputs: dict) -> tuple[dict, dict]:
+    import torch
+    import transformers
+
+    model, info = getattr(transformers, class_name).from_pretrained(directory, output_loading_info=True)
+    with torch.no_grad():
+        out = model.eval()(**{k: torch.from_numpy(v) for k, v in inputs.items()})
+    return _outputs(out, lambda t: t.numpy()), {k: sorted(v) for k, v in info.items() if k != "error_msgs"}
+
+
+def transformers_tf(directory: str, class_name: str, inputs: dict) -> tuple[dict, dict]:
+    import transformers
+
+    model, info = getattr(transformers, "TF" + class_name).from_pretrained(directory, output_loading_info=True)
+    out = model(**inputs, training=False)
+    return _outputs(out, lambda t: t.numpy()), {k: sorted(map(str, v)) for k, v in info.items()}
+
+
+def paddlenlp(directory: str, class_name: str, inputs: dict) -> tuple[dict, dict]:
+    """PaddleNLP has no loading info: its `_load_pretrained_model` verdict is recorded."""
+    import paddle
+    import paddlenlp.transformers as transformers
+    from paddlenlp.transformers.model_utils import PretrainedModel
+
+    cls = getattr(transformers, class_name, None) or _paddlenlp_class(class_name)
+    info = {}
+    original = PretrainedModel._load_pretrained_model.__func__
+
+    def record(klass, *args, **kwargs):
+        model, missing, unexpected, mismatched = original(klass, *args, **kwargs)
+        info.update(missing_keys=sorted(missing), unexpected_keys=sorted(unexpected),
+                    mismatched_keys=sorted(map(str, mismatched)))
+        return model, missing, unexpected, mismatched
+
+    PretrainedModel._load_pretrained_model = classmethod(record)
+    try:
+        model = cls.from_pretrained(directory)
+    finally:
+        PretrainedModel._load_pretrained_model = classmethod(original)
+    model.eval()
+    kwargs = {"return_dict": True} if "return_dict" in inspect.signature(model.forward).parameters else {}
+    with paddle.no_grad():
+        out = model(**{k: paddle.to_tensor(v) for k, v in inputs.items()}, **kwargs)
+    return _outputs(out, lambda t: t.numpy()), info
+
+
+def _paddlenlp_class(class_name: str):
+    """Classes PaddleNLP does not export at the top (e.g. FunnelBaseModel)."""
+    import importlib
+
+    family = class_name.split("For")[0].removesuffix("BaseModel").removesuffix("Model").lower()
+    return getattr(importlib.import_module(f"paddlenlp.transformers.{family}.modeling"), class_name)
+
+
+def our_port(fmt: str, directory: str, fw: str, inputs: dict, head: str | None = None) -> dict:
+    """Our `fw` port holding the checkpoint at `directory` (read through the converters)."""
+    from converters.core import open_checkpoint, port_outputs
+
+    checkpoint = open_checkpoint(fmt, directory, head=head)
+    family, head = checkpoint.family, checkpoint.head
+    checkpoint.close()
+    return port_outputs(fmt, directory, family, head, fw, inputs)
+
+
+def max_diff(a: dict, b: dict, names=None) -> float:
+    names = names or sorted(set(a) & set(b))
+    assert names, (sorted(a), sorted(b))
+    return max(float(np.max(np.abs(np.asarray(a[n], np.float64) - np.asarray(b[n], np.float64)))) for n in names)
