@@ -38,14 +38,10 @@ class BiLSTMConfig(ConfigBase):
             self.fail("pair", "must be true or false")
 
     @property
-    def sentence_size(self) -> int:
-        """Width of one sentence vector: the last forward and the first backward hidden state."""
-        return 2 * self.hidden_size
-
-    @property
     def features_size(self) -> int:
-        """Width of the fully-connected layer's input."""
-        return 4 * self.sentence_size if self.pair else self.sentence_size
+        """Width of the fully-connected layer's input: one sentence vector (the last forward and the first
+        backward hidden state) or, for a pair, four."""
+        return 2 * self.hidden_size * (4 if self.pair else 1)
 
 
 # Tang et al. (2019) and their code (castorini/d-bert: confs/birnn_sst2_150.json, siarnn_qqb.json):
@@ -63,7 +59,7 @@ def _describe(config, setting: str) -> str:
 
 
 PRESETS = {
-    "bilstm-sst2": Preset("bilstm-sst2", "bilstm", _SST2, "seqcls", _describe(_SST2, "Tang et al. 2019, SST-2")),
+    "bilstm-sst2": Preset("bilstm-sst2", "bilstm", _SST2, "seqcls", _describe(_SST2, "Tang et al. 2019 SST-2 student")),
     "bilstm-pair": Preset("bilstm-pair", "bilstm", _PAIR, "seqcls",
-                          _describe(_PAIR, "Tang et al. 2019 siamese, QQP; [h1, h2, h1*h2, |h1-h2|]")),
+                          _describe(_PAIR, "Tang et al. 2019 siamese student (QQP), [h1, h2, h1*h2, |h1-h2|]")),
 }

@@ -11,6 +11,16 @@ import tensorflow as tf
 from .._fw.tf_nn import Dropout, Embedding, Layer, Linear
 
 
+def _in_float64(fn):
+    """fn evaluated in float64 and rounded to the input's dtype."""
+    return lambda x: tf.cast(fn(tf.cast(x, tf.float64)), x.dtype)
+
+
+# TF's float32 tanh and sigmoid (Eigen's fast approximations) are several ulp off where torch's are within
+# about one: evaluated in float64, a float32 LSTM is as accurate as the reference
+sigmoid, tanh = _in_float64(tf.sigmoid), _in_float64(tf.tanh)
+
+
 class LSTMCell(Layer):
     """Keras `LSTMCell` weights: kernel [in, 4h], recurrent_kernel [h, 4h], bias [4h]; gates i, f, c, o."""
 
@@ -28,8 +38,8 @@ class LSTMCell(Layer):
         """One step: the step's projected input and the (h, c) state -> the new (h, c)."""
         h, c = state
         i, f, g, o = tf.split(projected + tf.matmul(h, self.recurrent_kernel), 4, axis=-1)
-        c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
-        return tf.sigmoid(o) * tf.tanh(c), c
+        c = sigmoid(f) * c + sigmoid(i) * tanh(g)
+        return sigmoid(o) * tanh(c), c
 
 
 class LSTM(Layer):

@@ -31,7 +31,7 @@ PORT_RULES = {
 }
 
 
-def lstm_shapes(config) -> dict:
+def _lstm_shapes(config) -> dict:
     """torch `nn.LSTM(embedding_dim, hidden_size, bidirectional=True)` parameters."""
     gates, h = 4 * config.hidden_size, config.hidden_size
     shapes = {}
@@ -49,7 +49,7 @@ def param_shapes(config, head: str = "seqcls") -> dict:
     """Canonical parameter names and shapes."""
     return {
         "embedding.weight": (config.vocab_size, config.embedding_dim),
-        **lstm_shapes(config),
+        **_lstm_shapes(config),
         "fc.weight": (config.fc_hidden_size, config.features_size),
         "fc.bias": (config.fc_hidden_size,),
         "classifier.weight": (config.num_labels, config.fc_hidden_size),

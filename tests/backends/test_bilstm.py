@@ -22,6 +22,8 @@ SPEC = family("bilstm")
 PORTS = [fw for fw in BACKENDS if fw != "torch"]
 VARIANTS = {"single": "bilstm-sst2", "pair": "bilstm-pair"}
 TOLERANCE = {"float64": 1e-10, "float32": 1e-5}
+SENTENCES = (("input_ids", "attention_mask"), ("input_ids_b", "attention_mask_b"))
+DIRECTIONS = ("", "_reverse")
 
 pytestmark = pytest.mark.skipif("torch" not in BACKENDS, reason="the torch reference is not installed")
 
@@ -49,10 +51,10 @@ def worst_difference(reference: dict, result: dict) -> tuple[float, str]:
 
 def test_inputs_cover_full_length_length_one_and_padding():
     config, _, inputs = tiny_case("pair")
-    for ids, mask in ((inputs["input_ids"], inputs["attention_mask"]), (inputs["input_ids_b"], inputs["attention_mask_b"])):
-        lengths = mask.sum(-1)
-        assert lengths.max() == mask.shape[1] and lengths.min() == 1 and len(set(lengths)) > 2
-        assert (ids[mask == 0] == config.padding_idx).all()
+    for ids, mask in SENTENCES:
+        lengths = inputs[mask].sum(-1)
+        assert lengths.max() == inputs[mask].shape[1] and lengths.min() == 1 and len(set(lengths)) > 2
+        assert (inputs[ids][inputs[mask] == 0] == config.padding_idx).all()
 
 
 @pytest.mark.parametrize("dtype", TOLERANCE)
@@ -75,9 +77,10 @@ def test_padded_positions_change_nothing(fw, variant):
     config, params, inputs = tiny_case(variant)
     repadded = dict(inputs)
     rng = np.random.default_rng(1)
-    for ids, mask in (("input_ids", "attention_mask"), ("input_ids_b", "attention_mask_b")):
+    for ids, mask in SENTENCES:
         if ids in inputs:
-            repadded[ids] = np.where(inputs[mask] == 1, inputs[ids], rng.integers(0, config.vocab_size, inputs[ids].shape))
+            other_ids = rng.integers(0, config.vocab_size, inputs[ids].shape)
+            repadded[ids] = np.where(inputs[mask] == 1, inputs[ids], other_ids)
             assert (repadded[ids] != inputs[ids]).any()
     result = run(fw, variant, "float64")
     changed = run_backend("bilstm", fw, config, "seqcls", params, repadded, "float64")
@@ -106,21 +109,21 @@ def test_keras_bias_merges_and_splits_exactly():
     bias_hh (so a TF-origin checkpoint round-trips exactly), and its gradient is both biases' gradient."""
     config, params, _ = tiny_case("single")
     model = build_model("bilstm", "tf", config, "seqcls", params, dtype="float64")
-    for suffix, cell in (("", model.lstm.forward_layer), ("_reverse", model.lstm.backward_layer)):
+    merged = {suffix: params[f"lstm.bias_ih_l0{suffix}"] + params[f"lstm.bias_hh_l0{suffix}"] for suffix in DIRECTIONS}
+    for suffix, cell in zip(DIRECTIONS, (model.lstm.forward_layer, model.lstm.backward_layer)):
         assert np.array_equal(cell.kernel.numpy(), params[f"lstm.weight_ih_l0{suffix}"].T)
         assert np.array_equal(cell.recurrent_kernel.numpy(), params[f"lstm.weight_hh_l0{suffix}"].T)
-        assert np.array_equal(cell.bias.numpy(), params[f"lstm.bias_ih_l0{suffix}"] + params[f"lstm.bias_hh_l0{suffix}"])
+        assert np.array_equal(cell.bias.numpy(), merged[suffix])
     exported = export_params(model, "bilstm", "tf")
-    for suffix in ("", "_reverse"):
-        merged = params[f"lstm.bias_ih_l0{suffix}"] + params[f"lstm.bias_hh_l0{suffix}"]
-        assert np.array_equal(exported[f"lstm.bias_ih_l0{suffix}"], merged)
+    for suffix in DIRECTIONS:
+        assert np.array_equal(exported[f"lstm.bias_ih_l0{suffix}"], merged[suffix])
         assert not exported[f"lstm.bias_hh_l0{suffix}"].any()
     assert all(np.array_equal(exported[k], v) for k, v in params.items() if ".bias_" not in k)
     reloaded = build_model("bilstm", "tf", config, "seqcls", exported, dtype="float64")
     assert all(np.array_equal(a.numpy(), b.numpy())
                for a, b in zip(dict(model.named_parameters()).values(), dict(reloaded.named_parameters()).values()))
     grads = run("tf", "single", "float64")
-    for suffix in ("", "_reverse"):
+    for suffix in DIRECTIONS:
         assert np.array_equal(grads[f"grad.lstm.bias_ih_l0{suffix}"], grads[f"grad.lstm.bias_hh_l0{suffix}"])
 
 
