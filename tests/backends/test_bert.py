@@ -243,13 +243,11 @@ def check_paddlenlp_base(family_name: str, preset_name: str, class_name: str, co
 
 
 def check_config_reads_transformers(config_class, hf_class_name: str) -> None:
-    """transformers' own config.json (defaults written out) reads into the same values, and back."""
+    """transformers' own config.json (every default written out) reads value for value, and back."""
     transformers = pytest.importorskip("transformers")
     written = getattr(transformers, hf_class_name)(num_labels=3).to_dict()
     config = config_class.from_dict(written)
-    assert config == config_class(num_labels=3, extra=config.extra)
-    for key, value in config.to_dict().items():
-        assert written.get(key, value) == value, key
+    assert config.num_labels == 3 and config.to_dict() == {**written, "num_labels": 3}
 
 
 # ---- the tests ---------------------------------------------------------------------------------------
