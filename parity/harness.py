@@ -42,7 +42,7 @@ class Target:
     config: object
     head: str
     label: str
-    weights: str | None = None  # a canonical safetensors file; None: seeded random weights
+    checkpoint: object = None  # a converters.Checkpoint to read weights from; None: seeded random weights
 
 
 @dataclass
@@ -91,13 +91,22 @@ class Report:
         }
 
 
-def resolve_target(name: str, head: str | None = None, tiny: bool = False) -> Target:
-    """A preset name, or a checkpoint directory the converters can read."""
-    if os.path.isdir(name):
-        from converters.core import read_canonical_checkpoint  # a checkpoint dir needs the converters
+# weights file -> converters format, to recognise a checkpoint directory
+CHECKPOINT_FORMATS = (("model.safetensors", "hf"), ("model.safetensors.index.json", "hf"), ("pytorch_model.bin", "hf"),
+                      ("pytorch_model.bin.index.json", "hf"), ("model_state.pdparams", "paddle"),
+                      ("tf_model.h5", "tf"))
 
-        family_name, config, ckpt_head, weights = read_canonical_checkpoint(name)
-        return Target(family_name, config, head or ckpt_head, name, weights)
+
+def resolve_target(name: str, head: str | None = None, tiny: bool = False) -> Target:
+    """A preset name, or a checkpoint directory the converters can read (transformers, PaddleNLP)."""
+    if os.path.isdir(name):
+        from converters import open_checkpoint
+
+        fmt = next((f for file, f in CHECKPOINT_FORMATS if os.path.isfile(os.path.join(name, file))), None)
+        if fmt is None:
+            raise BadInput(f"{name}: no checkpoint found (looked for {', '.join(f for f, _ in CHECKPOINT_FORMATS)})")
+        checkpoint = open_checkpoint(fmt, name, head=head)
+        return Target(checkpoint.family, checkpoint.config, checkpoint.head, name, checkpoint)
     if name not in presets():
         raise BadInput(f"unknown target {name!r}: not a directory and not a preset "
                        f"(python -m parity list shows {len(presets())} presets)")
@@ -132,6 +141,14 @@ def write_parity_weights(target: Target, path: Path, seed: int) -> None:
     # float32 storage is exact: the values are float32 numbers (see parity_tensor)
     write_safetensors(path, [(n, np.float32, s) for n, s in shapes.items()],
                       lambda n: parity_tensor(n, shapes[n], seed))
+
+
+def write_checkpoint_weights(target: Target, path: Path) -> None:
+    """The checkpoint's parameters in canonical names and layouts, one tensor at a time."""
+    shapes = get_family(target.family).param_shapes(target.config, target.head)
+    checkpoint = target.checkpoint
+    specs = [(n, np.float64 if checkpoint.ref(n).dtype == np.float64 else np.float32, s) for n, s in shapes.items()]
+    write_safetensors(path, specs, checkpoint.load)
 
 
 def write_inputs(target: Target, path: Path, batch: int, seq_len: int, seed: int) -> None:
@@ -267,8 +284,11 @@ def run_parity(target: Target, backends: list[str], reference: str = "torch", dt
     report = Report(target.label, target.family, target.head, reference, list(dtypes), others + list(against))
     tmp = Path(tempfile.mkdtemp(prefix="parity-", dir=workdir))
     try:
-        weights = Path(target.weights) if target.weights else tmp / "weights.safetensors"
-        if not target.weights:
+        weights = tmp / "weights.safetensors"
+        if target.checkpoint is not None:
+            say(f"reading {target.label}")
+            write_checkpoint_weights(target, weights)
+        else:
             say("writing seeded weights")
             write_parity_weights(target, weights, seed)
         inputs = tmp / "inputs.safetensors"
