@@ -59,6 +59,9 @@ class BertConfig(ConfigBase):
         if self.pad_token_id is not None and (isinstance(self.pad_token_id, bool) or not isinstance(self.pad_token_id, int)
                                               or not 0 <= self.pad_token_id < self.vocab_size):
             self.fail("pad_token_id", f"must index the vocabulary (size {self.vocab_size}) or be null")
+        if self.extra.get("pool_act", "tanh") != "tanh":  # PaddleNLP's configs name the pooler's activation
+            raise ConfigError(f"{self.model_type} config: pool_act={self.extra['pool_act']!r} is not supported "
+                              "(the pooler is tanh)")
         if self.extra.get("is_decoder") or self.extra.get("add_cross_attention"):
             raise ConfigError(f"{self.model_type} config: is_decoder/add_cross_attention are not supported "
                               "(encoder only)")

@@ -239,7 +239,7 @@ def check_paddlenlp_base(family_name: str, preset_name: str, class_name: str, co
     ours = run_backend(family_name, "paddle", config, "base", params, inputs, "float32", backward=False)
     difference, tensor = worst_difference(oracle, ours, names=oracle)
     assert difference <= TOLERANCE["float32"], f"PaddleNLP {class_name}: {tensor} differs by {difference:.3g}"
-    return {"model": model, "ours": ours, "inputs": inputs}
+    return {"config": config, "params": params, "inputs": inputs, "ours": ours}
 
 
 def check_config_reads_transformers(config_class, hf_class_name: str) -> None:
