@@ -130,16 +130,21 @@ def _family(fmt: str, source: formats.Source, family: str | None) -> str:
 
 
 def _match(spec, config, rules: FormatRules, source: formats.Source, head, allow_unknown):
-    """(head, canonical -> stored name, skipped stored names): the head whose names the file holds best."""
+    """(head, canonical -> stored name, skipped stored names) for the head the checkpoint holds: fewest
+    missing parameters, then shape mismatches, then unknown entries; the config's architecture breaks ties."""
     if head is not None and head not in rules.classes:
         raise BadInput(f"family {spec.name} has no head {head!r} in this format; heads: {', '.join(rules.classes)}")
     found = set(source.tensors)
-    head = head or rules.default_head
+    named = {h for h, cls in rules.classes.items() if cls in (source.config.get("architectures") or [])}
     candidates = []
-    for name in [head] if head else [h for h in spec.heads if h in rules.classes]:
-        expected = rules.rules.target_names(spec.param_shapes(config, name))  # stored -> canonical
-        candidates.append((len(set(expected) - found), len(found - set(expected)), name, expected))
-    _, _, head, expected = min(candidates, key=lambda c: c[:2])
+    for name in [head or rules.default_head] if head or rules.default_head else list(rules.classes):
+        shapes = spec.param_shapes(config, name)
+        expected = rules.rules.target_names(shapes)  # stored -> canonical
+        mismatched = sum(_canonical_shape(rules, c, source.tensors[s].shape) != tuple(shapes[c])
+                         for s, c in expected.items() if s in found)
+        score = (len(set(expected) - found), mismatched, len(found - set(expected)), name not in named)
+        candidates.append((score, name, expected))
+    _, head, expected = min(candidates, key=lambda c: c[0])
     allowed = [*rules.ignore, *allow_unknown]
     check_keys(expected, found, f"{source.weights_file} (as {spec.name} {head})", allow_unexpected=allowed)
     return head, {canonical: name for name, canonical in expected.items()}, sorted(found - set(expected))

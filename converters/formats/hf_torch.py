@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backends.errors import WeightsError
+from backends.errors import BadInput, WeightsError
 from backends.tensorfile import DTYPE_CODES, write_safetensors
 
 from . import Source, TensorRef, bfloat16, first_file, is_bfloat16, read_exact, read_json, write_json
@@ -46,8 +46,9 @@ def read(path: Path) -> Source:
 
 
 def write(path: Path, config: dict, specs, produce) -> None:
-    if any(is_bfloat16(dtype) for _, dtype, _ in specs):
-        DTYPE_CODES.setdefault(bfloat16(), "BF16")  # backends.tensorfile knows no BF16 yet
+    if any(is_bfloat16(dtype) for _, dtype, _ in specs) and bfloat16() not in DTYPE_CODES:
+        raise BadInput("model.safetensors cannot be written in bfloat16 yet (backends.tensorfile has no BF16): "
+                       "use --dtype float16 or float32")
     write_json(path / CONFIG, config)
     write_safetensors(path / "model.safetensors", specs, produce, metadata={"format": "pt"})
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import json
 import multiprocessing
+import os
 import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -69,7 +70,9 @@ def inputs_for(family_name: str, config, head: str, batch: int = 2, seq_len: int
 
 
 def _import_first(fw: str) -> None:
-    """A worker imports its framework before anything else (Paddle crashes when TensorFlow came first)."""
+    """A worker imports its framework before anything else (Paddle crashes when TensorFlow came first),
+    and keeps transformers and datasets from importing the others."""
+    os.environ.update(USE_TF="1" if fw == "tf" else "0", USE_TORCH="1" if fw == "torch" else "0", USE_FLAX="0")
     importlib.import_module({"torch": "torch", "paddle": "paddle", "tf": "tensorflow"}[fw])
 
 
@@ -79,6 +82,8 @@ def workers():
     context = multiprocessing.get_context("spawn")
     pools = {fw: ProcessPoolExecutor(1, mp_context=context, initializer=_import_first, initargs=(fw,))
              for fw in ("torch", "paddle", "tf")}
+    for pool in pools.values():
+        pool.submit(int)  # start every worker now: their imports overlap
     yield pools
     for pool in pools.values():
         pool.shutdown(cancel_futures=True)
