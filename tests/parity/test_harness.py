@@ -137,3 +137,21 @@ def test_against_transformers_oracle():
         assert {r.tensor for r in oracle} >= {"last_hidden_state", "hidden_states.0", "attentions.0"}
         assert report.passed, report.first_divergence
         assert max(r.max_abs for r in oracle) <= 1e-5
+
+
+@needs_two
+def test_checkpoint_directory_with_transformers_init(tmp_path):
+    """A transformers checkpoint (its own init: N(0,1) embeddings, zero pad row, unit norms) as TARGET."""
+    transformers = pytest.importorskip("transformers")
+    config = family("funnel").shrink(presets()["funnel-small"].config)
+    hf_config = transformers.FunnelConfig(**{k: v for k, v in config.to_dict().items() if k != "model_type"})
+    transformers.FunnelModel(hf_config).save_pretrained(tmp_path)
+    target = resolve_target(str(tmp_path))
+    assert (target.family, target.head) == ("funnel", "model")
+    report = run_parity(target, BACKENDS, seq_len=9)
+    assert report.passed, report.first_divergence
+
+
+def test_directory_without_checkpoint_is_bad_input(tmp_path):
+    done = _cli("compare", str(tmp_path))
+    assert done.returncode == 2 and "no checkpoint found" in done.stderr
