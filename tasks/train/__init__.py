@@ -1,0 +1,31 @@
+"""Fine-tuning on any backend: a framework-free driver (`loop.py`) over one small step module per framework.
+
+`torch.py`, `paddle.py` and `tensorflow.py` each define the same `Runner` (model, AdamW, clipping,
+optimizer state by canonical name) and the same op set the framework-free losses call
+(`losses.py`, `tasks/distill.py`). `runner_class(backend)` imports only the chosen framework.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+
+STEP_MODULES = {"torch": "torch", "paddle": "paddle", "tf": "tensorflow"}
+# model inputs a batch may carry, in the order the ports' forward() takes them
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def step_module(backend: str):
+    """tasks.train.<framework>: the Runner and op set of `backend` (imports that framework only)."""
+    if backend not in STEP_MODULES:
+        raise KeyError(f"unknown backend {backend!r}; known: {', '.join(STEP_MODULES)}")
+    return importlib.import_module(f"tasks.train.{STEP_MODULES[backend]}")
+
+
+def runner_class(backend: str):
+    return step_module(backend).Runner
+
+
+def model_inputs(forward) -> tuple[str, ...]:
+    """The MODEL_INPUTS a port's forward() accepts (the BiLSTM takes no token_type_ids)."""
+    accepted = inspect.signature(forward).parameters
+    return tuple(name for name in MODEL_INPUTS if name in accepted)

@@ -1,0 +1,188 @@
+"""PaddlePaddle step module: the Runner and op set of tasks/train/torch.py, method by method.
+
+paddle.optimizer.AdamW computes torch's AdamW update (its docstring writes the bias corrections and
+the decay differently; the kernel matches torch, see tests/tasks/test_train_parity.py); what differs
+is marked where it is handled: parameter names, clipping, and the optimizer state's layout.
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+
+from backends import family as get_family
+from backends.build import build_model, export_params, load_params
+
+from . import model_inputs
+
+# ---- the op set the framework-free losses (losses.py, tasks/distill.py) call ---------------------------
+
+
+def cross_entropy(logits, labels):
+    """Mean cross-entropy of integer labels over the last axis."""
+    return F.cross_entropy(logits, labels)
+
+
+def mse(a, b):
+    """Mean squared difference, both flattened (b cast to a's dtype)."""
+    return F.mse_loss(a.reshape([-1]), b.reshape([-1]).astype(a.dtype))
+
+
+def log_softmax(x):
+    return F.log_softmax(x, axis=-1)
+
+
+def softmax(x):
+    return F.softmax(x, axis=-1)
+
+
+def sum_last(x):
+    return x.sum(-1)
+
+
+def mean(x):
+    return x.mean()
+
+
+def zero_where_below(x, threshold: float):
+    """x with the entries <= threshold set to 0 (TinyBERT's masked attention scores)."""
+    return paddle.where(x <= threshold, paddle.zeros_like(x), x)
+
+
+OPS = sys.modules[__name__]
+
+
+class Runner:
+    """One model of a family and head in Paddle, its AdamW, and the steps the driver calls."""
+
+    def __init__(self, family: str, config, head: str, params=None, dtype: str = "float32", device: str = "cpu",
+                 bf16: bool = False, seed: int = 0):
+        self.family, self.head = family, head
+        paddle.set_device("gpu" if device == "gpu" else "cpu")  # paddle places tensors by a global device
+        self.dtype = dtype
+        self.bf16 = bf16
+        self.model = build_model(family, "paddle", config, head, params, dtype=dtype, seed=seed)
+        self.params = dict(self.model.named_parameters())
+        self.rules = get_family(family).port_rules["paddle"]
+        self.final_outputs = get_family(family).final_outputs[head]
+        self.input_names = model_inputs(self.model.forward)
+        self.optimizer = None
+
+    # ---- data and mode ----
+
+    def to_tensors(self, batch: dict) -> dict:
+        """numpy arrays -> tensors on the device (floats in the model dtype); other values pass through."""
+        def convert(value):
+            if not isinstance(value, np.ndarray):
+                return value
+            floating = np.issubdtype(value.dtype, np.floating)
+            return paddle.to_tensor(np.ascontiguousarray(value, dtype=self.dtype if floating else None))
+        return {name: convert(value) for name, value in batch.items()}
+
+    def autocast(self):
+        """bfloat16 autocast for --bf16 (GPU); a no-op otherwise."""
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return paddle.amp.auto_cast(dtype="bfloat16", level="O1")
+
+    def forward(self, tensors: dict, train: bool):
+        self.model.train() if train else self.model.eval()  # paddle's train() takes no mode argument
+        with self.autocast():
+            return self.model(**{name: tensors[name] for name in self.input_names if name in tensors})
+
+    def seed(self, n: int) -> None:
+        """Seed dropout (the driver reseeds every micro-batch, so a resumed run draws the same masks)."""
+        paddle.seed(n)
+
+    # ---- training ----
+
+    def set_optimizer(self, settings) -> None:
+        """paddle.optimizer.AdamW (decoupled decay); no decay for `settings.no_decay` parameters."""
+        # apply_decay_param_fun receives paddle's internal tensor names (linear_3.w_0), not ours
+        canonical = {param.name: name for name, param in self.params.items()}
+        self.optimizer = paddle.optimizer.AdamW(
+            learning_rate=0.0, beta1=settings.beta1, beta2=settings.beta2, epsilon=settings.eps,
+            parameters=list(self.params.values()), weight_decay=settings.weight_decay,
+            apply_decay_param_fun=lambda internal: canonical[internal] not in settings.no_decay)
+        self.beta1, self.beta2 = settings.beta1, settings.beta2
+        self.steps = {}  # paddle keeps no step count (it multiplies running beta powers); torch does
+
+    def forward_backward(self, batch: dict, loss_fn, scale: float = 1.0) -> float:
+        """Add the gradients of scale * loss_fn(OPS, outputs, batch) to the accumulated ones; return the loss."""
+        tensors = self.to_tensors(batch)
+        loss = loss_fn(OPS, self.forward(tensors, train=True), tensors)
+        (loss * scale).backward()
+        return float(loss)
+
+    def optimizer_step(self, lr: float, max_grad_norm: float) -> float:
+        """Clip the gradients to max_grad_norm (global norm), apply one AdamW update at `lr`, clear the
+        gradients; return the global norm before clipping (max_grad_norm <= 0: no clipping)."""
+        stepped = [name for name, p in self.params.items() if p.grad is not None]
+        grads = [self.params[name].grad for name in stepped]
+        # torch's clip_grad_norm_ scales by min(1, max_norm / (norm + 1e-6)); paddle's ClipGradByGlobalNorm
+        # by max_norm / max(norm, max_norm), without the 1e-6: apply torch's coefficient to the gradients
+        norm = paddle.linalg.norm(paddle.stack([paddle.linalg.norm(g) for g in grads]))
+        if max_grad_norm > 0:
+            coefficient = paddle.clip(max_grad_norm / (norm + 1e-6), max=1.0)
+            with paddle.no_grad():  # in-place on a leaf's gradient is refused while gradients are recorded
+                for g in grads:
+                    g.multiply_(coefficient)
+        self.optimizer.set_lr(lr)
+        self.optimizer.step()
+        self.optimizer.clear_grad(set_to_zero=False)
+        for name in stepped:
+            self.steps[name] = self.steps.get(name, 0) + 1
+        return float(norm)
+
+    # ---- state by canonical name ----
+
+    def get_params(self) -> dict:
+        return export_params(self.model, self.family, "paddle")
+
+    def set_params(self, params) -> None:
+        load_params(self.model, params, self.family, "paddle", source="checkpoint")
+
+    def optimizer_state(self) -> dict:
+        """{"exp_avg.<name>", "exp_avg_sq.<name>" (canonical layout), "step.<name>"} of every stepped parameter,
+        plus paddle's running beta powers "beta1_pow.<name>", "beta2_pow.<name>"."""
+        # the running powers (beta^(t+1) after t steps, a product, not beta ** (t+1)) are saved too, so a
+        # paddle run resumes bit-identically; state from another backend gives only the step
+        stored = self.optimizer.state_dict()
+        state = {}
+        for name, step in self.steps.items():
+            internal = self.params[name].name
+            state[f"step.{name}"] = np.asarray(step, dtype=np.int64)
+            for moment, key in (("moment1", "exp_avg"), ("moment2", "exp_avg_sq")):
+                state[f"{key}.{name}"] = self.rules.to_canonical(name, stored[f"{internal}_{moment}_0"].numpy())
+            for index in (1, 2):
+                state[f"beta{index}_pow.{name}"] = stored[f"{internal}_beta{index}_pow_acc_0"].numpy().reshape(())
+        return state
+
+    def set_optimizer_state(self, state) -> None:
+        stored = {}
+        self.steps = {name: int(state[f"step.{name}"]) for name in self.params if f"step.{name}" in state}
+        for name, step in self.steps.items():
+            param = self.params[name]
+            for moment, key in (("moment1", "exp_avg"), ("moment2", "exp_avg_sq")):
+                array = self.rules.to_target(name, np.asarray(state[f"{key}.{name}"]))[1]
+                stored[f"{param.name}_{moment}_0"] = paddle.to_tensor(np.asarray(array, dtype=self.dtype))
+            for index, beta in ((1, self.beta1), (2, self.beta2)):
+                power = state.get(f"beta{index}_pow.{name}", beta ** (step + 1))  # state from another backend
+                stored[f"{param.name}_beta{index}_pow_acc_0"] = paddle.to_tensor(
+                    np.asarray(power, dtype=self.dtype).reshape([1]), place=paddle.CPUPlace())
+        self.optimizer.set_state_dict(stored)
+
+    # ---- inference ----
+
+    def outputs(self, batch: dict) -> dict:
+        """Eval-mode outputs as tensors, without gradients (a distillation teacher's)."""
+        with paddle.no_grad():
+            return self.forward(self.to_tensors(batch), train=False)
+
+    def predict(self, batch: dict) -> dict:
+        """The head's final outputs (logits, or start/end logits) as numpy, in eval mode."""
+        outputs = self.outputs(batch)
+        return {name: outputs[name].astype(self.dtype).numpy() for name in self.final_outputs}

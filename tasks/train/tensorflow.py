@@ -1,0 +1,215 @@
+"""TensorFlow step module: the Runner and op set of tasks/train/torch.py, method by method.
+
+Keras' Adam/AdamW add epsilon to sqrt(v) and fold both bias corrections into the step size
+(lr * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps)), torch adds it to the corrected
+sqrt(v / (1 - beta2^t)): in effect Keras' epsilon is eps / sqrt(1 - beta2^t), a different optimizer in the
+first steps and wherever v is small. So the AdamW update here is torch's formula written with tf ops,
+in one tf.function. Forward and backward run eagerly: TF's
+random ops inside a tf.function keep their own state, which the per-step reseeding (exact resume with
+dropout) would not reach.
+"""
+from __future__ import annotations
+
+import random
+import sys
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.python.eager import context
+
+from backends import family as get_family
+from backends.build import build_model, export_params, load_params
+
+from . import model_inputs
+
+# ---- the op set the framework-free losses (losses.py, tasks/distill.py) call ---------------------------
+
+
+def cross_entropy(logits, labels):
+    """Mean cross-entropy of integer labels over the last axis."""
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+
+
+def mse(a, b):
+    """Mean squared difference, both flattened (b cast to a's dtype)."""
+    return tf.reduce_mean(tf.square(tf.reshape(a, [-1]) - tf.cast(tf.reshape(b, [-1]), a.dtype)))
+
+
+def log_softmax(x):
+    return tf.nn.log_softmax(x, axis=-1)
+
+
+def softmax(x):
+    return tf.nn.softmax(x, axis=-1)
+
+
+def sum_last(x):
+    return tf.reduce_sum(x, axis=-1)
+
+
+def mean(x):
+    return tf.reduce_mean(x)
+
+
+def zero_where_below(x, threshold: float):
+    """x with the entries <= threshold set to 0 (TinyBERT's masked attention scores)."""
+    return tf.where(x <= threshold, tf.zeros_like(x), x)
+
+
+OPS = sys.modules[__name__]
+
+
+class Runner:
+    """One model of a family and head in TensorFlow, torch's AdamW in tf ops, and the steps the driver calls."""
+
+    def __init__(self, family: str, config, head: str, params=None, dtype: str = "float32", device: str = "cpu",
+                 bf16: bool = False, seed: int = 0):
+        if bf16:
+            # the TF ports compute in their parameters' dtype (tf_nn layers have no autocast policy)
+            raise ValueError("--bf16 is not supported by the tf backend")
+        self.family, self.head = family, head
+        self.device = "/GPU:0" if device == "gpu" else "/CPU:0"  # unplaced, TF would pick a GPU by itself
+        self.dtype = tf.as_dtype(dtype)
+        with tf.device(self.device):
+            self.model = build_model(family, "tf", config, head, params, dtype=dtype, seed=seed)
+        tf.random.set_seed(seed)  # a global seed makes eager random ops take their seeds from `seed()` below
+        self.params = dict(self.model.named_parameters())
+        # a variable may stand for several canonical parameters (the BiLSTM's one Keras LSTM bias is torch's
+        # bias_ih + bias_hh): torch updates each of them, so the sum moves `multiplicity` AdamW steps
+        self.variables, self.names = [], []
+        for name, variable in self.params.items():
+            known = [i for i, v in enumerate(self.variables) if v is variable]
+            if known:
+                self.names[known[0]].append(name)
+            else:
+                self.variables.append(variable)
+                self.names.append([name])
+        self.rules = get_family(family).port_rules["tf"]
+        self.final_outputs = get_family(family).final_outputs[head]
+        self.input_names = model_inputs(self.model.forward)
+        self.grads = [None] * len(self.variables)
+
+    # ---- data and mode ----
+
+    def to_tensors(self, batch: dict) -> dict:
+        """numpy arrays -> tensors on the device (floats in the model dtype); other values pass through."""
+        def convert(value):
+            if not isinstance(value, np.ndarray):
+                return value
+            floating = np.issubdtype(value.dtype, np.floating)
+            return tf.convert_to_tensor(np.ascontiguousarray(value, dtype=self.dtype.as_numpy_dtype if floating
+                                                             else None))
+        with tf.device(self.device):
+            return {name: convert(value) for name, value in batch.items()}
+
+    def forward(self, tensors: dict, train: bool):
+        self.model.train(train)
+        with tf.device(self.device):
+            return self.model(**{name: tensors[name] for name in self.input_names if name in tensors})
+
+    def seed(self, n: int) -> None:
+        """Seed dropout (the driver reseeds every micro-batch, so a resumed run draws the same masks)."""
+        # tf.random.set_seed also clears TF's kernel cache, and every op rebuilt after it makes a step ~10x
+        # slower. Eager random ops draw their op seeds from the context's Python RNG: reseed only that one.
+        # (A kernel is cached per seed pair, so a seed repeated in one process would continue its stream;
+        # the driver never repeats one, and each Runner starts from a cleared cache.)
+        context.context()._rng = random.Random(n)
+
+    # ---- training ----
+
+    def set_optimizer(self, settings) -> None:
+        """torch's AdamW: moments per variable; no decay for `settings.no_decay` parameters."""
+        self.settings = settings
+        with tf.device(self.device):
+            self.exp_avg = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables]
+            self.exp_avg_sq = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables]
+        self.decays = [names[0] not in settings.no_decay for names in self.names]
+        self.steps = [0] * len(self.variables)
+
+    def forward_backward(self, batch: dict, loss_fn, scale: float = 1.0) -> float:
+        """Add the gradients of scale * loss_fn(OPS, outputs, batch) to the accumulated ones; return the loss."""
+        tensors = self.to_tensors(batch)
+        with tf.GradientTape() as tape:
+            loss = loss_fn(OPS, self.forward(tensors, train=True), tensors)
+            scaled = loss * scale
+        with tf.device(self.device):
+            grads = tape.gradient(scaled, self.variables)  # None where a variable is unused, as torch's .grad
+            # embedding gathers give IndexedSlices; torch accumulates dense gradients
+            self.grads = [g if g is None else tf.convert_to_tensor(g) if acc is None else acc + g
+                          for acc, g in zip(self.grads, grads)]
+        return float(loss)
+
+    def optimizer_step(self, lr: float, max_grad_norm: float) -> float:
+        """Clip the gradients to max_grad_norm (global norm), apply one AdamW update at `lr`, clear the
+        gradients; return the global norm before clipping (max_grad_norm <= 0: no clipping)."""
+        present = [i for i, g in enumerate(self.grads) if g is not None]
+        s = self.settings
+        # torch computes these scalars in Python (float64) per parameter from its step count
+        decay, step_size, bias2_sqrt = [], [], []
+        for i in present:
+            self.steps[i] += 1
+            decay.append(1 - lr * s.weight_decay if self.decays[i] else 1.0)
+            step_size.append(len(self.names[i]) * lr / (1 - s.beta1 ** self.steps[i]))
+            bias2_sqrt.append((1 - s.beta2 ** self.steps[i]) ** 0.5)
+        scalars = [tf.constant(values, dtype=self.dtype) for values in (decay, step_size, bias2_sqrt)]
+        with tf.device(self.device):
+            norm = self._update(tuple(self.grads), *scalars,
+                                tf.constant(max_grad_norm if max_grad_norm > 0 else np.inf, dtype=self.dtype))
+        self.grads = [None] * len(self.variables)
+        return float(norm)
+
+    @tf.function
+    def _update(self, grads, decay, step_size, bias2_sqrt, max_grad_norm):
+        """torch's clip_grad_norm_ and AdamW step (torch/optim/adam.py, _single_tensor_adam) in tf ops."""
+        s = self.settings
+        present = [(i, g) for i, g in enumerate(grads) if g is not None]
+        # the norm of the per-parameter norms, each canonical parameter counted once (as torch does)
+        norm = tf.norm(tf.stack([tf.norm(g) for i, g in present for _ in self.names[i]]))
+        coefficient = tf.minimum(max_grad_norm / (norm + 1e-6), 1.0)
+        for j, (i, g) in enumerate(present):
+            variable, exp_avg, exp_avg_sq = self.variables[i], self.exp_avg[i], self.exp_avg_sq[i]
+            g = g * coefficient
+            variable.assign(variable * decay[j])
+            exp_avg.assign(exp_avg + (1 - s.beta1) * (g - exp_avg))  # exp_avg.lerp_(grad, 1 - beta1)
+            exp_avg_sq.assign(exp_avg_sq * s.beta2 + g * g * (1 - s.beta2))
+            denom = tf.sqrt(exp_avg_sq) / bias2_sqrt[j] + s.eps
+            variable.assign(variable - step_size[j] * (exp_avg / denom))  # addcdiv_(exp_avg, denom, -step_size)
+        return norm
+
+    # ---- state by canonical name ----
+
+    def get_params(self) -> dict:
+        return export_params(self.model, self.family, "tf")
+
+    def set_params(self, params) -> None:
+        load_params(self.model, params, self.family, "tf", source="checkpoint")
+
+    def optimizer_state(self) -> dict:
+        """{"exp_avg.<name>", "exp_avg_sq.<name>" (canonical layout), "step.<name>"} of every stepped parameter."""
+        state = {}
+        for i, names in enumerate(self.names):
+            for name in names if self.steps[i] else ():
+                state[f"step.{name}"] = np.asarray(self.steps[i], dtype=np.int64)
+                state[f"exp_avg.{name}"] = self.rules.to_canonical(name, self.exp_avg[i].numpy())
+                state[f"exp_avg_sq.{name}"] = self.rules.to_canonical(name, self.exp_avg_sq[i].numpy())
+        return state
+
+    def set_optimizer_state(self, state) -> None:
+        for i, names in enumerate(self.names):
+            name = names[0]
+            if f"step.{name}" in state:
+                self.steps[i] = int(state[f"step.{name}"])
+                for slot, key in ((self.exp_avg[i], "exp_avg"), (self.exp_avg_sq[i], "exp_avg_sq")):
+                    array = self.rules.to_target(name, np.asarray(state[f"{key}.{name}"]))[1]
+                    slot.assign(np.asarray(array, dtype=self.dtype.as_numpy_dtype))
+
+    # ---- inference ----
+
+    def outputs(self, batch: dict) -> dict:
+        """Eval-mode outputs as tensors (no tape records them: a distillation teacher's)."""
+        return self.forward(self.to_tensors(batch), train=False)
+
+    def predict(self, batch: dict) -> dict:
+        """The head's final outputs (logits, or start/end logits) as numpy, in eval mode."""
+        outputs = self.outputs(batch)
+        return {name: outputs[name].numpy() for name in self.final_outputs}

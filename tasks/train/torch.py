@@ -1,0 +1,165 @@
+"""PyTorch step module: a Runner (model, torch.optim.AdamW, clipping, state by canonical name) and the op set.
+
+tasks/train/paddle.py and tasks/train/tensorflow.py mirror this module function by function and
+method by method; their comments mark each real framework difference. The framework-free driver is
+tasks/train/loop.py.
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from backends import family as get_family
+from backends.build import build_model, export_params, load_params
+
+from . import model_inputs
+
+# ---- the op set the framework-free losses (losses.py, tasks/distill.py) call ---------------------------
+
+
+def cross_entropy(logits, labels):
+    """Mean cross-entropy of integer labels over the last axis."""
+    return F.cross_entropy(logits, labels)
+
+
+def mse(a, b):
+    """Mean squared difference, both flattened (b cast to a's dtype)."""
+    return F.mse_loss(a.reshape(-1), b.reshape(-1).to(a.dtype))
+
+
+def log_softmax(x):
+    return F.log_softmax(x, dim=-1)
+
+
+def softmax(x):
+    return F.softmax(x, dim=-1)
+
+
+def sum_last(x):
+    return x.sum(-1)
+
+
+def mean(x):
+    return x.mean()
+
+
+def zero_where_below(x, threshold: float):
+    """x with the entries <= threshold set to 0 (TinyBERT's masked attention scores)."""
+    return torch.where(x <= threshold, torch.zeros_like(x), x)
+
+
+OPS = sys.modules[__name__]
+
+
+class Runner:
+    """One model of a family and head in PyTorch, its AdamW, and the steps the driver calls."""
+
+    def __init__(self, family: str, config, head: str, params=None, dtype: str = "float32", device: str = "cpu",
+                 bf16: bool = False, seed: int = 0):
+        self.family, self.head = family, head
+        self.device = torch.device("cuda" if device == "gpu" else "cpu")
+        self.dtype = getattr(torch, dtype)
+        self.bf16 = bf16
+        self.model = build_model(family, "torch", config, head, params, dtype=dtype, seed=seed).to(self.device)
+        self.params = dict(self.model.named_parameters())
+        self.rules = get_family(family).port_rules["torch"]
+        self.final_outputs = get_family(family).final_outputs[head]
+        self.input_names = model_inputs(self.model.forward)
+        self.optimizer = None
+
+    # ---- data and mode ----
+
+    def to_tensors(self, batch: dict) -> dict:
+        """numpy arrays -> tensors on the device (floats in the model dtype); other values pass through."""
+        def convert(value):
+            if not isinstance(value, np.ndarray):
+                return value
+            tensor = torch.from_numpy(np.ascontiguousarray(value)).to(self.device)
+            return tensor.to(self.dtype) if tensor.is_floating_point() else tensor
+        return {name: convert(value) for name, value in batch.items()}
+
+    def autocast(self):
+        """bfloat16 autocast for --bf16 (GPU); a no-op otherwise."""
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def forward(self, tensors: dict, train: bool):
+        self.model.train(train)
+        with self.autocast():
+            return self.model(**{name: tensors[name] for name in self.input_names if name in tensors})
+
+    def seed(self, n: int) -> None:
+        """Seed dropout (the driver reseeds every micro-batch, so a resumed run draws the same masks)."""
+        torch.manual_seed(n)
+
+    # ---- training ----
+
+    def set_optimizer(self, settings) -> None:
+        """torch.optim.AdamW (decoupled decay) over two groups: decayed and `settings.no_decay` parameters."""
+        groups = [{"params": [p for n, p in self.params.items() if (n in settings.no_decay) == exempt],
+                   "weight_decay": 0.0 if exempt else settings.weight_decay} for exempt in (False, True)]
+        self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=0.0,
+                                           betas=(settings.beta1, settings.beta2), eps=settings.eps)
+
+    def forward_backward(self, batch: dict, loss_fn, scale: float = 1.0) -> float:
+        """Add the gradients of scale * loss_fn(OPS, outputs, batch) to the accumulated ones; return the loss."""
+        tensors = self.to_tensors(batch)
+        loss = loss_fn(OPS, self.forward(tensors, train=True), tensors)
+        (loss * scale).backward()
+        return loss.item()
+
+    def optimizer_step(self, lr: float, max_grad_norm: float) -> float:
+        """Clip the gradients to max_grad_norm (global norm), apply one AdamW update at `lr`, clear the
+        gradients; return the global norm before clipping (max_grad_norm <= 0: no clipping)."""
+        with_grads = [p for p in self.params.values() if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(with_grads, max_grad_norm if max_grad_norm > 0 else float("inf"))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm.item()
+
+    # ---- state by canonical name ----
+
+    def get_params(self) -> dict:
+        return export_params(self.model, self.family, "torch")
+
+    def set_params(self, params) -> None:
+        load_params(self.model, params, self.family, "torch", source="checkpoint")
+
+    def optimizer_state(self) -> dict:
+        """{"exp_avg.<name>", "exp_avg_sq.<name>" (canonical layout), "step.<name>"} of every stepped parameter."""
+        state = {}
+        for name, param in self.params.items():
+            slots = self.optimizer.state.get(param)
+            if slots:
+                state[f"step.{name}"] = np.asarray(int(slots["step"].item()), dtype=np.int64)
+                for key in ("exp_avg", "exp_avg_sq"):
+                    state[f"{key}.{name}"] = self.rules.to_canonical(name, slots[key].detach().cpu().numpy())
+        return state
+
+    def set_optimizer_state(self, state) -> None:
+        for name, param in self.params.items():
+            if f"step.{name}" in state:
+                slots = {"step": torch.tensor(float(state[f"step.{name}"]), dtype=torch.get_default_dtype())}
+                for key in ("exp_avg", "exp_avg_sq"):
+                    array = self.rules.to_target(name, np.asarray(state[f"{key}.{name}"]))[1]
+                    slots[key] = torch.from_numpy(np.array(array)).to(self.device, param.dtype)
+                self.optimizer.state[param] = slots
+
+    # ---- inference ----
+
+    def outputs(self, batch: dict) -> dict:
+        """Eval-mode outputs as tensors, without gradients (a distillation teacher's)."""
+        with torch.no_grad():
+            return self.forward(self.to_tensors(batch), train=False)
+
+    def predict(self, batch: dict) -> dict:
+        """The head's final outputs (logits, or start/end logits) as numpy, in eval mode."""
+        outputs = self.outputs(batch)
+        return {name: outputs[name].to(self.dtype).cpu().numpy() for name in self.final_outputs}
