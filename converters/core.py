@@ -241,7 +241,8 @@ def _producer(checkpoint: Checkpoint, plan: dict, strict: bool, warnings: list, 
             array = ACTIONS[dst_action][0](ACTIONS[src_action][1](array))
         problem = None if _finite(array) else "holds NaN or Inf values"
         if array.dtype != dtype:
-            array = array.astype(dtype)
+            with np.errstate(over="ignore"):  # reported below
+                array = array.astype(dtype)
             problem = problem or (None if _finite(array) else f"overflows {dtype.name}")
         if problem:
             message = f"{weights}: {checkpoint.stored[canonical]} {problem}"

@@ -72,26 +72,28 @@ def _open_safetensors(path: Path):
             header = json.loads(handle.read(length))
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise WeightsError(f"{path}: corrupt safetensors header") from None
-        tensors = {}
-        for name, info in header.items():
-            if name != "__metadata__":
-                tensors[name] = _safetensors_ref(path, handle, 8 + length, size, name, info)
+        tensors = {name: _safetensors_ref(path, handle, 8 + length, name, info)
+                   for name, info in header.items() if name != "__metadata__"}
+        if tensors:
+            last = max(tensors, key=lambda name: header[name]["data_offsets"][1])
+            if 8 + length + header[last]["data_offsets"][1] > size:
+                raise WeightsError(f"{path}: truncated: {last} ends at byte "
+                                   f"{8 + length + header[last]['data_offsets'][1]}, the file has {size}")
     except BaseException:
         handle.close()
         raise
     return tensors, handle.close
 
 
-def _safetensors_ref(path, handle, base, size, name, info) -> TensorRef:
+def _safetensors_ref(path, handle, base, name, info) -> TensorRef:
     try:
         code, shape, (begin, end) = info["dtype"], tuple(int(d) for d in info["shape"]), info["data_offsets"]
         dtype = bfloat16() if code == "BF16" else np.dtype(_CODES[code])
     except (KeyError, TypeError, ValueError):
         raise WeightsError(f"{path}: corrupt header entry for {name}") from None
     if end - begin != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize or begin < 0:
-        raise WeightsError(f"{path}: {name} spans {end - begin} bytes, its shape {list(shape)} needs more or less")
-    if base + end > size:
-        raise WeightsError(f"{path}: truncated: {name} ends at byte {base + end}, the file has {size}")
+        raise WeightsError(f"{path}: {name} spans {end - begin} bytes, its shape {list(shape)} needs "
+                           f"{int(np.prod(shape, dtype=np.int64)) * dtype.itemsize}")
     return TensorRef(shape, dtype, partial(read_exact, handle, base + begin, shape, dtype, path))
 
 

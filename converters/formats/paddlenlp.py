@@ -190,8 +190,8 @@ def _walk(reader, path: Path, size: int) -> bytes:
         arg, raw = op.arg, b""
         if arg is not None and arg.n >= 0:
             raw = take(arg.n)
-        elif arg is not None and arg.n == pickletools.UP_TO_NEWLINE:
-            raw = reader.readline()
+        elif arg is not None and arg.n == pickletools.UP_TO_NEWLINE:  # GLOBAL and INST take two lines
+            raw = b"".join(reader.readline() for _ in range(2 if arg is pickletools.stringnl_noescape_pair else 1))
             if not raw.endswith(b"\n"):
                 raise WeightsError(f"{path}: truncated (the pickle ends before its STOP opcode)")
         elif arg is not None:
