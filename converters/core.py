@@ -200,7 +200,8 @@ def convert(command: str, src, dst, options: Options = Options(), warn=None) -> 
             config["torch_dtype"] = options.dtype
         warnings: list[str] = []
         with atomic_dir(dst, options.force) as tmp:
-            formats.get(dst_fmt).write(tmp, config, specs, _producer(checkpoint, plan, options.strict, warnings, warn))
+            produce = _producer(checkpoint, plan, options.strict, warnings, warn)
+            formats.get(dst_fmt).write(tmp, config, specs, produce, target)
             for file in tokenizer:
                 shutil.copyfile(file, tmp / file.name)
             report = verify(checkpoint, dst_fmt, tmp, options.dtype, options.allow_unknown) if options.verify else None

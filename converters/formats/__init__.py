@@ -2,9 +2,9 @@
 
 A reader returns a `Source`: the config as a dict (transformers keys), the stored tensors as lazy
 `TensorRef`s keyed by their stored names (what the family's rules for the format produce), and what to
-close. A writer takes a config dict and
-(name, dtype, shape) specs and calls `produce(name)` for one tensor at a time, so no format ever holds
-a model in memory unless the format itself forces it.
+close. A writer takes a config dict, (name, dtype, shape) specs and the family's `FormatRules`, and
+calls `produce(name)` for one tensor at a time, so no format ever holds a model in memory unless the
+format itself forces it.
 """
 from __future__ import annotations
 

@@ -51,7 +51,7 @@ def read(path: Path) -> Source:
     return Source(path, config, path / CONFIG, tensors, weights, handle.close)
 
 
-def write(path: Path, config: dict, specs, produce) -> None:
+def write(path: Path, config: dict, specs, produce, rules) -> None:
     import h5py
 
     if any(is_bfloat16(dtype) for _, dtype, _ in specs):
@@ -60,17 +60,21 @@ def write(path: Path, config: dict, specs, produce) -> None:
     scope = _snake_case("TF" + config["architectures"][0])
     layers = {}
     for name, dtype, shape in specs:
-        layers.setdefault(name.split("/", 1)[0], []).append((name, dtype, shape))
+        layers.setdefault(name.split("/", 1)[0], []).append(name)
+    shared = {layer: [name for name, _, _ in specs if re.fullmatch(pattern, name)]
+              for layer, pattern in rules.shared.items() if layer in layers}
     with h5py.File(path / WEIGHTS, "w") as out:
         _set_attribute(out, "layer_names", [layer.encode() for layer in layers])
         out.attrs["backend"] = b"tensorflow"
         out.attrs["keras_version"] = _keras_version().encode()
         for layer in sorted(layers):
-            group = out.create_group(layer)
-            paths = [f"{scope}/{name}" for name, _, _ in layers[layer]]
-            _set_attribute(group, "weight_names", [p.encode() for p in paths])
-            for h5_path, (name, dtype, shape) in zip(paths, layers[layer]):
-                group.create_dataset(h5_path, shape, dtype=dtype)[...] = produce(name)
+            names = layers[layer] + shared.get(layer, [])
+            _set_attribute(out.create_group(layer), "weight_names", [f"{scope}/{name}".encode() for name in names])
+        for name, dtype, shape in specs:
+            out[name.split("/", 1)[0]].create_dataset(f"{scope}/{name}", shape, dtype=dtype)[...] = produce(name)
+        for layer, names in shared.items():  # hard links: listed twice, stored once
+            for name in names:
+                out[layer][f"{scope}/{name}"] = out[name.split("/", 1)[0]][f"{scope}/{name}"]
         _set_attribute(out.create_group("top_level_model_weights"), "weight_names", [])
 
 

@@ -45,7 +45,7 @@ def read(path: Path) -> Source:
     return Source(path, config, path / CONFIG, tensors, weights, close)
 
 
-def write(path: Path, config: dict, specs, produce) -> None:
+def write(path: Path, config: dict, specs, produce, rules) -> None:
     if any(is_bfloat16(dtype) for _, dtype, _ in specs) and bfloat16() not in DTYPE_CODES:
         raise BadInput("model.safetensors cannot be written in bfloat16 yet (backends.tensorfile has no BF16): "
                        "use --dtype float16 or float32")

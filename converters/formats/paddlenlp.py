@@ -53,7 +53,7 @@ def read(path: Path) -> Source:
     return Source(path, config, config_file, tensors, weights, handle.close)
 
 
-def write(path: Path, config: dict, specs, produce) -> None:
+def write(path: Path, config: dict, specs, produce, rules) -> None:
     write_json(path / CONFIGS[0], config)
     legacy = {key: value for key, value in config.items() if key != "architectures"}
     write_json(path / CONFIGS[1], {**legacy, "init_class": config["architectures"][0]})

@@ -28,6 +28,9 @@ class FormatRules:
     config: Mapping[str, object] = field(default_factory=dict)
     # head to read when the checkpoint fits several equally (else the one fitting best)
     default_head: str | None = None
+    # Keras h5: layer -> regex of stored names it lists too (a layer holding a shared sublayer, e.g. an
+    # MLM head holding the tied input embeddings, lists that sublayer's weights)
+    shared: Mapping[str, str] = field(default_factory=dict)
 
 
 def format_rules(family: str, fmt: str) -> FormatRules:

@@ -41,7 +41,9 @@ def tf1_rules() -> RuleSet:
 
 FORMATS = {
     "hf": FormatRules(RuleSet([SAME_NAMES], "bert transformers"), CLASSES, HF_IGNORE),
-    "tf": FormatRules(RuleSet(KERAS_HEADS + list(CHECKPOINT_RULES["keras"].rules), "bert transformers-tf"), CLASSES),
+    # the MLM head holds the tied input embeddings, so Keras lists them under its layer too
+    "tf": FormatRules(RuleSet(KERAS_HEADS + list(CHECKPOINT_RULES["keras"].rules), "bert transformers-tf"),
+                      CLASSES, shared={"mlm___cls": r"bert/embeddings/.*"}),
     # PaddleNLP's MLM head has another layout (decoder_bias, a tied decoder): not converted
     "paddle": FormatRules(CHECKPOINT_RULES["paddlenlp"], {h: c for h, c in CLASSES.items() if h != "mlm"},
                           config={"pool_act": "tanh"}),

@@ -21,8 +21,9 @@ KERAS_HEADS = [
 
 FORMATS = {
     "hf": FormatRules(RuleSet([SAME_NAMES], "roberta transformers"), CLASSES, HF_IGNORE),
+    # the LM head holds the tied input embeddings, so Keras lists them under its layer too
     "tf": FormatRules(RuleSet(KERAS_HEADS + list(CHECKPOINT_RULES["keras"].rules), "roberta transformers-tf"),
-                      CLASSES),
+                      CLASSES, shared={"lm_head": r"roberta/embeddings/.*"}),
     # PaddleNLP's MLM head ties its decoder differently: not converted
     "paddle": FormatRules(CHECKPOINT_RULES["paddlenlp"], {h: c for h, c in CLASSES.items() if h != "mlm"}),
 }

@@ -13,11 +13,11 @@ import numpy as np
 FIELDS = ("last_hidden_state", "pooler_output", "logits", "start_logits", "end_logits")
 
 
-def _outputs(out, to_numpy) -> dict:
-    """Named outputs of a transformers or PaddleNLP model output (a ModelOutput, tuple or tensor)."""
-    if isinstance(out, (tuple, list)) or not hasattr(out, "keys"):
-        raise TypeError(f"expected a ModelOutput, got {type(out).__name__}")
-    return {name: to_numpy(out[name]) for name in FIELDS if name in out.keys() and out[name] is not None}
+def _outputs(out, to_numpy, names=()) -> dict:
+    """Named outputs of a model output: a ModelOutput, or (PaddleNLP) a tensor or tuple in `names` order."""
+    if hasattr(out, "keys"):
+        return {name: to_numpy(out[name]) for name in FIELDS if name in out.keys() and out[name] is not None}
+    return {name: to_numpy(t) for name, t in zip(names, out if isinstance(out, (tuple, list)) else [out])}
 
 
 def transformers_torch(directory: str, class_name: str, inputs: dict) -> tuple[dict, dict]:
@@ -38,8 +38,9 @@ def transformers_tf(directory: str, class_name: str, inputs: dict) -> tuple[dict
     return _outputs(out, lambda t: t.numpy()), {k: sorted(map(str, v)) for k, v in info.items()}
 
 
-def paddlenlp(directory: str, class_name: str, inputs: dict) -> tuple[dict, dict]:
-    """PaddleNLP has no loading info: its `_load_pretrained_model` verdict is recorded."""
+def paddlenlp(directory: str, class_name: str, inputs: dict, names=()) -> tuple[dict, dict]:
+    """PaddleNLP has no loading info: its `_load_pretrained_model` verdict is recorded. Some heads return
+    bare tensors or tuples (`names` names them); multiple-choice heads need num_choices."""
     import paddle
     import paddlenlp.transformers as transformers
     from paddlenlp.transformers.model_utils import PretrainedModel
@@ -56,14 +57,15 @@ def paddlenlp(directory: str, class_name: str, inputs: dict) -> tuple[dict, dict
 
     PretrainedModel._load_pretrained_model = classmethod(record)
     try:
-        model = cls.from_pretrained(directory)
+        choices = {"num_choices": inputs["input_ids"].shape[1]} if inputs["input_ids"].ndim == 3 else {}
+        model = cls.from_pretrained(directory, **choices)
     finally:
         PretrainedModel._load_pretrained_model = classmethod(original)
     model.eval()
     kwargs = {"return_dict": True} if "return_dict" in inspect.signature(model.forward).parameters else {}
     with paddle.no_grad():
         out = model(**{k: paddle.to_tensor(v) for k, v in inputs.items()}, **kwargs)
-    return _outputs(out, lambda t: t.numpy()), info
+    return _outputs(out, lambda t: t.numpy(), names), info
 
 
 def _paddlenlp_class(class_name: str):
