@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from backends.tensorfile import SafetensorsReader, save_arrays
 
+from . import MODEL_INPUTS
 from .optim import AdamW, linear_lr, warmup_steps
 
 WEIGHTS_FILE = "model.safetensors"
@@ -85,7 +86,8 @@ def num_rows(arrays: dict) -> int:
 
 
 def predict_all(runner, inputs: dict, batch_size: int, progress: bool = False) -> dict:
-    """The runner's final outputs for every row of `inputs`, in order, as numpy arrays."""
+    """The runner's final outputs for every row of `inputs` (its model inputs), in order, as numpy arrays."""
+    inputs = {name: inputs[name] for name in MODEL_INPUTS if name in inputs}
     starts = range(0, num_rows(inputs), batch_size)
     parts = [runner.predict(take(inputs, slice(start, start + batch_size)))
              for start in tqdm(starts, desc="predict", leave=False, disable=not progress)]

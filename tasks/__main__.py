@@ -1,0 +1,167 @@
+"""python -m tasks finetune | evaluate | distill: GLUE, SQuAD, RACE and BoolQ on torch, paddle or tf.
+
+Only the chosen framework is imported. Bad options and missing files give a one-line error and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+BACKENDS = ("torch", "paddle", "tf")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def add_task_arguments(parser) -> None:
+    group = parser.add_argument_group("task and data")
+    group.add_argument("--task", required=True,
+                       help="a GLUE task (cola, sst-2, mrpc, sts-b, qqp, mnli, mnli-mm, qnli, rte, wnli), "
+                            "squad, squad_v2, race or boolq")
+    group.add_argument("--data-dir", help="folder of the task's files (GLUE: the task folder or the GLUE root; "
+                                          "SQuAD: train-v1.1.json/dev-v1.1.json; RACE: train|dev|test/{middle,high}; "
+                                          "BoolQ: train.jsonl, dev.jsonl or val.jsonl, test.jsonl)")
+    group.add_argument("--train-file", help="train split file, instead of the one in --data-dir")
+    group.add_argument("--validation-file", help="dev split file, instead of the one in --data-dir")
+    group.add_argument("--test-file", help="test split file, instead of the one in --data-dir")
+    group.add_argument("--max-seq-length", type=int, help="tokens per sequence (default 384 for SQuAD, else 128)")
+    group.add_argument("--doc-stride", type=int, default=128, help="SQuAD: tokens shared by consecutive windows")
+    group.add_argument("--max-query-length", type=int, default=64, help="SQuAD: question tokens kept")
+    group.add_argument("--max-answer-length", type=int, default=30, help="SQuAD: longest answer span in tokens")
+    group.add_argument("--n-best", type=int, default=20, help="SQuAD: start and end candidates per window")
+    group.add_argument("--version-2-with-negative", action="store_true",
+                       help="SQuAD v2.0: questions may have no answer (same as --task squad_v2)")
+    group.add_argument("--null-score-diff-threshold", type=float, default=0.0,
+                       help="SQuAD v2.0: answer nothing when the null odds exceed this")
+    group.add_argument("--max-eval-samples", type=int, help="evaluate on the first N dev examples")
+    group.add_argument("--max-predict-samples", type=int, help="predict the first N test examples")
+
+
+def add_model_arguments(parser, name: str = "--model", help_text: str = "a preset or a model folder") -> None:
+    group = parser.add_argument_group("model and backend")
+    group.add_argument(name, required=True, help=help_text)
+    group.add_argument("--backend", required=True, choices=BACKENDS, help="framework to run in")
+    group.add_argument("--tokenizer", help="tokenizer folder (default: the model folder)")
+    group.add_argument("--config-overrides", metavar="KEY=VALUE,...",
+                       help="change config values, e.g. hidden_dropout_prob=0,num_hidden_layers=4")
+    group.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="where to run (default cpu)")
+    group.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="parameter dtype")
+    group.add_argument("--bf16", action="store_true", help="bfloat16 autocast (torch and paddle, GPU)")
+    group.add_argument("--eval-batch-size", type=int, help="batch size of evaluation (default: --batch-size)")
+    group.add_argument("--seed", type=int, default=42,
+                       help="seed of the batch order, dropout and any freshly initialised head (default 42)")
+    group.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_training_arguments(parser) -> None:
+    group = parser.add_argument_group("training (transformers' run_glue.py / run_qa.py names)")
+    group.add_argument("--output-dir", required=True, help="where the model, checkpoints, metrics and predictions go")
+    group.add_argument("--overwrite-output-dir", action="store_true", help="write into a non-empty output folder")
+    group.add_argument("--do-train", action="store_true", help="train on the train split")
+    group.add_argument("--do-eval", action="store_true", help="evaluate on the dev split (metrics, eval/ predictions)")
+    group.add_argument("--do-predict", action="store_true", help="write test-split predictions (submission files)")
+    group.add_argument("--epochs", type=int, default=3, help="passes over the train split (default 3)")
+    group.add_argument("--max-steps", type=int, default=0, help="> 0: this many updates instead of --epochs")
+    group.add_argument("--learning-rate", type=float, default=5e-5, help="peak AdamW learning rate (default 5e-5)")
+    group.add_argument("--batch-size", type=int, default=32, help="examples per micro-batch (default 32)")
+    group.add_argument("--grad-accum", type=int, default=1, help="micro-batches per update (default 1)")
+    group.add_argument("--warmup-ratio", type=float, default=0.0, help="fraction of updates of linear warmup")
+    group.add_argument("--weight-decay", type=float, default=0.0,
+                       help="decoupled AdamW weight decay (never on biases and LayerNorm weights)")
+    group.add_argument("--adam-beta1", type=float, default=0.9)
+    group.add_argument("--adam-beta2", type=float, default=0.999)
+    group.add_argument("--adam-epsilon", type=float, default=1e-8)
+    group.add_argument("--max-grad-norm", type=float, default=1.0, help="global-norm clipping; <= 0: none")
+    group.add_argument("--eval-steps", type=int, default=0,
+                       help="> 0: evaluate every N updates and keep the best model in OUTPUT_DIR/best")
+    group.add_argument("--save-steps", type=int, default=0, help="> 0: resumable checkpoint every N updates")
+    group.add_argument("--logging-steps", type=int, default=50, help="updates per progress-bar loss average")
+    group.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
+                       help="continue from a checkpoint folder (default: the latest in --output-dir)")
+    group.add_argument("--max-train-samples", type=int, help="train on the first N examples")
+
+
+def add_distill_arguments(parser) -> None:
+    group = parser.add_argument_group("distillation")
+    group.add_argument("--teacher", required=True, help="a fine-tuned model folder (python -m tasks finetune)")
+    group.add_argument("--teacher-backend", choices=BACKENDS,
+                       help="framework of the teacher's logits pass (default --backend; another one runs in its "
+                            "own process)")
+    group.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of the soft loss")
+    group.add_argument("--alpha", type=float, default=0.5,
+                       help="weight of the soft loss; the hard-label loss gets 1 - alpha")
+    group.add_argument("--soft-loss", choices=("ce", "mse"), default="ce",
+                       help="ce: cross-entropy with the teacher's softened distribution (Hinton et al.); "
+                            "mse: squared error of the logits (Tang et al.'s BiLSTM)")
+    group.add_argument("--intermediate", action="store_true",
+                       help="TinyBERT's intermediate losses (embeddings, hidden states via fit_dense, attention "
+                            "scores) instead of the prediction loss; needs a TinyBERT student")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="python -m tasks", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    finetune = sub.add_parser(
+        "finetune", help="fine-tune a preset or model folder on a task",
+        description="Fine-tune with AdamW (decoupled weight decay, none on biases and LayerNorm weights), linear "
+                    "warmup and decay, global-norm clipping and gradient accumulation. The batch order, the learning "
+                    "rate of each update and the dropout seeds are computed the same way for every backend. Writes "
+                    "the model (safetensors, config.json, tokenizer: any backend loads it), train/eval/predict "
+                    "metrics as JSON and the task's prediction files.")
+    add_task_arguments(finetune)
+    add_model_arguments(finetune)
+    add_training_arguments(finetune)
+    evaluate = sub.add_parser("evaluate", help="evaluate a saved model (from any backend) on a task",
+                              description="Score a model folder on the dev split; with --do-predict also write the "
+                                          "test-split prediction files.")
+    add_task_arguments(evaluate)
+    add_model_arguments(evaluate, help_text="a model folder (python -m tasks finetune writes one)")
+    evaluate.add_argument("--output-dir", help="write eval_results.json and predictions here")
+    evaluate.add_argument("--batch-size", type=int, default=32, help="examples per batch (default 32)")
+    evaluate.add_argument("--do-predict", action="store_true", help="also write test-split predictions")
+    distill = sub.add_parser(
+        "distill", help="distill a fine-tuned teacher into a smaller student",
+        description="Train a student on the teacher's outputs: soft targets at a temperature mixed with the hard "
+                    "labels (alpha), the BiLSTM's logit regression (Tang et al. 2019, --soft-loss mse), or TinyBERT's "
+                    "intermediate-layer losses (--intermediate). Options as finetune's.")
+    add_task_arguments(distill)
+    add_model_arguments(distill, "--student", "the student: a preset or a model folder")
+    add_training_arguments(distill)
+    add_distill_arguments(distill)
+    return parser
+
+
+def main(argv=None) -> int:
+    # tokenizers come from transformers, which would import torch (or TF) for nothing: keep to one framework
+    for variable in ("USE_TORCH", "USE_TF", "USE_FLAX"):
+        os.environ.setdefault(variable, "0")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from backends.errors import BadInput
+
+    if args.command == "distill":
+        from tasks.distill import DistillJob as Job
+    else:
+        from tasks.train.cli import Job
+
+    try:
+        job = Job(args)
+    except BadInput as exc:
+        print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    results = job.run()
+    print(json.dumps(results, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""The finetune and evaluate commands (tasks/distill.py extends them): every check a run needs happens in
+`Job.__init__`, before any framework is imported; `Job.run()` builds the backend's Runner and works."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from tasks.data.features import load_tokenizer
+
+from . import runner_class
+from .loop import Trainer, TrainArgs, latest_checkpoint, predict_all
+from .losses import LOSSES
+from .model import load_model, parse_overrides, save_model
+from .task import Options, TaskError, make_task
+
+EVAL_DIR = "eval"  # dev-split prediction files go here; the test split's (submissions) into the output folder
+TRAIN_KEYS = ("epochs", "max_steps", "learning_rate", "batch_size", "grad_accum", "warmup_ratio", "weight_decay",
+              "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm", "eval_steps", "save_steps",
+              "logging_steps", "seed")
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+class Job:
+    """One finetune or evaluate invocation: options checked, data read and featurised, model prepared."""
+
+    model_option = "model"
+
+    def __init__(self, args):
+        self.args = args
+        training = args.command != "evaluate"
+        self.do_train = training and args.do_train
+        self.do_eval = args.do_eval if training else True
+        self.do_predict = args.do_predict
+        if not (self.do_train or self.do_eval or self.do_predict):
+            raise TaskError("nothing to do: give --do-train, --do-eval and/or --do-predict")
+        for option in ("max_train_samples", "max_eval_samples", "max_predict_samples", "max_seq_length"):
+            if (getattr(args, option, None) or 1) < 1:
+                raise TaskError(f"--{option.replace('_', '-')} must be positive")
+        self.task = make_task(args.task, args.data_dir,
+                              {"train": args.train_file, "dev": args.validation_file, "test": args.test_file},
+                              self.options())
+        for split, wanted in (("train", self.do_train), ("dev", self.do_eval), ("test", self.do_predict)):
+            if wanted:
+                self.task.path(split)
+        self.output_dir = Path(args.output_dir) if args.output_dir else None
+        self.resume = self.resume_checkpoint() if training else None
+        if training and self.resume is None and self.output_dir.is_dir() and any(self.output_dir.iterdir()) \
+                and not args.overwrite_output_dir:
+            raise TaskError(f"output folder {self.output_dir} is not empty; use --overwrite-output-dir or --resume")
+        self.source = load_model(getattr(args, self.model_option), self.task.head, self.task.num_labels,
+                                 parse_overrides(args.config_overrides), args.seed)
+        if self.source.fresh or self.source.unused:
+            log(f"note: {len(self.source.fresh)} parameters initialised fresh ({', '.join(self.source.fresh[:4])}"
+                f"{' ...' if len(self.source.fresh) > 4 else ''}); {len(self.source.unused)} stored tensors unused "
+                f"({', '.join(self.source.unused[:4])}{' ...' if len(self.source.unused) > 4 else ''})")
+        self.tokenizer = self.load_tokenizer()
+        limits = {"train": getattr(args, "max_train_samples", None), "dev": args.max_eval_samples,
+                  "test": args.max_predict_samples}
+        self.splits = {}
+        for split, wanted in (("train", self.do_train), ("dev", self.do_eval), ("test", self.do_predict)):
+            if wanted:
+                try:
+                    self.splits[split] = self.task.load(split, self.tokenizer, limits[split])
+                except (ValueError, KeyError) as exc:  # the readers name the file and line of a bad record
+                    raise TaskError(str(exc).strip("'\"")) from None
+        self.eval_batch_size = args.eval_batch_size or args.batch_size
+
+    def options(self) -> Options:
+        a = self.args
+        squad = a.task.lower() in ("squad", "squad_v2")
+        return Options(max_seq_length=a.max_seq_length or (384 if squad else 128), doc_stride=a.doc_stride,
+                       max_query_length=a.max_query_length, max_answer_length=a.max_answer_length, n_best=a.n_best,
+                       version_2_with_negative=a.version_2_with_negative,
+                       null_score_diff_threshold=a.null_score_diff_threshold)
+
+    def resume_checkpoint(self) -> Path | None:
+        if not self.args.resume:
+            return None
+        checkpoint = latest_checkpoint(self.args.output_dir) if self.args.resume == "latest" else Path(self.args.resume)
+        if checkpoint is None or not checkpoint.is_dir():
+            raise TaskError(f"--resume: no checkpoint {'in ' + self.args.output_dir if checkpoint is None else checkpoint}")
+        if not self.do_train:
+            raise TaskError("--resume continues training: give --do-train")
+        return checkpoint
+
+    def tokenizer_folder(self):
+        return self.args.tokenizer or self.source.folder
+
+    def load_tokenizer(self):
+        folder = self.tokenizer_folder()
+        if folder is None:
+            raise TaskError(f"--{self.model_option} {getattr(self.args, self.model_option)} is a preset: "
+                            "give --tokenizer FOLDER")
+        try:
+            return load_tokenizer(folder)
+        except FileNotFoundError as exc:
+            raise TaskError(str(exc)) from None
+
+    # ---- running ----
+
+    def make_runner(self):
+        a = self.args
+        return runner_class(a.backend)(self.source.family, self.source.config, self.source.head, self.source.params,
+                                       dtype=a.dtype, device=a.device, bf16=a.bf16, seed=a.seed)
+
+    def run(self) -> dict:
+        """Train, evaluate and predict as asked; write the metrics JSON files; return all metrics."""
+        runner = self.make_runner()
+        if self.output_dir is not None:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        results = {}
+        if self.do_train:
+            results.update(self.train(runner))
+        if self.do_eval:
+            results.update(self.evaluate(runner, "dev", "eval"))
+        if self.do_predict:
+            results.update(self.evaluate(runner, "test", "predict"))
+        if self.output_dir is not None:
+            for prefix in ("train", "eval", "predict"):
+                part = {key: value for key, value in results.items() if key.startswith(prefix + "_")}
+                if part:
+                    write_json(self.output_dir / f"{prefix}_results.json", part)
+            write_json(self.output_dir / "all_results.json", results)
+        return results
+
+    def objective(self, runner):
+        """(loss_fn, prepare, train inputs) of training; distillation replaces it."""
+        return LOSSES[self.task.loss], None, self.splits["train"].inputs
+
+    def train(self, runner) -> dict:
+        a = self.args
+        train_args = TrainArgs(**{key: getattr(a, key) for key in TRAIN_KEYS}, progress=not a.no_progress)
+        loss_fn, prepare, inputs = self.objective(runner)
+        trainer = Trainer(
+            runner, train_args, inputs, loss_fn, self.output_dir,
+            save_model=lambda folder: save_model(folder, self.source, runner.get_params(), self.tokenizer),
+            evaluate=(lambda: self.evaluate(runner, "dev")) if self.do_eval else None,
+            main_metric=self.task.main_metric, prepare=prepare)
+        metrics = trainer.train(self.resume)
+        save_model(self.output_dir, self.source, runner.get_params(), self.tokenizer)
+        write_json(self.output_dir / "trainer_state.json",
+                   {"best_metric": trainer.state.best_metric, "best_step": trainer.state.best_step,
+                    "log_history": trainer.state.log_history, "settings": trainer.run_settings()})
+        return {**metrics, "train_samples": len(self.splits["train"].examples)}
+
+    def evaluate(self, runner, split_name: str, prefix: str | None = None) -> dict:
+        """Metrics of one split (when labelled). With a prefix (a final evaluation), the metrics get it
+        and the prediction files are written: dev into OUTPUT_DIR/eval, test into OUTPUT_DIR."""
+        split = self.splits[split_name]
+        outputs = predict_all(runner, split.inputs, self.eval_batch_size, progress=not self.args.no_progress)
+        predictions = self.task.decode(split, outputs)
+        metrics = self.task.score(split, predictions) if self.task.has_labels(split) else {}
+        if prefix is None:
+            return metrics
+        if self.output_dir is not None:
+            folder = self.output_dir / EVAL_DIR if split_name == "dev" else self.output_dir
+            folder.mkdir(parents=True, exist_ok=True)
+            self.task.write(split, predictions, folder)
+        samples = len(split.examples)
+        return {**{f"{prefix}_{key}": value for key, value in metrics.items()}, f"{prefix}_samples": samples}

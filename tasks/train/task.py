@@ -1,0 +1,221 @@
+"""What each task trains and evaluates on, framework-free: files, features, head, loss, decoding, metrics.
+
+`make_task(name, ...)` returns one of GlueTask (the nine GLUE tasks), BoolQTask, RaceTask, SquadTask. Each
+turns a split into a `Split` of numpy features, decodes a model's outputs into predictions, scores
+them, and writes them in the form the task's leaderboard or official script reads.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from backends.errors import BadInput
+from tasks.data.boolq import BOOLQ_LABELS, boolq_features, read_boolq
+from tasks.data.glue import GLUE_TASKS, TASK_ALIASES, glue_features, glue_task, read_glue_file, write_glue_predictions
+from tasks.data.race import ANSWER_LETTERS, LEVELS, race_features, read_race
+from tasks.data.squad import PREDICTIONS_FILE, postprocess_squad, read_squad, squad_features, squad_v1_scores, squad_v2_scores, \
+    write_squad_outputs
+from tasks.metrics import accuracy, glue_metrics, predictions_from_logits
+
+TASK_NAMES = (*GLUE_TASKS, *TASK_ALIASES, "boolq", "race", "squad", "squad_v2")
+
+
+class TaskError(BadInput, ValueError):
+    """A usage error in the task's options or files (the CLI prints it on one line and exits 2)."""
+
+
+@dataclass
+class Split:
+    """One split's features: `inputs` (model inputs and, when labelled, targets) and what decoding needs."""
+
+    inputs: dict
+    examples: list
+    windows: object = None  # SquadFeatures
+
+
+@dataclass
+class Options:
+    """The data options of a run (transformers' run_glue / run_qa names)."""
+
+    max_seq_length: int = 128
+    doc_stride: int = 128
+    max_query_length: int = 64
+    max_answer_length: int = 30
+    n_best: int = 20
+    version_2_with_negative: bool = False
+    null_score_diff_threshold: float = 0.0
+
+
+class Task:
+    """A task over files in `data_dir`; `files` maps a split to an explicit path (--train-file ...)."""
+
+    name: str
+    head: str = "seqcls"  # the family head the task fine-tunes
+    loss: str = "classification"  # key of tasks.train.losses.LOSSES
+    main_metric: str = "acc"
+    num_labels: int | None = 2
+    split_files: dict = {}  # split -> candidate names inside data_dir, first found wins
+
+    def __init__(self, data_dir=None, files: dict | None = None, options: Options | None = None):
+        self.data_dir = None if data_dir is None else Path(data_dir)
+        self.files = {split: Path(path) for split, path in (files or {}).items() if path}
+        self.options = options or Options()
+
+    def path(self, split: str) -> Path:
+        """The file (or folder) of `split`; TaskError naming what was looked for when it is missing."""
+        if split in self.files:
+            candidates = [self.files[split]]
+        elif self.data_dir is None:
+            raise TaskError(f"{self.name}: no --data-dir and no file given for the {split} split")
+        else:
+            candidates = [self.data_dir / name for name in self.split_files[split]]
+        for candidate in candidates:
+            if candidate.exists():
+                return candidate
+        raise TaskError(f"{self.name}: no {split} data: {' or '.join(map(str, candidates))} not found")
+
+    def load(self, split: str, tokenizer, limit: int | None = None) -> Split:
+        """Features of the first `limit` examples (all when None) of `split`."""
+        raise NotImplementedError
+
+    def has_labels(self, split: Split) -> bool:
+        """Whether the split can be scored (test files have no labels)."""
+        return "labels" in split.inputs
+
+    def decode(self, split: Split, outputs: dict):
+        """Predictions from the concatenated final outputs: label ids by default."""
+        return predictions_from_logits(outputs["logits"])
+
+    def score(self, split: Split, predictions) -> dict:
+        return {"acc": accuracy(predictions, split.inputs["labels"])}
+
+    def write(self, split: Split, predictions, output_dir) -> Path:
+        raise NotImplementedError
+
+
+class GlueTask(Task):
+    """The nine GLUE tasks: TSV files in data_dir (or data_dir/<task folder>), the submission TSV."""
+
+    def __init__(self, name: str, data_dir=None, files=None, options=None):
+        super().__init__(data_dir, files, options)
+        self.glue = glue_task(name)
+        self.name = self.glue.name
+        self.loss = "regression" if self.glue.is_regression else "classification"
+        self.main_metric = self.glue.main_metric
+        self.num_labels = self.glue.num_labels
+        if self.data_dir is not None and (self.data_dir / self.glue.directory).is_dir():
+            self.data_dir = self.data_dir / self.glue.directory  # the GLUE download's root was given
+        self.split_files = {split: [name] for split, name in self.glue.files.items()}
+
+    def load(self, split, tokenizer, limit=None):
+        examples = read_glue_file(self.path(split), self.glue)[:limit]
+        return Split(glue_features(examples, self.glue, tokenizer, self.options.max_seq_length), examples)
+
+    def decode(self, split, outputs):
+        return predictions_from_logits(outputs["logits"], regression=self.glue.is_regression)
+
+    def score(self, split, predictions):
+        return glue_metrics(self.glue, predictions, split.inputs["labels"])
+
+    def write(self, split, predictions, output_dir):
+        path = Path(output_dir) / self.glue.submission_file
+        write_glue_predictions(path, self.glue, predictions)
+        return path
+
+
+class BoolQTask(Task):
+    """BoolQ JSONL (train.jsonl, dev.jsonl or SuperGLUE's val.jsonl, test.jsonl); SuperGLUE's BoolQ.jsonl."""
+
+    name = "boolq"
+    split_files = {"train": ["train.jsonl"], "dev": ["dev.jsonl", "val.jsonl"], "test": ["test.jsonl"]}
+
+    def load(self, split, tokenizer, limit=None):
+        examples = read_boolq(self.path(split))[:limit]
+        return Split(boolq_features(examples, tokenizer, self.options.max_seq_length), examples)
+
+    def write(self, split, predictions, output_dir):
+        path = Path(output_dir) / "BoolQ.jsonl"
+        lines = [json.dumps({"idx": i, "label": BOOLQ_LABELS[p].lower()}) for i, p in enumerate(predictions)]
+        path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        return path
+
+
+class RaceTask(Task):
+    """RACE: data_dir/<split>/{middle,high}/*.txt; four-way multiple choice; predictions.json id -> letter."""
+
+    name = "race"
+    head = "mc"
+    num_labels = None
+    split_files = {"train": ["train"], "dev": ["dev"], "test": ["test"]}
+
+    def load(self, split, tokenizer, limit=None):
+        folder = self.path(split)
+        examples = read_race(folder.parent, folder.name, LEVELS)[:limit]
+        return Split(race_features(examples, tokenizer, self.options.max_seq_length), examples)
+
+    def write(self, split, predictions, output_dir):
+        path = Path(output_dir) / "predictions.json"
+        answers = {example.guid: ANSWER_LETTERS[p] for example, p in zip(split.examples, predictions)}
+        path.write_text(json.dumps(answers, indent=2) + "\n", encoding="utf-8")
+        return path
+
+
+class SquadTask(Task):
+    """SQuAD v1.1 / v2.0 JSON; sliding windows; n-best span decoding; predictions.json and null_odds.json."""
+
+    head = "qa"
+    loss = "span"
+    main_metric = "f1"
+    num_labels = None
+
+    def __init__(self, name: str, data_dir=None, files=None, options=None):
+        super().__init__(data_dir, files, options)
+        if name == "squad_v2":
+            self.options.version_2_with_negative = True
+        self.name = "squad_v2" if self.options.version_2_with_negative else "squad"
+        version = "v2.0" if self.options.version_2_with_negative else "v1.1"
+        self.split_files = {"train": [f"train-{version}.json"], "dev": [f"dev-{version}.json"],
+                            "test": [f"test-{version}.json"]}
+
+    def load(self, split, tokenizer, limit=None):
+        """Windows of the first `limit` questions (transformers' run_qa counts windows instead)."""
+        examples = read_squad(self.path(split))[:limit]
+        o = self.options
+        windows = squad_features(examples, tokenizer, o.max_seq_length, o.doc_stride, o.max_query_length)
+        return Split(windows.inputs, examples, windows)
+
+    def decode(self, split, outputs):
+        """(answers, null_odds) by question id."""
+        o = self.options
+        return postprocess_squad(split.examples, split.windows, outputs["start_logits"], outputs["end_logits"],
+                                 o.n_best, o.max_answer_length, o.version_2_with_negative,
+                                 o.null_score_diff_threshold)
+
+    def score(self, split, predictions):
+        answers, null_odds = predictions
+        if self.options.version_2_with_negative:
+            return squad_v2_scores(split.examples, answers, null_odds)
+        return squad_v1_scores(split.examples, answers)
+
+    def has_labels(self, split):
+        return any(example.answers for example in split.examples)
+
+    def write(self, split, predictions, output_dir):
+        write_squad_outputs(output_dir, *predictions)
+        return Path(output_dir) / PREDICTIONS_FILE
+
+
+def make_task(name: str, data_dir=None, files=None, options=None) -> Task:
+    """The task called `name` (GLUE names and aliases, boolq, race, squad, squad_v2)."""
+    key = name.lower()
+    if key in ("squad", "squad_v2"):
+        return SquadTask(key, data_dir, files, options)
+    if key == "boolq":
+        return BoolQTask(data_dir, files, options)
+    if key == "race":
+        return RaceTask(data_dir, files, options)
+    if key in GLUE_TASKS or key in TASK_ALIASES:
+        return GlueTask(key, data_dir, files, options)
+    raise TaskError(f"unknown task {name!r}; known: {', '.join(TASK_NAMES)}")
+
