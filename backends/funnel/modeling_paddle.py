@@ -211,7 +211,7 @@ class FunnelRelMultiheadAttention(nn.Layer):
         """Scores from same/different segment, [B, N, T, C]."""
         token_type_bias = paddle.einsum("bind,snd->bnis", q_head + self.r_s_bias * self.scale, self.seg_embed)
         diff_token_type, same_token_type = token_type_bias[..., :1], token_type_bias[..., 1:]
-        token_type_attn = paddle.where(token_type_mat[:, None], same_token_type, diff_token_type)
+        token_type_attn = paddle.where(token_type_mat[:, None], same_token_type, diff_token_type)  # broadcasts
         return token_type_attn if cls_mask is None else token_type_attn * cls_mask
 
     def forward(self, query, key, value, attention_inputs):

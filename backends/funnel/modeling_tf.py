@@ -58,6 +58,7 @@ class FunnelAttentionStructure(nn.Layer):
     def get_position_embeds(self, seq_len, like):
         """factorized: (phi, pi, psi, omega); relative_shift: per block [unpooled, pooled] tables."""
         d_model = self.config.d_model
+        # float64 numpy tables rounded once to the model dtype (tf.cast of a Python float goes through float32)
         as_tensor = lambda array: tf.cast(array, like.dtype)  # noqa: E731
         if self.config.attention_type == "factorized":
             sin, cos = map(as_tensor, positions.factorized_sinusoid(d_model, seq_len))
@@ -85,7 +86,7 @@ class FunnelAttentionStructure(nn.Layer):
             return type(tensor)(self.stride_pool(x, axis) for x in tensor)
         axis %= tensor.ndim
         if self.config.separate_cls:
-            tensor = tf.concat([tensor[(slice(None),) * axis + (slice(0, 1),)], tensor], axis=axis)
+            tensor = tf.concat([tensor[(slice(None),) * axis + (slice(0, 1),)], tensor], axis=axis)  # torch: narrow
         stop = -1 if self.config.separate_cls and self.config.truncate_seq else None
         return tensor[(slice(None),) * axis + (slice(None, stop, 2),)]
 
@@ -182,7 +183,7 @@ class FunnelRelMultiheadAttention(nn.Layer):
         """Scores from same/different segment, [B, N, T, C]."""
         token_type_bias = tf.einsum("bind,snd->bnis", q_head + self.r_s_bias * self.scale, self.seg_embed)
         diff_token_type, same_token_type = token_type_bias[..., :1], token_type_bias[..., 1:]
-        token_type_attn = tf.where(token_type_mat[:, None], same_token_type, diff_token_type)
+        token_type_attn = tf.where(token_type_mat[:, None], same_token_type, diff_token_type)  # broadcasts (TF2 where)
         return token_type_attn if cls_mask is None else token_type_attn * cls_mask
 
     def forward(self, query, key, value, attention_inputs):
