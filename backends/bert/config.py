@@ -56,8 +56,8 @@ class BertConfig(ConfigBase):
             self.fail("layer_norm_eps", "must be a positive number")
         # relative_key(_query) position scores are not ported; their checkpoints would load and compute wrongly
         check_choice(self, "position_embedding_type", ("absolute",))
-        if self.pad_token_id is not None and (isinstance(self.pad_token_id, bool) or not isinstance(self.pad_token_id, int)
-                                              or not 0 <= self.pad_token_id < self.vocab_size):
+        pad = self.pad_token_id
+        if pad is not None and (isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad < self.vocab_size):
             self.fail("pad_token_id", f"must index the vocabulary (size {self.vocab_size}) or be null")
         if self.extra.get("pool_act", "tanh") != "tanh":  # PaddleNLP's configs name the pooler's activation
             raise ConfigError(f"{self.model_type} config: pool_act={self.extra['pool_act']!r} is not supported "

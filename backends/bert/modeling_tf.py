@@ -63,7 +63,8 @@ class BertSelfAttention(nn.Layer):
     def split_heads(self, x):
         """[B, T, N*D] -> [B, N, T, D]"""
         batch, seq_len, _ = x.shape
-        return tf.transpose(tf.reshape(x, [batch, seq_len, self.num_attention_heads, self.attention_head_size]), [0, 2, 1, 3])
+        x = tf.reshape(x, [batch, seq_len, self.num_attention_heads, self.attention_head_size])
+        return tf.transpose(x, [0, 2, 1, 3])
 
     def forward(self, hidden_states, attention_bias):
         """Returns (context [B, T, N*D], probabilities and pre-softmax scores [B, N, T, T])."""

@@ -20,7 +20,8 @@ def port_rules(family: str) -> dict:
 
     Every `.weight` of the BERT families is a Linear kernel except embedding tables and LayerNorm scales.
     """
-    linear = [Rule(r".*(_embeddings|LayerNorm|layer_norm)\.weight", r"\g<0>"), Rule(r".*\.weight", r"\g<0>", "transpose")]
+    linear = [Rule(r".*(_embeddings|LayerNorm|layer_norm)\.weight", r"\g<0>"),
+              Rule(r".*\.weight", r"\g<0>", "transpose")]
     return {
         "torch": RuleSet([SAME_NAMES], f"{family} torch port"),
         "paddle": RuleSet(linear + [SAME_NAMES], f"{family} paddle port"),
@@ -63,7 +64,8 @@ def keras_rules(family: str, base: str) -> RuleSet:
     to_layer = f"{base}/encoder/layer_._\\1/"
     return RuleSet([
         Rule(rf"{b}embeddings\.word_embeddings\.weight", f"{base}/embeddings/word_embeddings/weight:0"),
-        Rule(rf"{b}embeddings\.(position|token_type)_embeddings\.weight", f"{base}/embeddings/\\1_embeddings/embeddings:0"),
+        Rule(rf"{b}embeddings\.(position|token_type)_embeddings\.weight",
+             f"{base}/embeddings/\\1_embeddings/embeddings:0"),
         Rule(rf"{b}embeddings\.LayerNorm\.weight", f"{base}/embeddings/LayerNorm/gamma:0"),
         Rule(rf"{b}embeddings\.LayerNorm\.bias", f"{base}/embeddings/LayerNorm/beta:0"),
         Rule(layer + r"attention\.(self|output)\.(query|key|value|dense)\.weight",
@@ -133,9 +135,9 @@ class BertWeights:
         if head == "qa":
             return {"qa_outputs.weight": (2, h), "qa_outputs.bias": (2,)}
         if head == "mlm":
-            return {"cls.predictions.bias": (c.vocab_size,),
-                    "cls.predictions.transform.dense.weight": (h, h), "cls.predictions.transform.dense.bias": (h,),
-                    "cls.predictions.transform.LayerNorm.weight": (h,), "cls.predictions.transform.LayerNorm.bias": (h,)}
+            t = "cls.predictions.transform."
+            return {"cls.predictions.bias": (c.vocab_size,), t + "dense.weight": (h, h), t + "dense.bias": (h,),
+                    t + "LayerNorm.weight": (h,), t + "LayerNorm.bias": (h,)}
         return {}
 
     def param_shapes(self, config, head: str) -> dict:
@@ -216,7 +218,7 @@ class BertWeights:
         for name, array in arrays.items():
             if any(re.fullmatch(pattern, name) for pattern in self.buffers):
                 continue
-            if name in self.tied_aliases:
+            if self.tied_aliases.get(name) in shapes:
                 aliases[name] = np.asarray(array)
             elif name not in stored:
                 unexpected.append(name)
@@ -230,7 +232,7 @@ class BertWeights:
         for name, array in params.items():
             check_finite(name, array, source)
         for alias, array in aliases.items():
-            if not np.array_equal(array, params.get(self.tied_aliases[alias], array)):
+            if not np.array_equal(array, params[self.tied_aliases[alias]]):
                 raise WeightsError(f"{source}: {alias} is tied to {self.tied_aliases[alias]} but holds other values")
         return {name: params[name] for name in shapes}
 

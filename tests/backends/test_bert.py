@@ -104,7 +104,8 @@ def worst_difference(reference: dict, result: dict, names=None) -> tuple[float, 
 def check_port(family_name: str, preset_name: str, fw: str, head: str, switch: str, dtype: str) -> None:
     reference = run(family_name, preset_name, "torch", head, switch, dtype)
     result = run(family_name, preset_name, fw, head, switch, dtype)
-    assert set(reference) == set(result) == expected_results(family_name, tiny_config(family_name, preset_name, switch), head)
+    config = tiny_config(family_name, preset_name, switch)
+    assert set(reference) == set(result) == expected_results(family_name, config, head)
     difference, tensor = worst_difference(reference, result)
     assert difference <= TOLERANCE[dtype], f"{fw} {head} {switch} {dtype}: {tensor} differs by {difference:.3g}"
 
@@ -162,7 +163,8 @@ def check_transformers_torch(family_name: str, preset_name: str, head: str, dtyp
     missing, unexpected = model.load_state_dict({k: torch.tensor(v, dtype=torch_dtype) for k, v in params.items()},
                                                 strict=False)
     assert unexpected == [] and set(missing) == set(family_weights(family_name).WEIGHTS.tied_aliases) & set(missing)
-    outputs = model(**{k: torch.tensor(v) for k, v in inputs.items()}, output_hidden_states=True, output_attentions=True)
+    outputs = model(**{k: torch.tensor(v) for k, v in inputs.items()}, output_hidden_states=True,
+                    output_attentions=True)
     loss = sum((outputs[name] * torch.tensor(projection(name, tuple(outputs[name].shape), 0), dtype=torch_dtype)).sum()
                for name in spec.final_outputs[head])
     loss.backward()
@@ -173,7 +175,8 @@ def check_transformers_torch(family_name: str, preset_name: str, head: str, dtyp
     for kind in ("hidden_states", "attentions"):
         oracle.update({f"{kind}.{i}": t.detach().numpy() for i, t in enumerate(outputs[kind])})
     ours = run(family_name, preset_name, "torch", head, "default", dtype)
-    assert {k for k in oracle if k.startswith("grad.")} == {k for k in ours if k.startswith("grad.")} - {"grad.inputs_embeds"}
+    grads = {k for k in ours if k.startswith("grad.")} - {"grad.inputs_embeds"}
+    assert {k for k in oracle if k.startswith("grad.")} == grads
     difference, tensor = worst_difference(oracle, ours, names=oracle)
     assert difference <= ORACLE_TOLERANCE[dtype], f"transformers {head} {dtype}: {tensor} differs by {difference:.3g}"
 
@@ -304,6 +307,25 @@ def test_inputs_embeds_replaces_only_the_word_lookup():
         model()
 
 
+@pytest.mark.parametrize("fw", BACKENDS)
+def test_dropout_probabilities_are_wired(fw):
+    """In training mode each dropout probability alone changes the logits; with all at 0 training is eval."""
+    adapter = framework(fw)
+    config, params, inputs = tiny_case("bert", "bert-base-uncased", "seqcls")
+    off = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "classifier_dropout": 0.0}
+
+    def logits(train, **probs):
+        model = build_model("bert", fw, config.replace(**{**off, **probs}), "seqcls", params, dtype="float64")
+        if train:
+            model.train()
+        return adapter.to_numpy(model(**{k: adapter.from_numpy(v) for k, v in inputs.items()})["logits"])
+
+    expected = logits(False)
+    assert np.array_equal(logits(True), expected)
+    for name in off:
+        assert not np.allclose(logits(True, **{name: 0.5}), expected), name
+
+
 def test_mlm_decoder_is_the_word_embedding_matrix():
     """Tied as in transformers: one parameter, named once; the alias transformers' state_dict adds is
     accepted when equal and refused when not."""
@@ -431,7 +453,8 @@ def minilm():
     config, params = family_weights("bert").WEIGHTS.load_pretrained(path)
     tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
     inputs = {k: v.astype(np.int64) for k, v in tokenizer(SENTENCES, padding=True, return_tensors="np").items()}
-    model = transformers.BertModel.from_pretrained(path, local_files_only=True, torch_dtype=torch.float32).eval()
+    model = transformers.BertModel.from_pretrained(path, local_files_only=True, torch_dtype=torch.float32,
+                                                   attn_implementation="eager").eval()
     with torch.no_grad():
         hidden = model(**{k: torch.tensor(v) for k, v in inputs.items()}).last_hidden_state.numpy()
     return {"path": path, "config": config, "params": params, "inputs": inputs, "hidden": hidden}

@@ -13,9 +13,9 @@ from backends.roberta.weights import WEIGHTS
 
 from ..conftest import BACKENDS
 from .test_bert import (
-    PORTS, SWITCHES, check_bad_weights_are_named, check_config_reads_transformers, check_gradients_reach_every_parameter,
-    check_paddlenlp_base, check_port, check_rules_round_trip, check_transformers_tf, check_transformers_torch,
-    tiny_case,
+    PORTS, SWITCHES, check_bad_weights_are_named, check_config_reads_transformers,
+    check_gradients_reach_every_parameter, check_paddlenlp_base, check_port, check_rules_round_trip,
+    check_transformers_tf, check_transformers_torch, tiny_case,
 )
 
 SPEC = family("roberta")

@@ -112,7 +112,8 @@ def test_config_round_trip_and_paddlenlp_keys():
 def test_presets_are_paddlenlp_configurations():
     configuration = pytest.importorskip("paddlenlp.transformers.tinybert.configuration")
     for name in ("tinybert-4l-312d", "tinybert-6l-768d"):
-        assert TinyBertConfig.from_dict(configuration.TINYBERT_PRETRAINED_INIT_CONFIGURATION[name]) == preset(name).config
+        released = configuration.TINYBERT_PRETRAINED_INIT_CONFIGURATION[name]
+        assert TinyBertConfig.from_dict(released) == preset(name).config
 
 
 @pytest.mark.oracle
