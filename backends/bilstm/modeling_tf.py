@@ -9,6 +9,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from .._fw.tf_nn import Dropout, Embedding, Layer, Linear
+from .weights import LSTM_DIRECTIONS
 
 
 def _in_float64(fn):
@@ -53,7 +54,7 @@ class LSTM(Layer):
 
     def named_parameters(self, prefix: str = ""):
         """torch's names. Keras has one bias where torch has bias_ih + bias_hh: both names stand for it."""
-        for suffix, cell in (("", self.forward_layer), ("_reverse", self.backward_layer)):
+        for suffix, cell in zip(LSTM_DIRECTIONS, (self.forward_layer, self.backward_layer)):
             yield f"{prefix}weight_ih_l0{suffix}", cell.kernel
             yield f"{prefix}weight_hh_l0{suffix}", cell.recurrent_kernel
             yield f"{prefix}bias_ih_l0{suffix}", cell.bias

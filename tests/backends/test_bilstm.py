@@ -10,7 +10,7 @@ import pytest
 
 from backends import family, framework, modeling, preset
 from backends.bilstm.config import BiLSTMConfig
-from backends.bilstm.weights import parameter_count
+from backends.bilstm.weights import LSTM_DIRECTIONS, parameter_count
 from backends.build import build_model, export_params
 from backends.errors import ConfigError, WeightsError
 from backends.weights import perturb_constants
@@ -23,7 +23,6 @@ PORTS = [fw for fw in BACKENDS if fw != "torch"]
 VARIANTS = {"single": "bilstm-sst2", "pair": "bilstm-pair"}
 TOLERANCE = {"float64": 1e-10, "float32": 1e-5}
 SENTENCES = (("input_ids", "attention_mask"), ("input_ids_b", "attention_mask_b"))
-DIRECTIONS = ("", "_reverse")
 
 pytestmark = pytest.mark.skipif("torch" not in BACKENDS, reason="the torch reference is not installed")
 
@@ -109,13 +108,13 @@ def test_keras_bias_merges_and_splits_exactly():
     bias_hh (so a TF-origin checkpoint round-trips exactly), and its gradient is both biases' gradient."""
     config, params, _ = tiny_case("single")
     model = build_model("bilstm", "tf", config, "seqcls", params, dtype="float64")
-    merged = {suffix: params[f"lstm.bias_ih_l0{suffix}"] + params[f"lstm.bias_hh_l0{suffix}"] for suffix in DIRECTIONS}
-    for suffix, cell in zip(DIRECTIONS, (model.lstm.forward_layer, model.lstm.backward_layer)):
+    merged = {suffix: params[f"lstm.bias_ih_l0{suffix}"] + params[f"lstm.bias_hh_l0{suffix}"] for suffix in LSTM_DIRECTIONS}
+    for suffix, cell in zip(LSTM_DIRECTIONS, (model.lstm.forward_layer, model.lstm.backward_layer)):
         assert np.array_equal(cell.kernel.numpy(), params[f"lstm.weight_ih_l0{suffix}"].T)
         assert np.array_equal(cell.recurrent_kernel.numpy(), params[f"lstm.weight_hh_l0{suffix}"].T)
         assert np.array_equal(cell.bias.numpy(), merged[suffix])
     exported = export_params(model, "bilstm", "tf")
-    for suffix in DIRECTIONS:
+    for suffix in LSTM_DIRECTIONS:
         assert np.array_equal(exported[f"lstm.bias_ih_l0{suffix}"], merged[suffix])
         assert not exported[f"lstm.bias_hh_l0{suffix}"].any()
     assert all(np.array_equal(exported[k], v) for k, v in params.items() if ".bias_" not in k)
@@ -123,7 +122,7 @@ def test_keras_bias_merges_and_splits_exactly():
     assert all(np.array_equal(a.numpy(), b.numpy())
                for a, b in zip(dict(model.named_parameters()).values(), dict(reloaded.named_parameters()).values()))
     grads = run("tf", "single", "float64")
-    for suffix in DIRECTIONS:
+    for suffix in LSTM_DIRECTIONS:
         assert np.array_equal(grads[f"grad.lstm.bias_ih_l0{suffix}"], grads[f"grad.lstm.bias_hh_l0{suffix}"])
 
 
