@@ -108,7 +108,8 @@ def test_keras_bias_merges_and_splits_exactly():
     bias_hh (so a TF-origin checkpoint round-trips exactly), and its gradient is both biases' gradient."""
     config, params, _ = tiny_case("single")
     model = build_model("bilstm", "tf", config, "seqcls", params, dtype="float64")
-    merged = {suffix: params[f"lstm.bias_ih_l0{suffix}"] + params[f"lstm.bias_hh_l0{suffix}"] for suffix in LSTM_DIRECTIONS}
+    merged = {suffix: params[f"lstm.bias_ih_l0{suffix}"] + params[f"lstm.bias_hh_l0{suffix}"]
+              for suffix in LSTM_DIRECTIONS}
     for suffix, cell in zip(LSTM_DIRECTIONS, (model.lstm.forward_layer, model.lstm.backward_layer)):
         assert np.array_equal(cell.kernel.numpy(), params[f"lstm.weight_ih_l0{suffix}"].T)
         assert np.array_equal(cell.recurrent_kernel.numpy(), params[f"lstm.weight_hh_l0{suffix}"].T)
