@@ -30,25 +30,43 @@ def build_model(family_name: str, fw: str, config, head: str, params: Mapping[st
 
 
 def load_params(model, params: Mapping[str, np.ndarray], family_name: str, fw: str, source: str = "weights") -> None:
-    """Assign canonical-layout arrays to a port; fail naming any missing, unexpected or mis-shaped key."""
+    """Assign canonical-layout arrays to a port; fail naming any missing, unexpected or mis-shaped key.
+
+    A port parameter listed under several canonical names (Keras' one LSTM bias for torch's bias_ih and
+    bias_hh) is assigned the sum of their target-layout arrays.
+    """
     adapter = framework(fw)
     rules = get_family(family_name).port_rules[fw]
     slots = adapter.named_parameters(model)
     check_keys(slots, params, source)
+    values = {}  # id(slot) -> (slot, array)
     for name, slot in slots.items():
         _, array = rules.to_target(name, np.asarray(params[name]))
         if tuple(array.shape) != adapter.shape(slot):
             canonical = rules.to_canonical(name, np.empty(adapter.shape(slot), dtype=np.int8)).shape
             raise WeightsError(f"{source}: {name} has shape {list(np.shape(params[name]))}, "
                                f"the model needs {list(canonical)}")
+        if id(slot) in values:  # summed in float64: checkpoints may store a narrower dtype than the model's
+            array = np.add(values[id(slot)][1], array, dtype=np.float64)
+        values[id(slot)] = (slot, array)
+    for slot, array in values.values():
         adapter.assign(slot, array)
 
 
 def export_params(model, family_name: str, fw: str) -> dict:
-    """The port's parameters as canonical-layout numpy arrays."""
+    """The port's parameters as canonical-layout numpy arrays.
+
+    A parameter listed under several canonical names goes whole to the first and as zeros to the others,
+    so that loading the export gives it back exactly (its gradient, by contrast, is every name's gradient).
+    """
     adapter = framework(fw)
     rules = get_family(family_name).port_rules[fw]
-    return {name: rules.to_canonical(name, adapter.to_numpy(p)) for name, p in adapter.named_parameters(model).items()}
+    exported, seen = {}, set()
+    for name, param in adapter.named_parameters(model).items():
+        array = adapter.to_numpy(param)
+        exported[name] = rules.to_canonical(name, np.zeros_like(array) if id(param) in seen else array)
+        seen.add(id(param))
+    return exported
 
 
 def canonical_grads(grads: Mapping, family_name: str, fw: str) -> dict:
