@@ -137,15 +137,24 @@ def build_parser() -> Parser:
     return parser
 
 
-def main(argv=None) -> int:
-    # tokenizers come from transformers, which would import torch (or TF) for nothing: keep to one framework
+def one_framework_environment() -> None:
+    """Set before transformers is imported: it would import torch (or TF) for the tokenizers alone.
+
+    Only the command line does this: in a process that already uses transformers' models it would hide them.
+    """
     for variable in ("USE_TORCH", "USE_TF", "USE_FLAX"):
         os.environ.setdefault(variable, "0")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, or a one-line usage error
+        return exit_.code
     from backends.errors import BadInput
 
     if args.command == "distill":
@@ -164,4 +173,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    one_framework_environment()
     sys.exit(main())

@@ -12,6 +12,8 @@ import inspect
 STEP_MODULES = {"torch": "torch", "paddle": "paddle", "tf": "tensorflow"}
 # model inputs a batch may carry, in the order the ports' forward() takes them
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# the final outputs tasks decode (a head may have more, e.g. TinyBERT's fit_hidden_states)
+PREDICTION_OUTPUTS = ("logits", "start_logits", "end_logits")
 
 
 def step_module(backend: str):
@@ -23,6 +25,11 @@ def step_module(backend: str):
 
 def runner_class(backend: str):
     return step_module(backend).Runner
+
+
+def prediction_outputs(spec, head: str) -> tuple[str, ...]:
+    """The final outputs of `head` that a task decodes."""
+    return tuple(name for name in spec.final_outputs[head] if name in PREDICTION_OUTPUTS)
 
 
 def model_inputs(forward) -> tuple[str, ...]:

@@ -62,6 +62,7 @@ class Job:
                 f"{' ...' if len(self.source.fresh) > 4 else ''}); {len(self.source.unused)} stored tensors unused "
                 f"({', '.join(self.source.unused[:4])}{' ...' if len(self.source.unused) > 4 else ''})")
         self.tokenizer = self.load_tokenizer()
+        self.check_fits(self.source.config)
         limits = {"train": getattr(args, "max_train_samples", None), "dev": args.max_eval_samples,
                   "test": args.max_predict_samples}
         self.splits = {}
@@ -103,6 +104,16 @@ class Job:
             return load_tokenizer(folder)
         except FileNotFoundError as exc:
             raise TaskError(str(exc)) from None
+
+    def check_fits(self, config) -> None:
+        """The tokenizer's ids and the sequence length must fit the model's tables."""
+        vocab_size = getattr(config, "vocab_size", None)
+        if vocab_size is not None and len(self.tokenizer) > vocab_size:
+            raise TaskError(f"the tokenizer has {len(self.tokenizer)} tokens, the model's vocab_size is {vocab_size}")
+        positions = getattr(config, "max_position_embeddings", None)
+        if positions is not None and self.task.options.max_seq_length > positions:
+            raise TaskError(f"--max-seq-length {self.task.options.max_seq_length} exceeds the model's "
+                            f"max_position_embeddings {positions}")
 
     # ---- running ----
 

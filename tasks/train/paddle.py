@@ -16,7 +16,7 @@ import paddle.nn.functional as F
 from backends import family as get_family
 from backends.build import build_model, export_params, load_params
 
-from . import model_inputs
+from . import model_inputs, prediction_outputs
 
 # ---- the op set the framework-free losses (losses.py, tasks/distill.py) call ---------------------------
 
@@ -67,7 +67,7 @@ class Runner:
         self.model = build_model(family, "paddle", config, head, params, dtype=dtype, seed=seed)
         self.params = dict(self.model.named_parameters())
         self.rules = get_family(family).port_rules["paddle"]
-        self.final_outputs = get_family(family).final_outputs[head]
+        self.final_outputs = prediction_outputs(get_family(family), head)
         self.input_names = model_inputs(self.model.forward)
         self.optimizer = None
 

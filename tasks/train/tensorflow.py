@@ -20,7 +20,7 @@ from tensorflow.python.eager import context
 from backends import family as get_family
 from backends.build import build_model, export_params, load_params
 
-from . import model_inputs
+from . import model_inputs, prediction_outputs
 
 # ---- the op set the framework-free losses (losses.py, tasks/distill.py) call ---------------------------
 
@@ -85,7 +85,7 @@ class Runner:
                 self.variables.append(variable)
                 self.names.append([name])
         self.rules = get_family(family).port_rules["tf"]
-        self.final_outputs = get_family(family).final_outputs[head]
+        self.final_outputs = prediction_outputs(get_family(family), head)
         self.input_names = model_inputs(self.model.forward)
         self.grads = [None] * len(self.variables)
 
