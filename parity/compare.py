@@ -24,6 +24,10 @@ class TensorResult:
     scale: float  # max |reference|
     noise_ratio: float | None = None  # float32 only
     passed: bool = True
+    size: int = 0
+    # float32 only: rms errors against the float64 truth (the backend's, the reference's floored) over rms truth
+    relative_error: float | None = None
+    reference_relative_error: float | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -53,18 +57,39 @@ def rms_error(candidate: np.ndarray, reference64: np.ndarray) -> float:
     return float(np.sqrt(np.mean(d * d))) if d.size else 0.0
 
 
-def noise_ratio(candidate32: np.ndarray, reference32: np.ndarray, reference64: np.ndarray) -> float:
-    """rms error of a float32 result against float64 truth, over the reference's own float32 error.
+def float32_errors(candidate32: np.ndarray, reference32: np.ndarray, reference64: np.ndarray) -> tuple[float, float]:
+    """rms errors against float64 truth, relative to the rms of the truth: (candidate's, reference's).
 
-    The denominator is floored at a quarter of float32 unit roundoff times the rms of the truth
-    (below what one rounding of each value costs): a reference that happens to round exactly does
-    not make an honest port look infinitely worse.
+    The reference's error is floored at a quarter of float32 unit roundoff (below what one rounding of
+    each value costs): a reference that happens to round exactly does not make an honest port look
+    infinitely worse.
     """
-    truth_rms = math.sqrt(float(np.mean(np.square(np.asarray(reference64, dtype=np.float64))))) if reference64.size else 0.0
-    floor = 0.25 * FLOAT32_UNIT_ROUNDOFF * truth_rms
-    denominator = max(rms_error(reference32, reference64), floor)
-    numerator = rms_error(candidate32, reference64)
-    return numerator / denominator if denominator else (0.0 if numerator == 0 else math.inf)
+    if reference64.size == 0:
+        return 0.0, 0.0
+    truth_rms = math.sqrt(float(np.mean(np.square(np.asarray(reference64, dtype=np.float64)))))
+    if truth_rms == 0:
+        return rms_error(candidate32, reference64), 0.0
+    candidate = rms_error(candidate32, reference64) / truth_rms
+    reference = max(rms_error(reference32, reference64) / truth_rms, 0.25 * FLOAT32_UNIT_ROUNDOFF)
+    return candidate, reference
+
+
+def noise_ratio(candidate32: np.ndarray, reference32: np.ndarray, reference64: np.ndarray) -> float:
+    """rms error of a float32 result against float64 truth, over the reference's own float32 error."""
+    candidate, reference = float32_errors(candidate32, reference32, reference64)
+    return candidate / reference if reference else (0.0 if candidate == 0 else math.inf)
+
+
+def pooled_noise_ratio(results) -> float | None:
+    """The noise ratio of a group of tensors, every element weighing the same: sqrt(sum n e^2 / sum n r^2)
+    over relative errors e (backend) and r (reference). A one-element tensor such as the loss cannot
+    decide it, and no single large tensor dominates by the size of its values."""
+    rows = [r for r in results if r.relative_error is not None]
+    if not rows:
+        return None
+    numerator = sum(r.size * r.relative_error**2 for r in rows)
+    denominator = sum(r.size * r.reference_relative_error**2 for r in rows)
+    return math.sqrt(numerator / denominator) if denominator else (0.0 if numerator == 0 else math.inf)
 
 
 def common_names(reference: Mapping, candidate: Mapping, backend: str) -> list[str]:

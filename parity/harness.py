@@ -25,7 +25,7 @@ from backends import family as get_family, installed_frameworks, preset as get_p
 from backends.errors import BadInput
 from backends.tensorfile import SafetensorsReader, save_arrays, write_safetensors
 
-from .compare import TensorResult, common_names, diff_stats, kind_of, noise_ratio
+from .compare import TensorResult, common_names, diff_stats, float32_errors, kind_of, pooled_noise_ratio
 from .tolerances import Tolerances
 from .worker import GRAD_PREFIX, INPUT_EMBEDS
 
@@ -156,11 +156,12 @@ def write_inputs(target: Target, path: Path, batch: int, seq_len: int, seed: int
     save_arrays(path, spec.make_inputs(target.config, target.head, batch, seq_len, np.random.default_rng(seed)))
 
 
-def run_worker(job: dict, workdir: Path) -> RunRecord:
-    """Run one backend in a fresh Python process; raise with its last log lines if it fails."""
-    job_path = workdir / f"job-{job['backend']}-{job['dtype']}.json"
-    job_path.write_text(json.dumps(job))
-    log_path = workdir / f"log-{job['backend']}-{job['dtype']}.txt"
+def run_worker(jobs: list[dict], workdir: Path) -> list[RunRecord]:
+    """Run one backend's jobs in a fresh Python process; raise with its last log lines if it fails."""
+    backend, dtype = jobs[0]["backend"], jobs[0]["dtype"]
+    job_path = workdir / f"jobs-{backend}-{dtype}.json"
+    job_path.write_text(json.dumps({"jobs": jobs}))
+    log_path = workdir / f"log-{backend}-{dtype}.txt"
     env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONHASHSEED": "0",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
                                                        os.environ.get("PYTHONPATH")]))}
@@ -169,9 +170,8 @@ def run_worker(job: dict, workdir: Path) -> RunRecord:
                                stderr=subprocess.STDOUT, env=env)
     if code != 0:
         tail = log_path.read_text().strip().splitlines()[-8:]
-        raise WorkerFailed(f"{job['backend']} worker ({job['dtype']}) failed with exit code {code}:\n"
-                           + "\n".join(tail))
-    return read_run_record(job)
+        raise WorkerFailed(f"{backend} worker ({dtype}) failed with exit code {code}:\n" + "\n".join(tail))
+    return [read_run_record(job) for job in jobs]
 
 
 def read_run_record(job: dict) -> RunRecord:
@@ -217,6 +217,7 @@ def compare_files(reference_path: Path, candidate_path: Path, backend: str, dtyp
     results = []
     for name in forward_order(names):
         truth, value = reference[name], candidate[name]
+        errors = (None, None)
         if dtype == "float64":
             max_abs, mean_abs, max_rel, scale = diff_stats(value, truth)
             passed = max_abs <= tolerances.float64_abs * max(1.0, scale)
@@ -224,19 +225,20 @@ def compare_files(reference_path: Path, candidate_path: Path, backend: str, dtyp
         else:
             base32 = reference32[name]
             max_abs, mean_abs, max_rel, scale = diff_stats(value, base32)
-            ratio = noise_ratio(value, base32, truth)
+            errors = float32_errors(value, base32, truth)
+            ratio = errors[0] / errors[1] if errors[1] else (0.0 if errors[0] == 0 else math.inf)
             passed = math.isfinite(max_abs)
             if tolerances.float32_max_abs is not None:
                 passed &= max_abs <= tolerances.float32_max_abs
             if tolerances.float32_mean_abs is not None:
                 passed &= mean_abs <= tolerances.float32_mean_abs
         results.append(TensorResult(backend, name, kind_of(name), dtype, layer_of(name, hidden_names), max_abs,
-                                    mean_abs, max_rel, scale, ratio, bool(passed)))
+                                    mean_abs, max_rel, scale, ratio, bool(passed), int(np.size(truth)), *errors))
     return results
 
 
 def summarize(results: list[TensorResult], tolerances: Tolerances) -> list[dict]:
-    """Per backend, dtype and kind: mean/max differences and (float32) the geometric-mean noise ratio."""
+    """Per backend, dtype and kind: mean/max differences and (float32) the pooled noise ratio."""
     rows = []
     groups = {}
     for r in results:
@@ -248,76 +250,103 @@ def summarize(results: list[TensorResult], tolerances: Tolerances) -> list[dict]
                "mean_abs": float(np.mean([r.mean_abs for r in items])),
                "worst": max(items, key=lambda r: r.max_abs / max(1.0, r.scale)).tensor}
         if dtype == "float32":
-            ratios = [max(r.noise_ratio, 1e-12) for r in items if r.noise_ratio is not None]
-            row["noise_ratio"] = float(np.exp(np.mean(np.log(ratios)))) if ratios else None
+            row["noise_ratio"] = pooled_noise_ratio(items)
             sizes_ok &= row["noise_ratio"] is None or row["noise_ratio"] <= tolerances.float32_noise_ratio
         row["passed"] = bool(sizes_ok)
         rows.append(row)
     return rows
 
 
-def run_parity(target: Target, backends: list[str], reference: str = "torch", dtypes=DTYPES, batch: int = 2,
-               seq_len: int = 128, seed: int = 0, backward: bool = True, tolerances: Tolerances = Tolerances(),
-               workdir: str | None = None, progress=None, runner=None, against: tuple = ()) -> Report:
-    """The whole run: weights and inputs, one worker per backend and dtype, streaming comparison.
+def run_parity(target: Target, backends: list[str], **options) -> Report:
+    """The whole run for one target (see `run_parity_many` for the options)."""
+    return run_parity_many([target], backends, **options)[0]
 
-    `runner(job, workdir) -> RunRecord` runs one backend (default: a fresh process per backend).
+
+def run_parity_many(targets: list[Target], backends: list[str], reference: str = "torch", dtypes=DTYPES,
+                    batch: int = 2, seq_len: int = 128, seed: int = 0, backward: bool = True,
+                    tolerances: Tolerances = Tolerances(), workdir: str | None = None, progress=None, runner=None,
+                    against: tuple = ()) -> list[Report]:
+    """Weights and inputs per target, one worker process per backend and dtype running every target,
+    and a streaming comparison; one report per target.
+
+    `runner(jobs, workdir) -> [RunRecord]` runs one backend's jobs (default: one fresh process).
     `against` names third-party oracles (parity/oracles.py), compared in float32 on their outputs.
     """
     runner = runner or run_worker
     started = time.perf_counter()
     say = progress or (lambda message: None)
+    _check_backends(backends, reference, against)
+    others = [fw for fw in backends if fw != reference]
+    reports = [Report(t.label, t.family, t.head, reference, list(dtypes), others + list(against)) for t in targets]
+    hidden_names = [get_family(t.family).hidden_state_names(t.config, t.head) for t in targets]
+    tmp = Path(tempfile.mkdtemp(prefix="parity-", dir=workdir))
+    try:
+        files = [_write_target_files(t, tmp / f"target{i}", batch, seq_len, seed, say) for i, t in enumerate(targets)]
+
+        def run(fw, dtype, backward=backward):
+            say(f"running {fw} in {dtype}")
+            jobs = [{"family": t.family, "backend": fw, "config": t.config.to_dict(), "head": t.head,
+                     "weights": str(weights), "inputs": str(inputs), "dtype": dtype, "backward": backward,
+                     "seed": seed, "output": str(weights.parent / f"out-{fw}-{dtype}.safetensors")}
+                    for t, (weights, inputs) in zip(targets, files)]
+            for report, record in zip(reports, runner(jobs, tmp)):
+                report.runs.append(record)
+            return [Path(job["output"]) for job in jobs]
+
+        def compare(fw, dtype, outputs, partial=False):
+            say(f"comparing {fw} {dtype}")
+            for report, names, ref64_path, ref32_path, out in zip(reports, hidden_names, ref64, ref32, outputs):
+                report.results += compare_files(ref64_path, out, fw, dtype, names, tolerances,
+                                                reference32_path=ref32_path if dtype == "float32" else None,
+                                                partial=partial)
+                out.unlink()
+
+        ref64 = run(reference, "float64")
+        ref32 = run(reference, "float32") if "float32" in dtypes or against else [None] * len(targets)
+        for fw in others:
+            for dtype in dtypes:
+                compare(fw, dtype, run(fw, dtype))
+        for oracle in against:
+            compare(oracle, "float32", run(oracle, "float32", backward=False), partial=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    elapsed = time.perf_counter() - started
+    for report in reports:
+        _conclude(report, tolerances)
+        report.wall_seconds = elapsed / len(reports)
+        report.peak_bytes_parent = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return reports
+
+
+def _check_backends(backends, reference, against) -> None:
+    from .oracles import ORACLES
+
     available = installed_frameworks()
     for fw in [reference, *backends]:
         if fw not in available:
             raise BadInput(f"backend {fw!r} is not installed (installed: {', '.join(available) or 'none'})")
-    from .oracles import ORACLES
-
     for oracle in against:
         if oracle not in ORACLES:
             raise BadInput(f"--against {oracle!r}: known oracles are {', '.join(ORACLES)}")
-    others = [fw for fw in backends if fw != reference]
-    if not others and not against:
+    if not [fw for fw in backends if fw != reference] and not against:
         raise BadInput(f"nothing to compare: --backends names only the reference {reference!r}")
-    spec = get_family(target.family)
-    hidden_names = spec.hidden_state_names(target.config, target.head)
-    report = Report(target.label, target.family, target.head, reference, list(dtypes), others + list(against))
-    tmp = Path(tempfile.mkdtemp(prefix="parity-", dir=workdir))
-    try:
-        weights = tmp / "weights.safetensors"
-        if target.checkpoint is not None:
-            say(f"reading {target.label}")
-            write_checkpoint_weights(target, weights)
-        else:
-            say("writing seeded weights")
-            write_parity_weights(target, weights, seed)
-        inputs = tmp / "inputs.safetensors"
-        write_inputs(target, inputs, batch, seq_len, seed)
 
-        def run(fw, dtype, backward=backward):
-            say(f"running {fw} in {dtype}")
-            output = tmp / f"out-{fw}-{dtype}.safetensors"
-            job = {"family": target.family, "backend": fw, "config": target.config.to_dict(), "head": target.head,
-                   "weights": str(weights), "inputs": str(inputs), "dtype": dtype, "backward": backward,
-                   "seed": seed, "output": str(output)}
-            report.runs.append(runner(job, tmp))
-            return output
 
-        ref64 = run(reference, "float64")
-        ref32 = run(reference, "float32") if "float32" in dtypes else None
-        for fw in others:
-            for dtype in dtypes:
-                out = run(fw, dtype)
-                say(f"comparing {fw} {dtype}")
-                report.results += compare_files(ref64, out, fw, dtype, hidden_names, tolerances,
-                                                reference32_path=ref32 if dtype == "float32" else None)
-                out.unlink()
-        for oracle in against:
-            out = run(oracle, "float32", backward=False)
-            report.results += compare_files(ref64, out, oracle, "float32", hidden_names, tolerances,
-                                            reference32_path=ref32 or run(reference, "float32"), partial=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def _write_target_files(target: Target, folder: Path, batch, seq_len, seed, say) -> tuple[Path, Path]:
+    folder.mkdir()
+    weights, inputs = folder / "weights.safetensors", folder / "inputs.safetensors"
+    if target.checkpoint is not None:
+        say(f"reading {target.label}")
+        write_checkpoint_weights(target, weights)
+    else:
+        say(f"writing seeded weights of {target.label}")
+        write_parity_weights(target, weights, seed)
+    write_inputs(target, inputs, batch, seq_len, seed)
+    return weights, inputs
+
+
+def _conclude(report: Report, tolerances: Tolerances) -> None:
+    """Summary rows, pass/fail, and the first tensor that diverges."""
     report.summary = summarize(report.results, tolerances)
     report.passed = all(row["passed"] for row in report.summary)
     first = next((r for r in report.results if not r.passed), None)
@@ -329,6 +358,3 @@ def run_parity(target: Target, backends: list[str], reference: str = "torch", dt
     if first is not None:
         report.first_divergence = {"backend": first.backend, "dtype": first.dtype, "tensor": first.tensor,
                                    "layer": first.layer, "max_abs": first.max_abs}
-    report.wall_seconds = time.perf_counter() - started
-    report.peak_bytes_parent = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return report

@@ -4,9 +4,10 @@ float64 asks "same algorithm?": every tensor within `float64_abs` of the referen
 max(1, max|reference|) so that O(1) values get the absolute bound.
 float32 asks "as accurate as the reference?": a backend's float32 error against the reference's
 float64 result, divided by the reference's own float32 error (the noise ratio), must stay below
-`float32_noise_ratio`. A ratio of one small tensor is itself noisy, so the rule applies to the
-geometric mean of the per-tensor ratios of each kind (outputs, gradients); every per-tensor ratio is
-still reported. Optional plain bounds on float32 differences between backends can be added.
+`float32_noise_ratio`. A ratio of one small tensor is itself noisy, so the rule applies to the ratio
+pooled over all elements of each kind (outputs, gradients; see `compare.pooled_noise_ratio`); every
+per-tensor ratio is still reported. Optional plain bounds on float32 differences between backends
+can be added.
 """
 from __future__ import annotations
 

@@ -22,7 +22,15 @@ def _gelu(x):
 
 
 def _gelu_tanh(x):
-    return 0.5 * x * (1.0 + tf.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
+    return 0.5 * x * (1.0 + tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
+
+
+def tanh(x):
+    """tf.tanh, but float32 goes through float64: TF's float32 tanh is about 3x less accurate than
+    torch's (rms 5.6e-8 against 2.0e-8 relative), which would make every TF port less accurate."""
+    if x.dtype == tf.float32:
+        return tf.cast(tf.tanh(tf.cast(x, tf.float64)), tf.float32)
+    return tf.tanh(x)
 
 
 _ACTIVATIONS = {
@@ -32,7 +40,7 @@ _ACTIVATIONS = {
     "relu": tf.nn.relu,
     "silu": tf.nn.silu,
     "swish": tf.nn.silu,
-    "tanh": tf.tanh,
+    "tanh": tanh,
 }
 
 
