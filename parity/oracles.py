@@ -38,7 +38,13 @@ def run_transformers(family_name: str, config, head: str, params, inputs: dict, 
     hf_config = transformers.AutoConfig.for_model(**config.to_dict())
     model = getattr(transformers, class_name)(hf_config).eval().to(getattr(torch, dtype))
     state = {name: torch.from_numpy(np.asarray(params[name], dtype=dtype)) for name in params}
-    model.load_state_dict(state, strict=True)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # a tied weight (the MLM decoder is the word embedding) is one of ours but two of transformers' keys
+    current = model.state_dict()
+    loaded = {current[name].data_ptr() for name in state if name in current}
+    untied = [name for name in missing if current[name].data_ptr() not in loaded]
+    if untied or unexpected:
+        raise KeyError(f"transformers {class_name}: missing {untied}, unexpected {unexpected}")
     with torch.no_grad():
         out = model(**{k: torch.from_numpy(v) for k, v in inputs.items()}, output_hidden_states=True,
                     output_attentions=True)

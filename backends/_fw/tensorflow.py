@@ -18,7 +18,7 @@ from . import tf_nn
 # tf.nn.gelu is off by up to 5e-9 (erf) and 9e-10 (tanh) in float64, float32-level accuracy; the same
 # formulas written with tf.math.erf / tf.tanh are exact to rounding, like torch's and paddle's gelu.
 def _gelu(x):
-    return 0.5 * x * (1.0 + tf.math.erf(x * (1.0 / math.sqrt(2.0))))
+    return 0.5 * x * tf.math.erfc(-x * (1.0 / math.sqrt(2.0)))
 
 
 def _gelu_tanh(x):

@@ -12,36 +12,10 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from .._fw.paddle import activation
+from .._fw.paddle_nn import Embedding, LayerNorm
 
 # added to the scores of masked keys (see modeling_torch.py)
 MASK_BIAS = -10000.0
-
-
-class Embedding(nn.Embedding):
-    """torch's nn.Embedding: the padding row is looked up as stored and gets no gradient.
-
-    paddle's own padding_idx returns zeros for padding ids, whatever the row holds.
-    """
-
-    def __init__(self, num_embeddings, embedding_dim, padding_idx=None):
-        super().__init__(num_embeddings, embedding_dim)
-        self.padding_idx = padding_idx
-
-    def forward(self, ids):
-        vectors = F.embedding(ids, self.weight)
-        if self.padding_idx is None:
-            return vectors
-        return paddle.where((ids == self.padding_idx)[..., None], vectors.detach(), vectors)
-
-
-class LayerNorm(nn.LayerNorm):
-    """paddle's layer_norm op holds epsilon as a float32, which in float64 moves the gradients of
-    low-variance rows at the 1e-8 level; computed here in the input's dtype."""
-
-    def forward(self, x):
-        centered = x - x.mean(axis=-1, keepdim=True)
-        variance = (centered * centered).mean(axis=-1, keepdim=True)
-        return centered / paddle.sqrt(variance + self._epsilon) * self.weight + self.bias
 
 
 class BertEmbeddings(nn.Layer):

@@ -11,20 +11,10 @@ import math
 import tensorflow as tf
 
 from .._fw import tf_nn as nn
-from .._fw.tensorflow import activation as adapter_activation
+from .._fw.tensorflow import activation, tanh
 
 # added to the scores of masked keys (see modeling_torch.py)
 MASK_BIAS = -10000.0
-
-
-def activation(name):
-    """The adapter's activation, but GELU written out: in float64 tf.nn.gelu is off by up to 5e-9 (erf
-    form) and 1e-9 (tanh form), where torch and paddle are exact to rounding."""
-    if name == "gelu":
-        return lambda x: 0.5 * x * tf.math.erfc(-x * 0.7071067811865476)
-    if name in ("gelu_new", "gelu_pytorch_tanh"):
-        return lambda x: 0.5 * x * (1.0 + tf.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
-    return adapter_activation(name)
 
 
 class BertEmbeddings(nn.Layer):
@@ -155,7 +145,7 @@ class BertPooler(nn.Layer):
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
 
     def forward(self, hidden_states):
-        return tf.tanh(self.dense(hidden_states[:, 0]))
+        return tanh(self.dense(hidden_states[:, 0]))
 
 
 def attention_bias(attention_mask, dtype):

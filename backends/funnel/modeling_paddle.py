@@ -10,38 +10,11 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from .._fw.paddle import activation
+from .._fw.paddle_nn import Embedding, LayerNorm
 from . import positions
 
 INF = 1e6  # masked attention scores get -INF, as in transformers
 CLS_TOKEN_TYPE_ID = 2
-
-
-class Embedding(nn.Embedding):
-    """torch's nn.Embedding: the padding row gets no gradient but is looked up as stored.
-
-    paddle's own padding_idx also returns zeros for padding ids, whatever the row holds.
-    """
-
-    def __init__(self, num_embeddings, embedding_dim, padding_idx=None):
-        super().__init__(num_embeddings, embedding_dim)
-        self.padding_idx = padding_idx
-
-    def forward(self, ids):
-        vectors = F.embedding(ids, self.weight)
-        if self.padding_idx is None:
-            return vectors
-        return paddle.where((ids == self.padding_idx)[..., None], vectors.detach(), vectors)
-
-
-class LayerNorm(nn.LayerNorm):
-    """paddle's layer_norm op holds epsilon as a float32 (1e-9 becomes 9.99999972e-10), so in float64 a
-    zero-variance row (the zero <pad> embedding) gets gradients wrong by 1.4e-8 relative; computed here."""
-
-    def forward(self, x):
-        mean = x.mean(axis=-1, keepdim=True)
-        centered = x - mean
-        variance = (centered * centered).mean(axis=-1, keepdim=True)
-        return centered / paddle.sqrt(variance + self._epsilon) * self.weight + self.bias
 
 
 class FunnelEmbeddings(nn.Layer):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from .._fw import tf_nn as nn
-from .._fw.tensorflow import activation
+from .._fw.tensorflow import activation, tanh
 from . import positions
 
 INF = 1e6  # masked attention scores get -INF, as in transformers
@@ -366,7 +366,7 @@ class FunnelClassificationHead(nn.Layer):
         self.linear_out = nn.Linear(config.d_model, n_labels)
 
     def forward(self, hidden):
-        return self.linear_out(self.dropout(tf.tanh(self.linear_hidden(hidden))))
+        return self.linear_out(self.dropout(tanh(self.linear_hidden(hidden))))
 
 
 class FunnelForSequenceClassification(nn.Layer):

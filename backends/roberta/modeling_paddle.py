@@ -9,6 +9,7 @@ import paddle
 from paddle import nn
 
 from .._fw.paddle import activation
+from .._fw.paddle_nn import Embedding, LayerNorm
 from ..bert import modeling_paddle as bert
 
 
@@ -16,7 +17,7 @@ class RobertaEmbeddings(bert.BertEmbeddings):
     def __init__(self, config):
         super().__init__(config)
         self.padding_idx = config.pad_token_id
-        self.position_embeddings = bert.Embedding(config.max_position_embeddings, config.hidden_size,
+        self.position_embeddings = Embedding(config.max_position_embeddings, config.hidden_size,
                                                 padding_idx=config.pad_token_id)
 
     def create_position_ids(self, input_ids, inputs_embeds):
@@ -82,7 +83,7 @@ class RobertaLMHead(nn.Layer):
     def __init__(self, config):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.layer_norm = bert.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
+        self.layer_norm = LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
         self.bias = self.create_parameter([config.vocab_size], is_bias=True)
         self.gelu = activation("gelu")
 
