@@ -71,7 +71,7 @@ def _list() -> int:
         table.add_row(f"[bold]{name}[/]", name, ", ".join(spec.heads), "family")
         for preset in spec.presets.values():
             table.add_row(preset.name, preset.family, preset.head, preset.description)
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 140).print(table)
     return 0
 
 
