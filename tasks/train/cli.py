@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from backends import presets
 from tasks.data.features import load_tokenizer
 
 from . import runner_class
@@ -22,6 +23,10 @@ TRAIN_KEYS = ("epochs", "max_steps", "learning_rate", "batch_size", "grad_accum"
 
 def log(message: str) -> None:
     print(message, file=sys.stderr)
+
+
+def few(names) -> str:
+    return ", ".join(names[:4]) + (" ..." if len(names) > 4 else "")
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -55,13 +60,9 @@ class Job:
         if training and self.resume is None and self.output_dir.is_dir() and any(self.output_dir.iterdir()) \
                 and not args.overwrite_output_dir:
             raise TaskError(f"output folder {self.output_dir} is not empty; use --overwrite-output-dir or --resume")
+        self.tokenizer = self.load_tokenizer()
         self.source = load_model(getattr(args, self.model_option), self.task.head, self.task.num_labels,
                                  parse_overrides(args.config_overrides), args.seed)
-        if self.source.fresh or self.source.unused:
-            log(f"note: {len(self.source.fresh)} parameters initialised fresh ({', '.join(self.source.fresh[:4])}"
-                f"{' ...' if len(self.source.fresh) > 4 else ''}); {len(self.source.unused)} stored tensors unused "
-                f"({', '.join(self.source.unused[:4])}{' ...' if len(self.source.unused) > 4 else ''})")
-        self.tokenizer = self.load_tokenizer()
         self.check_fits(self.source.config)
         limits = {"train": getattr(args, "max_train_samples", None), "dev": args.max_eval_samples,
                   "test": args.max_predict_samples}
@@ -93,7 +94,8 @@ class Job:
         return checkpoint
 
     def tokenizer_folder(self):
-        return self.args.tokenizer or self.source.folder
+        model = getattr(self.args, self.model_option)
+        return self.args.tokenizer or (None if model in presets() else model)
 
     def load_tokenizer(self):
         folder = self.tokenizer_folder()
@@ -124,6 +126,9 @@ class Job:
 
     def run(self) -> dict:
         """Train, evaluate and predict as asked; write the metrics JSON files; return all metrics."""
+        if self.source.fresh or self.source.unused:
+            log(f"note: {len(self.source.fresh)} parameters initialised fresh ({few(self.source.fresh)}); "
+                f"{len(self.source.unused)} stored tensors unused ({few(self.source.unused)})")
         runner = self.make_runner()
         if self.output_dir is not None:
             self.output_dir.mkdir(parents=True, exist_ok=True)

@@ -121,7 +121,6 @@ class Trainer:
         self.total_steps = args.max_steps or args.epochs * self.steps_per_epoch
         self.warmup_steps = warmup_steps(self.total_steps, args.warmup_ratio)
         self.state = TrainState()
-        self.last_eval = None  # (step, metrics) of the latest evaluation
         self._epoch_batches = (None, None)
         runner.set_optimizer(AdamW.for_params(runner.params, weight_decay=args.weight_decay, beta1=args.adam_beta1,
                                               beta2=args.adam_beta2, eps=args.adam_epsilon))
@@ -181,7 +180,6 @@ class Trainer:
     def evaluate_and_keep_best(self) -> dict:
         """Evaluate; when the main metric improves, save the model to output_dir/best."""
         metrics = self.evaluate()
-        self.last_eval = (self.state.step, metrics)
         self.state.log_history.append({"step": self.state.step, "eval": metrics})
         value = metrics[self.main_metric]
         if self.state.best_metric is None or value > self.state.best_metric:

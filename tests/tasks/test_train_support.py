@@ -71,7 +71,7 @@ def max_weight_diff(a: dict, b: dict) -> float:
 # ---- tiny task files -------------------------------------------------------------------------------
 
 POSITIVE, NEGATIVE = ("good", "happy", "great", "nice"), ("bad", "sad", "poor", "awful")
-FILLER = "the man saw a dog and the cat sat on the mat".split()
+FILLER = tuple("the man saw a dog and the cat sat on the mat".split())
 CONTEXT = ("The cat sat on the mat in the house . The dog ran to the school with the children . "
            "The man read a book about the city .")
 SQUAD_QUESTIONS = (("where did the cat sit", "on the mat"), ("who ran to the school", "The dog"),
@@ -84,11 +84,11 @@ def sentence(rng: random.Random, label: int) -> str:
     return " ".join(words)
 
 
-def write_model_folder(folder, family_name: str, **changes):
+def write_model_folder(folder, family_name: str, dropout: bool = False, **changes):
     """config.json of a tiny model (no weights: fresh numpy init) and a vocab.txt covering the test texts."""
     write_wordpiece_vocab(folder, [CONTEXT, " ".join(POSITIVE + NEGATIVE + FILLER)])
     vocab = len((folder / "vocab.txt").read_text().split())
-    config = tiny_config(family_name, vocab_size=vocab + 4, **changes)
+    config = tiny_config(family_name, dropout, vocab_size=vocab + 4, **changes)
     (folder / "config.json").write_text(config.to_json_string())
     return folder
 
