@@ -1,0 +1,127 @@
+"""Distillation: the framework-free formulas against numpy in every backend, and the command end to end."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from backends import framework
+from tasks.__main__ import main
+from tasks.distill import TEACHER_LOGITS, intermediate_loss, logit_mse, prediction_loss, soft_cross_entropy
+from tasks.train import step_module
+
+from ..conftest import BACKENDS
+from .test_train_support import one_thread  # noqa: F401  (fixture)
+from .test_train_support import write_glue, write_model_folder
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def log_softmax(x):
+    shifted = x - x.max(-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+
+def value(loss) -> float:
+    return float(np.asarray(loss))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_prediction_losses_match_numpy(backend):
+    ops, tensor = step_module(backend), framework(backend).from_numpy
+    rng = np.random.default_rng(0)
+    student, teacher, labels = rng.normal(size=(6, 3)), 3 * rng.normal(size=(6, 3)), rng.integers(0, 3, 6)
+    T = 2.5
+    soft = T ** 2 * np.mean(-(np.exp(log_softmax(teacher / T)) * log_softmax(student / T)).sum(-1))
+    hard = np.mean(-log_softmax(student)[np.arange(6), labels])
+    mse = np.mean(((student - teacher) ** 2).sum(-1))
+    assert value(soft_cross_entropy(ops, tensor(student), tensor(teacher), T)) == pytest.approx(soft, rel=1e-12)
+    assert value(logit_mse(ops, tensor(student), tensor(teacher))) == pytest.approx(mse, rel=1e-12)
+    batch = {TEACHER_LOGITS: tensor(teacher), "labels": tensor(labels)}
+    mixed = prediction_loss(T, 0.3, "ce", regression=False)(ops, {"logits": tensor(student)}, batch)
+    assert value(mixed) == pytest.approx(0.3 * soft + 0.7 * hard, rel=1e-12)
+    tang = prediction_loss(T, 1.0, "mse", regression=False)(ops, {"logits": tensor(student)}, batch)
+    assert value(tang) == pytest.approx(mse, rel=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tinybert_intermediate_loss_matches_task_distill(backend):
+    """TinyBERT's task_distill.py: student layer m <-> teacher attention (m + 1) * k - 1, hidden state m * k."""
+    ops, tensor = step_module(backend), framework(backend).from_numpy
+    rng = np.random.default_rng(1)
+    student_layers, teacher_layers, k = 2, 6, 3
+    scores = lambda n: [np.where(rng.random((2, 2, 5, 5)) < 0.2, -1e4, rng.normal(size=(2, 2, 5, 5)))  # noqa: E731
+                        for _ in range(n)]
+    s_scores, t_scores = scores(student_layers), scores(teacher_layers)
+    fitted = rng.normal(size=(student_layers + 1, 2, 5, 8))
+    t_hidden = [rng.normal(size=(2, 5, 8)) for _ in range(teacher_layers + 1)]
+    zeroed = lambda x: np.where(x <= -1e2, 0.0, x)  # noqa: E731
+    expected = sum(np.mean((zeroed(s) - zeroed(t_scores[(m + 1) * k - 1])) ** 2) for m, s in enumerate(s_scores))
+    expected += sum(np.mean((fitted[m] - t_hidden[m * k]) ** 2) for m in range(student_layers + 1))
+    outputs = {"attention_scores": [tensor(s) for s in s_scores], "fit_hidden_states": tensor(fitted)}
+    batch = {"teacher": {"attention_scores": [tensor(t) for t in t_scores], "hidden_states": [tensor(h) for h in t_hidden]}}
+    assert value(intermediate_loss(ops, outputs, batch)) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    """A tiny 4-layer BERT fine-tuned on tiny SST-2 files, its data folder and a student folder for each kind."""
+    root = tmp_path_factory.mktemp("distill")
+    data = write_glue(root / "data")
+    teacher = root / "teacher"
+    write_model_folder(root / "bert", "bert", num_hidden_layers=4)
+    assert main(["finetune", "--task", "sst-2", "--model", str(root / "bert"), "--backend", BACKENDS[0],
+                 "--data-dir", str(data), "--output-dir", str(teacher), "--do-train", "--epochs", "2",
+                 "--batch-size", "4", "--learning-rate", "1e-3", "--max-seq-length", "32", "--no-progress"]) == 0
+    students = {"tinybert": write_model_folder(root / "tinybert", "tinybert", fit_size=16),
+                "bilstm": write_model_folder(root / "bilstm", "bilstm")}
+    return teacher, data, students
+
+
+def distill(teacher, data, student, backend, output, *extra):
+    code = main(["distill", "--task", "sst-2", "--teacher", str(teacher), "--student", str(student),
+                 "--backend", backend, "--data-dir", str(data), "--output-dir", str(output), "--do-train", "--do-eval",
+                 "--epochs", "2", "--batch-size", "4", "--learning-rate", "1e-3", "--max-seq-length", "32",
+                 "--dtype", "float64", "--no-progress", *extra])
+    assert code == 0
+    history = json.loads((output / "trainer_state.json").read_text())["log_history"]
+    return np.array([entry["loss"] for entry in history if "loss" in entry])
+
+
+@pytest.mark.parametrize("student,extra", [
+    ("tinybert", ["--intermediate"]),
+    ("tinybert", ["--temperature", "2", "--alpha", "0.7"]),
+    ("bilstm", ["--soft-loss", "mse", "--alpha", "1"]),
+])
+def test_distillation_is_the_same_in_every_backend(teacher, student, extra, tmp_path, capsys):
+    """float64, dropout off: the per-step distillation losses agree across backends."""
+    teacher_folder, data, students = teacher
+    runs = {backend: distill(teacher_folder, data, students[student], backend, tmp_path / backend, *extra)
+            for backend in BACKENDS}
+    assert (tmp_path / BACKENDS[0] / "model.safetensors").is_file()
+    assert "eval_acc" in json.loads((tmp_path / BACKENDS[0] / "eval_results.json").read_text())
+    for backend in BACKENDS[1:]:
+        np.testing.assert_allclose(runs[backend], runs[BACKENDS[0]], rtol=0, atol=1e-8, err_msg=backend)
+
+
+@pytest.mark.skipif(len(BACKENDS) < 2, reason="needs two backends")
+def test_teacher_in_another_backend_runs_in_its_own_process(teacher, tmp_path, capsys):
+    teacher_folder, data, students = teacher
+    same = distill(teacher_folder, data, students["bilstm"], BACKENDS[0], tmp_path / "same", "--soft-loss", "mse")
+    other = distill(teacher_folder, data, students["bilstm"], BACKENDS[0], tmp_path / "other", "--soft-loss", "mse",
+                    "--teacher-backend", BACKENDS[1])
+    np.testing.assert_allclose(other, same, rtol=0, atol=1e-5)  # the float64 teacher logits of two frameworks
+
+
+@pytest.mark.parametrize("extra,expected", [
+    (["--intermediate"], "needs a TinyBERT student"),
+    (["--alpha", "1.5"], "--alpha must lie in [0, 1]"),
+])
+def test_bad_distillation_options(teacher, extra, expected, tmp_path, capsys):
+    teacher_folder, data, students = teacher
+    code = main(["distill", "--task", "sst-2", "--teacher", str(teacher_folder), "--student", str(students["bilstm"]),
+                 "--backend", BACKENDS[0], "--data-dir", str(data), "--output-dir", str(tmp_path / "out"),
+                 "--do-train", "--max-seq-length", "32", *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
