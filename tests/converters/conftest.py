@@ -1,10 +1,8 @@
 """Tiny random checkpoints written by the tests, the CLI, and one worker process per framework."""
 from __future__ import annotations
 
-import importlib
 import json
 import multiprocessing
-import os
 import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -20,6 +18,7 @@ from converters.__main__ import main
 from converters.rules import format_rules
 
 from ..conftest import REPO
+from . import oracles
 
 # families with converter rules, and their heads in transformers' format
 FAMILIES = [name for name in ("funnel", "bert", "roberta", "tinybert") if name in REGISTERED]
@@ -69,18 +68,11 @@ def inputs_for(family_name: str, config, head: str, batch: int = 2, seq_len: int
     return family(family_name).make_inputs(config, head, batch, seq_len, np.random.default_rng(1))
 
 
-def _import_first(fw: str) -> None:
-    """A worker imports its framework before anything else (Paddle crashes when TensorFlow came first),
-    and keeps transformers and datasets from importing the others."""
-    os.environ.update(USE_TF="1" if fw == "tf" else "0", USE_TORCH="1" if fw == "torch" else "0", USE_FLAX="0")
-    importlib.import_module({"torch": "torch", "paddle": "paddle", "tf": "tensorflow"}[fw])
-
-
 @pytest.fixture(scope="session")
 def workers():
     """fw -> a one-process pool that has imported only that framework; shared by the whole session."""
     context = multiprocessing.get_context("spawn")
-    pools = {fw: ProcessPoolExecutor(1, mp_context=context, initializer=_import_first, initargs=(fw,))
+    pools = {fw: ProcessPoolExecutor(1, mp_context=context, initializer=oracles.import_first, initargs=(fw,))
              for fw in ("torch", "paddle", "tf")}
     for pool in pools.values():
         pool.submit(int)  # start every worker now: their imports overlap

@@ -1,16 +1,25 @@
-"""Models run on converted checkpoints: transformers (PyTorch, TF), PaddleNLP and our own ports.
-
-These functions run in worker processes, one framework per process (`conftest.workers`): TensorFlow or
-PyTorch imported before Paddle in one process crashes it. Each returns numpy outputs under
-transformers' field names, and the loader's own verdict on missing and unexpected keys.
+"""What the tests run in worker processes, one framework per process (`conftest.workers`): third-party
+models (transformers PyTorch and TF, PaddleNLP) and our ports on converted checkpoints, and writers of
+framework files. Each model returns numpy outputs under transformers' field names, and the loader's own
+verdict on missing and unexpected keys. Workers import this module only, never a test module (whose
+conftest imports every framework).
 """
 from __future__ import annotations
 
+import importlib
 import inspect
+import os
 
 import numpy as np
 
 FIELDS = ("last_hidden_state", "pooler_output", "logits", "start_logits", "end_logits")
+
+
+def import_first(fw: str) -> None:
+    """A worker imports its framework before anything else (Paddle crashes when TensorFlow came first),
+    and keeps transformers and datasets from importing the others."""
+    os.environ.update(USE_TF="1" if fw == "tf" else "0", USE_TORCH="1" if fw == "torch" else "0", USE_FLAX="0")
+    importlib.import_module({"torch": "torch", "paddle": "paddle", "tf": "tensorflow"}[fw])
 
 
 def _outputs(out, to_numpy, names=()) -> dict:
@@ -70,8 +79,6 @@ def paddlenlp(directory: str, class_name: str, inputs: dict, names=()) -> tuple[
 
 def _paddlenlp_class(class_name: str):
     """Classes PaddleNLP does not export at the top (e.g. FunnelBaseModel)."""
-    import importlib
-
     family = class_name.split("For")[0].removesuffix("BaseModel").removesuffix("Model").lower()
     return getattr(importlib.import_module(f"paddlenlp.transformers.{family}.modeling"), class_name)
 
@@ -90,3 +97,22 @@ def max_diff(a: dict, b: dict, names=None) -> float:
     names = names or sorted(set(a) & set(b))
     assert names, (sorted(a), sorted(b))
     return max(float(np.max(np.abs(np.asarray(a[n], np.float64) - np.asarray(b[n], np.float64)))) for n in names)
+
+
+def torch_save(path: str, arrays: dict) -> None:
+    """A pytorch_model.bin."""
+    import torch
+
+    torch.save({k: torch.from_numpy(v) for k, v in arrays.items()}, path)
+
+
+def write_tf1(directory: str, variables: dict) -> None:
+    """A TF1 checkpoint as google-research/bert's run_pretraining.py leaves it (tf.compat.v1 Saver)."""
+    import tensorflow as tf
+
+    tf1 = tf.compat.v1
+    with tf.Graph().as_default():
+        var_list = {name: tf1.Variable(value, name=f"v{i}") for i, (name, value) in enumerate(variables.items())}
+        with tf1.Session() as session:
+            session.run(tf1.global_variables_initializer())
+            tf1.train.Saver(var_list=var_list).save(session, f"{directory}/bert_model.ckpt")

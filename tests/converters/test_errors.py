@@ -210,7 +210,7 @@ def test_interrupted_or_crashed_conversion_leaves_nothing(tmp_path, source, monk
     else:
         with pytest.raises(RuntimeError):
             convert("hf2paddle", source, tmp_path / "out")
-    assert len(calls) == 40 and only(tmp_path) == ["source"]
+    assert len(calls) >= 40 and only(tmp_path) == ["source"]
 
 
 def test_bad_options(tmp_path, source, capsys):

@@ -15,6 +15,7 @@ from converters import open_checkpoint
 from converters.formats import hf_tf
 
 from .conftest import cli, convert, random_params, tiny_config, write_hf
+from .oracles import torch_save
 from .test_roundtrip import stored
 
 
@@ -85,17 +86,11 @@ def test_sharded_safetensors(tmp_path, big):
            {k: v.tobytes() for k, v in params.items()}
 
 
-def _torch_save(path: str, arrays: dict) -> None:
-    import torch
-
-    torch.save({k: torch.from_numpy(v) for k, v in arrays.items()}, path)
-
-
 def test_pytorch_model_bin(tmp_path, run):
     source = write_hf(tmp_path / "source", "bert", "seqcls")
     params = load_file(str(source / "model.safetensors"))
     (source / "model.safetensors").unlink()
-    run("torch", _torch_save, str(source / "pytorch_model.bin"), params)
+    run("torch", torch_save, str(source / "pytorch_model.bin"), params)
     result = cli("hf2paddle", source, tmp_path / "paddle")  # torch stays out of the test process
     assert result.returncode == 0, result.stderr
     checkpoint = open_checkpoint("paddle", tmp_path / "paddle")

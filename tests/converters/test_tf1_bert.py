@@ -12,7 +12,7 @@ from safetensors.numpy import load_file
 from converters.__main__ import main
 
 from .conftest import inputs_for, random_params, tiny_config
-from .oracles import max_diff, our_port, transformers_torch
+from .oracles import max_diff, our_port, transformers_torch, write_tf1
 
 pytestmark = pytest.mark.oracle
 CONFIG = tiny_config("bert")
@@ -41,18 +41,6 @@ def google_names(params: dict, layers: int) -> dict:
         out[tf + "/gamma"], out[tf + "/beta"] = params[pt + ".weight"], params[pt + ".bias"]
     out["cls/predictions/output_bias"] = params["cls.predictions.bias"]
     return out
-
-
-def write_tf1(directory: str, variables: dict) -> None:
-    """A TF1 checkpoint as google-research/bert's run_pretraining.py leaves it."""
-    import tensorflow as tf
-
-    tf1 = tf.compat.v1
-    with tf.Graph().as_default():
-        var_list = {name: tf1.Variable(value, name=f"v{i}") for i, (name, value) in enumerate(variables.items())}
-        with tf1.Session() as session:
-            session.run(tf1.global_variables_initializer())
-            tf1.train.Saver(var_list=var_list).save(session, f"{directory}/bert_model.ckpt")
 
 
 @pytest.fixture(scope="module")
