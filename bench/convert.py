@@ -84,6 +84,10 @@ def copy_seconds(path: Path, scratch: Path, in_kernel: bool, repeats: int) -> fl
     return min(times)
 
 
+def _verdict(value: float, goal: float) -> str:
+    return "  ok" if value <= goal else "MISS"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=("xlarge", "small"), default="xlarge", help="funnel-xlarge or funnel-small")
@@ -118,13 +122,14 @@ def main() -> int:
                    "time_ratio": run["seconds"] / anchor, "max_rss_bytes": run["max_rss_bytes"],
                    "memory_ratio": run["max_rss_bytes"] / size, "memory_goal": GOALS["memory"][kind]}
             rows.append(row)
-            ok = lambda value, goal: "ok" if value <= goal else "MISS"  # noqa: E731
             print(f"{command:<10} {row['seconds']:8.1f} {anchor:7.1f} {row['time_ratio']:7.2f} {GOALS['time']:5.1f} "
-                  f"{ok(row['time_ratio'], GOALS['time']):>4} {row['max_rss_bytes'] / 1e6:7.0f} MB "
-                  f"{row['memory_ratio']:8.2f} {row['memory_goal']:5.1f} {ok(row['memory_ratio'], row['memory_goal']):>4}"
-                  f" {kernel:5.1f} {row['seconds'] / kernel:5.1f}", flush=True)
+                  f"{_verdict(row['time_ratio'], GOALS['time'])} {row['max_rss_bytes'] / 1e6:7.0f} MB "
+                  f"{row['memory_ratio']:8.2f} {row['memory_goal']:5.1f} "
+                  f"{_verdict(row['memory_ratio'], row['memory_goal'])} {kernel:5.1f} {row['seconds'] / kernel:5.1f}",
+                  flush=True)
         if args.json:
-            Path(args.json).write_text(json.dumps({"size": args.size, "checkpoint_bytes": size, "steps": rows}, indent=2))
+            Path(args.json).write_text(json.dumps({"size": args.size, "checkpoint_bytes": size, "steps": rows},
+                                                  indent=2))
         return 0 if all(r["time_ratio"] <= GOALS["time"] and r["memory_ratio"] <= r["memory_goal"] for r in rows) else 1
     finally:
         if not args.workdir:

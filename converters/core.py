@@ -96,12 +96,13 @@ def open_checkpoint(fmt: str, path, family: str | None = None, head: str | None 
         rules = format_rules(family, fmt)
         for key, value in rules.config.items():
             if source.config.get(key, value) != value:
-                raise ConfigError(f"{source.config_file}: {key}={source.config[key]!r} is not supported (only {value!r})")
+                raise ConfigError(f"{source.config_file}: {key}={source.config[key]!r} is not supported "
+                                  f"(only {value!r})")
         config_dict = {k: v for k, v in source.config.items() if k not in rules.config and k != "architectures"}
         config = spec.config_class.from_dict(config_dict, source=str(source.config_file))
         head, stored, skipped = _match(spec, config, rules, source, head, allow_unknown)
         shapes = spec.param_shapes(config, head)
-        check_shapes(shapes, stored, f"{source.weights_file}",
+        check_shapes(shapes, stored, str(source.weights_file),
                      shape_of=lambda name: _canonical_shape(rules, name, source.tensors[stored[name]].shape))
     except BaseException:
         source.close()
@@ -171,8 +172,9 @@ class Options:
     tokenizer: bool = True  # carry the tokenizer files (and require a vocabulary)
 
 
-def convert(command: str, src, dst, options: Options = Options(), warn=None) -> dict:
+def convert(command: str, src, dst, options: Options | None = None, warn=None) -> dict:
     """Run `command` from directory `src` to directory `dst`; returns the summary."""
+    options = options or Options()
     warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
     if command not in COMMANDS:
         raise BadInput(f"unknown command {command!r}; known: {', '.join(COMMANDS)}")
@@ -199,9 +201,8 @@ def convert(command: str, src, dst, options: Options = Options(), warn=None) -> 
         if options.dtype and dst_fmt in ("hf", "tf"):
             config["torch_dtype"] = options.dtype
         warnings: list[str] = []
-        with atomic_dir(dst, options.force) as tmp, Prefetcher([name for name, _, _ in specs],
-                                                               _producer(checkpoint, plan, options.strict, warnings,
-                                                                         warn)) as produce:
+        produce = Prefetcher([name for name, _, _ in specs], _producer(checkpoint, plan, options.strict, warnings, warn))
+        with atomic_dir(dst, options.force) as tmp, produce:
             formats.get(dst_fmt).write(tmp, config, specs, produce, target)
             for file in tokenizer:
                 shutil.copyfile(file, tmp / file.name)

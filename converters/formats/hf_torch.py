@@ -34,13 +34,23 @@ def read(path: Path) -> Source:
         weight_map = read_json(weights).get("weight_map")
         if not isinstance(weight_map, dict):
             raise WeightsError(f"{weights}: no weight_map")
-        shards = {name: _open(path / name) for name in sorted(set(weight_map.values()))}
-        tensors = {}
-        for name, shard in weight_map.items():
-            if name not in shards[shard][0]:
-                raise WeightsError(f"{path / shard}: lacks tensor {name} listed in {weights.name}")
-            tensors[name] = shards[shard][0][name]
-        return Source(path, config, path / CONFIG, tensors, weights, lambda: [close() for _, close in shards.values()])
+        shards = {}
+
+        def close():
+            for _, close_shard in shards.values():
+                close_shard()
+
+        try:
+            for shard in sorted(set(weight_map.values())):
+                shards[shard] = _open(path / shard)
+            missing = [(name, shard) for name, shard in weight_map.items() if name not in shards[shard][0]]
+            if missing:
+                raise WeightsError(f"{path / missing[0][1]}: lacks {missing[0][0]}, listed in {weights.name}")
+        except BaseException:
+            close()
+            raise
+        tensors = {name: shards[shard][0][name] for name, shard in weight_map.items()}
+        return Source(path, config, path / CONFIG, tensors, weights, close)
     tensors, close = _open(weights)
     return Source(path, config, path / CONFIG, tensors, weights, close)
 
@@ -67,7 +77,8 @@ def _open_safetensors(path: Path):
         head = handle.read(8)
         length = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
         if not 0 < length <= min(size - 8, _MAX_HEADER):
-            raise WeightsError(f"{path}: not a safetensors file or truncated (header length {length}, file {size} bytes)")
+            raise WeightsError(f"{path}: not a safetensors file or truncated "
+                               f"(header length {length}, file {size} bytes)")
         try:
             header = json.loads(handle.read(length))
         except (json.JSONDecodeError, UnicodeDecodeError):

@@ -24,9 +24,10 @@ class FormatRules:
     classes: Mapping[str, str]
     # regexes over stored names that are not parameters (buffers, optimizer slots): skipped, reported
     ignore: tuple[str, ...] = ()
-    # config keys the ecosystem needs besides the family config
+    # config keys the ecosystem sets besides the family config: written as given; on reading, another
+    # value is refused (our ports implement only this one)
     config: Mapping[str, object] = field(default_factory=dict)
-    # head to read when the checkpoint fits several equally (else the one fitting best)
+    # head read unless --head names another (else the head the checkpoint fits best)
     default_head: str | None = None
     # Keras h5: layer -> regex of stored names it lists too (a layer holding a shared sublayer, e.g. an
     # MLM head holding the tied input embeddings, lists that sublayer's weights)

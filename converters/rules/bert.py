@@ -27,7 +27,8 @@ def tf1_rules() -> RuleSet:
     """Canonical -> Google's TF1 variable names (`bert/encoder/layer_3/...`, kernels [in, out])."""
     b, layer, to = r"(?:bert\.)?", r"(?:bert\.)?encoder\.layer\.(?P<i>\d+)\.", r"bert/encoder/layer_\g<i>/"
     return RuleSet([
-        Rule(b + r"embeddings\.(?P<t>word|position|token_type)_embeddings\.weight", r"bert/embeddings/\g<t>_embeddings"),
+        Rule(b + r"embeddings\.(?P<t>word|position|token_type)_embeddings\.weight",
+             r"bert/embeddings/\g<t>_embeddings"),
         *norm(b + r"embeddings\.LayerNorm", "bert/embeddings/LayerNorm"),
         *dense(layer + r"attention\.self\.(?P<m>query|key|value)", to + r"attention/self/\g<m>"),
         *dense(layer + r"attention\.output\.dense", to + "attention/output/dense"),

@@ -27,7 +27,8 @@ def google_names(params: dict, layers: int) -> dict:
            for t in ("word", "position", "token_type")}
     norms = {"bert/embeddings/LayerNorm": "bert.embeddings.LayerNorm",
              "cls/predictions/transform/LayerNorm": "cls.predictions.transform.LayerNorm"}
-    denses = {"bert/pooler/dense": "bert.pooler.dense", "cls/predictions/transform/dense": "cls.predictions.transform.dense"}
+    denses = {"bert/pooler/dense": "bert.pooler.dense",
+              "cls/predictions/transform/dense": "cls.predictions.transform.dense"}
     for i in range(layers):
         tf, pt = f"bert/encoder/layer_{i}/", f"bert.encoder.layer.{i}."
         for m in ("attention/self/query", "attention/self/key", "attention/self/value", "attention/output/dense",
