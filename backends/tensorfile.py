@@ -68,43 +68,54 @@ def save_arrays(path, arrays: Mapping[str, np.ndarray], metadata: Mapping[str, s
     write_safetensors(path, specs, lambda name: arrays[name], metadata)
 
 
+CODE_DTYPES = {code: dtype for dtype, code in DTYPE_CODES.items()}
+
+
 class SafetensorsReader(Mapping):
-    """Read-only, lazily loaded mapping name -> numpy array over one safetensors file."""
+    """Read-only mapping name -> numpy array over one safetensors file, one tensor read per access.
+
+    Tensors are read with plain positioned reads, not a memory map: a process that walks a file of
+    several GB (the parity comparison) then holds one tensor at a time, not every page it touched.
+    The header is checked against the file size, so a truncated file fails here, naming the file.
+    """
 
     def __init__(self, path):
-        from safetensors import safe_open
-
         self.path = Path(path)
         if not self.path.is_file():
             raise WeightsError(f"{self.path}: no such file")
+        size = self.path.stat().st_size
         try:
-            self._file = safe_open(str(self.path), framework="numpy")
-            self._names = _names_in_file_order(self.path)
-        except Exception as exc:  # safetensors raises its own error types for corrupt or truncated files
+            with open(self.path, "rb") as f:
+                (length,) = struct.unpack("<Q", f.read(8))
+                if length > size - 8:
+                    raise ValueError("header longer than the file")
+                header = json.loads(f.read(length))
+            self._metadata = header.pop("__metadata__", None) or {}
+            self._base = 8 + length
+            self._entries = {}
+            for name, info in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
+                dtype, shape = CODE_DTYPES[info["dtype"]], tuple(info["shape"])
+                begin, end = info["data_offsets"]
+                if end - begin != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize or self._base + end > size:
+                    raise ValueError(f"tensor {name} does not fit the file (truncated?)")
+                self._entries[name] = (dtype, shape, begin)
+        except (ValueError, KeyError, TypeError, struct.error) as exc:  # json errors are ValueErrors
             raise WeightsError(f"{self.path}: not a readable safetensors file ({exc})") from None
 
     def metadata(self) -> dict:
-        return dict(self._file.metadata() or {})
+        return dict(self._metadata)
 
     def shape(self, name: str) -> tuple:
-        return tuple(self._file.get_slice(name).get_shape())
+        return self._entries[name][1]
 
     def __getitem__(self, name: str) -> np.ndarray:
-        if name not in self._names:
-            raise KeyError(name)
-        return self._file.get_tensor(name)
+        dtype, shape, begin = self._entries[name]
+        count = int(np.prod(shape, dtype=np.int64))
+        array = np.fromfile(self.path, dtype=dtype.newbyteorder("<"), count=count, offset=self._base + begin)
+        return array.astype(dtype, copy=False).reshape(shape)
 
     def __iter__(self):
-        return iter(self._names)
+        return iter(self._entries)
 
     def __len__(self) -> int:
-        return len(self._names)
-
-
-def _names_in_file_order(path: Path) -> list[str]:
-    """Tensor names in the order their bytes are stored (safe_open lists them sorted by name)."""
-    with open(path, "rb") as f:
-        (length,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(length))
-    header.pop("__metadata__", None)
-    return sorted(header, key=lambda name: header[name]["data_offsets"][0])
+        return len(self._entries)
