@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -13,6 +17,7 @@ from safetensors.numpy import load_file
 import converters.core
 from backends.tensorfile import save_arrays
 
+from ..conftest import REPO
 from .conftest import cli, convert, tiny_config, write_hf
 
 
@@ -211,6 +216,20 @@ def test_interrupted_or_crashed_conversion_leaves_nothing(tmp_path, source, monk
         with pytest.raises(RuntimeError):
             convert("hf2paddle", source, tmp_path / "out")
     assert len(calls) >= 40 and only(tmp_path) == ["source"]
+
+
+def test_ctrl_c_through_the_cli_leaves_nothing(tmp_path):
+    config = tiny_config("funnel", vocab_size=1_000_000)  # a 64 MB embedding: time to interrupt
+    source = write_hf(tmp_path / "source", "funnel", "base", config=config)
+    process = subprocess.Popen([sys.executable, "-m", "converters", "hf2tf", source, tmp_path / "out"], cwd=REPO,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".out.partial-*")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and err.strip().splitlines()[-1] == "interrupted: nothing written"
+    assert only(tmp_path) == ["source"]
 
 
 def test_bad_options(tmp_path, source, capsys):
