@@ -162,12 +162,11 @@ def main(argv=None) -> int:
     else:
         from tasks.train.cli import Job
 
-    try:
-        job = Job(args)
+    try:  # Job() checks options and files before a framework loads; run() checks a resumed checkpoint
+        results = Job(args).run()
     except BadInput as exc:
         print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    results = job.run()
     print(json.dumps(results, indent=2, sort_keys=True))
     return 0
 

@@ -90,6 +90,9 @@ class DistillJob(Job):
         if self.teacher.folder is None or self.teacher.fresh:
             raise TaskError(f"--teacher {args.teacher}: a fine-tuned model folder is needed "
                             f"({len(self.teacher.fresh)} parameters missing)")
+        if self.task.head == "qa" and not args.intermediate:
+            raise TaskError(f"{self.task.name}: the prediction-layer losses distill logits; span heads have none "
+                            "(use --intermediate)")
         if args.intermediate:
             if self.source.family != "tinybert":
                 raise TaskError("--intermediate needs a TinyBERT student (its fit_dense maps to the teacher width)")

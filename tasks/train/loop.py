@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
+from backends.errors import BadInput
 from backends.tensorfile import SafetensorsReader, save_arrays
 
 from . import MODEL_INPUTS
@@ -33,6 +34,10 @@ BEST_DIR = "best"
 # options a resumed run must share with the run that wrote the checkpoint
 RESUME_KEYS = ("seed", "batch_size", "grad_accum", "learning_rate", "warmup_ratio", "weight_decay",
                "total_steps", "train_examples")
+
+
+class ResumeError(BadInput, ValueError):
+    """A checkpoint written with other settings than the run resuming it."""
 
 
 @dataclass
@@ -212,7 +217,7 @@ class Trainer:
         settings = self.run_settings()
         changed = [key for key in RESUME_KEYS if saved["settings"].get(key) != settings[key]]
         if changed:
-            raise ValueError(f"{folder}: cannot resume with other " + ", ".join(
+            raise ResumeError(f"{folder}: cannot resume with other " + ", ".join(
                 f"{key} ({saved['settings'].get(key)} there, {settings[key]} now)" for key in changed))
         self.state = TrainState(**{key: saved[key] for key in asdict(TrainState())})
         self.runner.set_params(dict(SafetensorsReader(folder / WEIGHTS_FILE)))
