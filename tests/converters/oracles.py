@@ -99,6 +99,13 @@ def max_diff(a: dict, b: dict, names=None) -> float:
     return max(float(np.max(np.abs(np.asarray(a[n], np.float64) - np.asarray(b[n], np.float64)))) for n in names)
 
 
+def paddle_load(path: str) -> dict:
+    """A .pdparams file as paddle.load reads it."""
+    import paddle
+
+    return dict(paddle.load(path, return_numpy=True))
+
+
 def torch_save(path: str, arrays: dict) -> None:
     """A pytorch_model.bin."""
     import torch

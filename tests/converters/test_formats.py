@@ -15,7 +15,7 @@ from converters import open_checkpoint
 from converters.formats import hf_tf
 
 from .conftest import cli, convert, random_params, tiny_config, write_hf
-from .oracles import torch_save
+from .oracles import paddle_load, torch_save
 from .test_roundtrip import stored
 
 
@@ -25,12 +25,14 @@ def big(tmp_path):
     return write_hf(tmp_path / "source", "funnel", "base", config=tiny_config("funnel", vocab_size=4096))
 
 
-def test_pdparams_is_a_plain_numpy_pickle(tmp_path, big):
+def test_pdparams_is_a_plain_numpy_pickle(tmp_path, big, run):
     assert convert("hf2paddle", big, tmp_path / "paddle") == 0
     with open(tmp_path / "paddle" / "model_state.pdparams", "rb") as f:
         assert f.read(2) == b"\x80\x04"  # protocol 4, as paddle.save
         f.seek(0)
         state = pickle.load(f)
+    loaded = run("paddle", paddle_load, str(tmp_path / "paddle" / "model_state.pdparams"))
+    assert {k: v.tobytes() for k, v in loaded.items()} == {k: v.tobytes() for k, v in state.items()}
     source = load_file(str(big / "model.safetensors"))
     assert set(state) == set(source)
     assert np.array_equal(state["embeddings.word_embeddings.weight"], source["embeddings.word_embeddings.weight"])
