@@ -49,7 +49,7 @@ FORMATS = {
                       CLASSES, shared={"mlm___cls": r"bert/embeddings/.*"}),
     # PaddleNLP's MLM head has another layout (decoder_bias, a tied decoder): not converted
     "paddle": FormatRules(CHECKPOINT_RULES["paddlenlp"], {h: c for h, c in CLASSES.items() if h != "mlm"},
-                          config={"pool_act": "tanh"}),
+                          config={"pool_act": "tanh", "fuse": False}),
     # pretraining checkpoints: the next-sentence head, optimizer slots and step are not parameters of any head
     "tf1bert": FormatRules(tf1_rules(), {"base": "BertModel", "mlm": "BertForMaskedLM"},
                            (r"cls/.*", r"bert/pooler/.*", r".*/adam_[mv]", r"global_step"), default_head="base"),
