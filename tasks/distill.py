@@ -112,7 +112,8 @@ class DistillJob(Job):
         if self.args.intermediate:
             teacher = self.teacher_runner()
             return intermediate_loss, lambda batch: {**batch, "teacher": teacher.outputs(batch)}, inputs
-        loss = prediction_loss(self.args.temperature, self.args.alpha, self.args.soft_loss, self.task.loss == "regression")
+        a = self.args
+        loss = prediction_loss(a.temperature, a.alpha, a.soft_loss, regression=self.task.loss == "regression")
         return loss, None, {**inputs, TEACHER_LOGITS: self.teacher_logits(inputs)}
 
     def teacher_runner(self):

@@ -52,9 +52,10 @@ class Job:
         self.task = make_task(args.task, args.data_dir,
                               {"train": args.train_file, "dev": args.validation_file, "test": args.test_file},
                               self.options())
-        for split, wanted in (("train", self.do_train), ("dev", self.do_eval), ("test", self.do_predict)):
-            if wanted:
-                self.task.path(split)
+        wanted = [split for split, asked in (("train", self.do_train), ("dev", self.do_eval),
+                                             ("test", self.do_predict)) if asked]
+        for split in wanted:
+            self.task.path(split)  # a missing file fails here, before anything is read
         self.output_dir = Path(args.output_dir) if args.output_dir else None
         self.resume = self.resume_checkpoint() if training else None
         if training and self.resume is None and self.output_dir.is_dir() and any(self.output_dir.iterdir()) \
@@ -66,13 +67,10 @@ class Job:
         self.check_fits(self.source.config)
         limits = {"train": getattr(args, "max_train_samples", None), "dev": args.max_eval_samples,
                   "test": args.max_predict_samples}
-        self.splits = {}
-        for split, wanted in (("train", self.do_train), ("dev", self.do_eval), ("test", self.do_predict)):
-            if wanted:
-                try:
-                    self.splits[split] = self.task.load(split, self.tokenizer, limits[split])
-                except (ValueError, KeyError) as exc:  # the readers name the file and line of a bad record
-                    raise TaskError(str(exc).strip("'\"")) from None
+        try:
+            self.splits = {split: self.task.load(split, self.tokenizer, limits[split]) for split in wanted}
+        except (ValueError, KeyError) as exc:  # the readers name the file and line of a bad record
+            raise TaskError(str(exc).strip("'\"")) from None
         self.eval_batch_size = args.eval_batch_size or args.batch_size
 
     def options(self) -> Options:
@@ -88,7 +86,8 @@ class Job:
             return None
         checkpoint = latest_checkpoint(self.args.output_dir) if self.args.resume == "latest" else Path(self.args.resume)
         if checkpoint is None or not checkpoint.is_dir():
-            raise TaskError(f"--resume: no checkpoint {'in ' + self.args.output_dir if checkpoint is None else checkpoint}")
+            where = f"in {self.args.output_dir}" if checkpoint is None else str(checkpoint)
+            raise TaskError(f"--resume: no checkpoint {where}")
         if not self.do_train:
             raise TaskError("--resume continues training: give --do-train")
         return checkpoint

@@ -14,8 +14,8 @@ from backends.errors import BadInput
 from tasks.data.boolq import BOOLQ_LABELS, boolq_features, read_boolq
 from tasks.data.glue import GLUE_TASKS, TASK_ALIASES, glue_features, glue_task, read_glue_file, write_glue_predictions
 from tasks.data.race import ANSWER_LETTERS, LEVELS, race_features, read_race
-from tasks.data.squad import PREDICTIONS_FILE, postprocess_squad, read_squad, squad_features, squad_v1_scores, squad_v2_scores, \
-    write_squad_outputs
+from tasks.data.squad import (PREDICTIONS_FILE, postprocess_squad, read_squad, squad_features, squad_v1_scores,
+                              squad_v2_scores, write_squad_outputs)
 from tasks.metrics import accuracy, glue_metrics, predictions_from_logits
 
 TASK_NAMES = (*GLUE_TASKS, *TASK_ALIASES, "boolq", "race", "squad", "squad_v2")

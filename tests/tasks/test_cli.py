@@ -153,9 +153,10 @@ def test_the_command_imports_only_the_chosen_framework(model_folder, tmp_path):
     script = ("import sys; from tasks.__main__ import main, one_framework_environment; one_framework_environment(); "
               "code = main(sys.argv[1:]); "
               "print(sorted(m for m in ('torch', 'paddle', 'tensorflow') if m in sys.modules)); sys.exit(code)")
-    result = subprocess.run(
-        [str(a) for a in (sys.executable, "-c", script, "finetune", "--task", "sst-2", "--model", model_folder, "--backend", "paddle",
-         "--data-dir", data, "--output-dir", tmp_path / "out", "--do-train", "--max-steps", 2, "--batch-size", 4,
-         *SMALL)], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
+    command = [sys.executable, "-c", script, "finetune", "--task", "sst-2", "--model", model_folder, "--backend",
+               "paddle", "--data-dir", data, "--output-dir", tmp_path / "out", "--do-train", "--max-steps", 2,
+               "--batch-size", 4, *SMALL]
+    result = subprocess.run([str(a) for a in command], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "['paddle']"

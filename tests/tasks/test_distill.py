@@ -60,7 +60,8 @@ def test_tinybert_intermediate_loss_matches_task_distill(backend):
     expected = sum(np.mean((zeroed(s) - zeroed(t_scores[(m + 1) * k - 1])) ** 2) for m, s in enumerate(s_scores))
     expected += sum(np.mean((fitted[m] - t_hidden[m * k]) ** 2) for m in range(student_layers + 1))
     outputs = {"attention_scores": [tensor(s) for s in s_scores], "fit_hidden_states": tensor(fitted)}
-    batch = {"teacher": {"attention_scores": [tensor(t) for t in t_scores], "hidden_states": [tensor(h) for h in t_hidden]}}
+    teacher = {"attention_scores": [tensor(t) for t in t_scores], "hidden_states": [tensor(h) for h in t_hidden]}
+    batch = {"teacher": teacher}
     assert value(intermediate_loss(ops, outputs, batch)) == pytest.approx(expected, rel=1e-12)
 
 
