@@ -8,18 +8,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from .._fw.tensorflow import sigmoid, tanh
 from .._fw.tf_nn import Dropout, Embedding, Layer, Linear
 from .weights import LSTM_DIRECTIONS
-
-
-def _in_float64(fn):
-    """fn evaluated in float64 and rounded to the input's dtype."""
-    return lambda x: tf.cast(fn(tf.cast(x, tf.float64)), x.dtype)
-
-
-# TF's float32 tanh and sigmoid (Eigen's fast approximations) are several ulp off where torch's are within
-# about one: evaluated in float64, a float32 LSTM is as accurate as the reference
-sigmoid, tanh = _in_float64(tf.sigmoid), _in_float64(tf.tanh)
 
 
 class LSTMCell(Layer):

@@ -17,7 +17,7 @@ LSTM_BIAS = r"lstm\.bias_(ih|hh)_l0(_reverse)?"
 
 PORT_RULES = {
     "torch": RuleSet([SAME_NAMES], "bilstm torch port"),
-    # paddle.nn.LSTM has torch's names, [4h, in] layout and gate order (checked in the tests); Linear is [in, out]
+    # the paddle LSTM keeps torch's names, [4h, in] layout and gate order; paddle Linear is [in, out]
     "paddle": RuleSet([Rule(LINEAR_WEIGHT, r"\g<0>", "transpose"), SAME_NAMES], "bilstm paddle port"),
     "tf": RuleSet([
         Rule(LINEAR_WEIGHT, r"\g<0>", "transpose"),
