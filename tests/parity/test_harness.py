@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from backends import family, presets
-from parity.harness import read_run_record, resolve_target, run_parity, run_worker
+from parity.harness import read_run_record, resolve_target, run_parity, run_parity_many, run_worker
 
 from ..conftest import BACKENDS, REPO
 
@@ -30,11 +30,18 @@ def _unique_tiny_targets():
 TINY = _unique_tiny_targets()
 
 
+@pytest.fixture(scope="module")
+def tiny_reports():
+    """Every distinct tiny preset shape, all in one worker process per backend and dtype."""
+    targets = [resolve_target(names[0], tiny=True) for names in TINY]
+    return dict(zip((names[0] for names in TINY), run_parity_many(targets, BACKENDS, reference=BACKENDS[0], seq_len=9)))
+
+
 @needs_two
 @pytest.mark.parametrize("names", TINY, ids=lambda names: names[0])
-def test_every_preset_shape_is_the_same_function(names):
+def test_every_preset_shape_is_the_same_function(names, tiny_reports):
     """float64: every output and gradient within 1e-10; float32: as accurate as the reference."""
-    report = run_parity(resolve_target(names[0], tiny=True), BACKENDS, reference=BACKENDS[0], batch=2, seq_len=9)
+    report = tiny_reports[names[0]]
     assert report.passed, report.first_divergence
     kinds = {(row["backend"], row["dtype"], row["kind"]) for row in report.summary}
     assert len(kinds) == 4 * (len(BACKENDS) - 1)  # outputs and grads, both dtypes, every other backend
@@ -46,9 +53,8 @@ def test_every_preset_shape_is_the_same_function(names):
 def test_every_head(family_name):
     spec = family(family_name)
     preset = next(p for p in spec.presets.values() if p.head == spec.heads[0])
-    for head in spec.heads:
-        target = resolve_target(preset.name, head=head, tiny=True)
-        report = run_parity(target, BACKENDS, reference=BACKENDS[0], dtypes=("float64",), seq_len=7)
+    targets = [resolve_target(preset.name, head=head, tiny=True) for head in spec.heads]
+    for head, report in zip(spec.heads, run_parity_many(targets, BACKENDS, dtypes=("float64",), seq_len=7)):
         assert report.passed, (head, report.first_divergence)
 
 
@@ -63,15 +69,15 @@ def test_any_backend_can_be_the_reference(reference):
 @pytest.mark.skipif(not {"torch", "tf"} <= set(BACKENDS), reason="needs torch and tf")
 def test_broken_port_fails_and_is_localised():
     """tests/parity/broken_tf_worker.py breaks one TF layer's LayerNorm epsilon (block 1, layer 1)."""
-    def runner(job, workdir):
-        if job["backend"] != "tf":
-            return run_worker(job, workdir)
-        path = workdir / "job-broken.json"
-        path.write_text(json.dumps(job))
+    def runner(jobs, workdir):
+        if jobs[0]["backend"] != "tf":
+            return run_worker(jobs, workdir)
+        path = workdir / "jobs-broken.json"
+        path.write_text(json.dumps({"jobs": jobs}))
         script = Path(__file__).with_name("broken_tf_worker.py")
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         subprocess.run([sys.executable, str(script), str(path)], check=True, env=env, capture_output=True)
-        return read_run_record(job)
+        return [read_run_record(job) for job in jobs]
 
     target = resolve_target("funnel-small", tiny=True)
     report = run_parity(target, ["torch", "tf"], reference="torch", dtypes=("float64",), seq_len=9, runner=runner)
