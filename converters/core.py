@@ -330,8 +330,8 @@ def atomic_dir(path: Path, replace: bool):
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    try:  # from the mkdir on: a Ctrl-C right after it must still remove it
+        tmp.mkdir()
         yield tmp
         if path.exists() or path.is_symlink():
             if not replace:
