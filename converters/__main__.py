@@ -11,15 +11,21 @@ import sys
 
 from backends.errors import BadInput
 
+from . import formats
 from .core import COMMANDS, DTYPES, Options, VerifyFailed, convert
 
-FORMAT_HELP = {
+READS = {
     "hf": "a transformers PyTorch directory (config.json + model.safetensors, sharded safetensors or "
           "pytorch_model.bin)",
-    "tf": "a transformers TensorFlow directory (config.json + tf_model.h5) that TF<Class>.from_pretrained loads",
-    "paddle": "a PaddleNLP directory (model_state.pdparams + config.json + model_config.json) that "
-              "paddlenlp.transformers.<Class>.from_pretrained loads",
+    "tf": "a transformers TensorFlow directory (config.json + tf_model.h5)",
+    "paddle": "a PaddleNLP directory (model_state.pdparams + config.json or model_config.json)",
     "tf1bert": "Google's TF1 BERT directory (bert_model.ckpt.* + bert_config.json + vocab.txt)",
+}
+WRITES = {
+    "hf": "config.json + model.safetensors, which transformers' <Class>.from_pretrained loads",
+    "tf": "config.json + tf_model.h5, which transformers' TF<Class>.from_pretrained loads",
+    "paddle": "model_state.pdparams + config.json + model_config.json, which "
+              "paddlenlp.transformers.<Class>.from_pretrained loads",
 }
 
 
@@ -29,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command, (src, dst) in COMMANDS.items():
         sub = commands.add_parser(
-            command, help=f"{src} -> {dst}", description=f"Convert {FORMAT_HELP[src]}\ninto {FORMAT_HELP[dst]}.\n\n"
+            command, help=f"{formats.get(src).TITLE} -> {formats.get(dst).TITLE}",
+            description=f"Read {READS[src]};\nwrite {WRITES[dst]}, as do our ports.\n\n"
             "Tensors stream one at a time into a temporary directory renamed to DST at the end; tokenizer "
             "files are carried along. Every stored entry is accounted for: missing parameters and unknown "
             "entries fail (exit 2) unless allowed by name.", formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--force", action="store_true", help="replace DST if it exists")
         sub.add_argument("--strict", action="store_true", help="NaN or Inf in a weight is an error, not a warning")
         sub.add_argument("--allow-unknown", action="append", default=[], metavar="REGEX",
-                         help="skip stored entries whose name (dotted) matches REGEX instead of failing (repeatable)")
+                         help="skip stored entries whose stored name matches REGEX instead of failing (repeatable)")
         sub.add_argument("--no-tokenizer", action="store_true",
                          help="convert weights and config alone: no vocabulary required, no tokenizer files copied")
         sub.add_argument("--json", metavar="PATH", help="write a JSON summary")
