@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from backends import family, presets
+from backends import FAMILIES, family, presets
 from parity.harness import read_run_record, resolve_target, run_parity, run_parity_many, run_worker
 
 from ..conftest import BACKENDS, REPO
@@ -49,10 +49,10 @@ def test_every_preset_shape_is_the_same_function(names, tiny_reports):
 
 
 @needs_two
-@pytest.mark.parametrize("family_name", ["funnel"])
+@pytest.mark.parametrize("family_name", FAMILIES)
 def test_every_head(family_name):
     spec = family(family_name)
-    preset = next(p for p in spec.presets.values() if p.head == spec.heads[0])
+    preset = next(iter(spec.presets.values()))
     targets = [resolve_target(preset.name, head=head, tiny=True) for head in spec.heads]
     for head, report in zip(spec.heads, run_parity_many(targets, BACKENDS, dtypes=("float64",), seq_len=7)):
         assert report.passed, (head, report.first_divergence)
