@@ -12,6 +12,7 @@ from safetensors.numpy import load_file
 
 from backends.tensorfile import save_arrays
 from converters import open_checkpoint
+from converters.core import transpose
 from converters.formats import hf_tf
 
 from .conftest import cli, convert, random_params, tiny_config, write_hf
@@ -125,3 +126,10 @@ def test_json_summary_and_skipped_buffers(tmp_path):
     assert report["skipped"] == ["embeddings.position_ids"] and report["tokenizer_files"] == ["vocab.txt"]
     assert report["tensors"] == len(params) - 1 and report["bytes"] == 2 * sum(
         v.size for k, v in params.items() if k != "embeddings.position_ids")
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 7), (17, 513), (1000, 33), (33, 1000), (0, 5)])
+def test_tiled_transpose_is_the_transpose(shape):
+    array = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    result = transpose(array)
+    assert result.flags.c_contiguous and np.array_equal(result, array.T)
