@@ -59,8 +59,9 @@ class RuleSet:
     def rule_for(self, canonical: str) -> tuple[str, str]:
         """(target name, action name) of one canonical name."""
         for regex, rule in self._compiled:
-            if regex.fullmatch(canonical):
-                return regex.sub(rule.target, canonical), rule.action
+            match = regex.fullmatch(canonical)
+            if match:  # expand, not sub: sub would also rewrite a second, empty match at the end
+                return match.expand(rule.target), rule.action
         raise WeightsError(f"{self.name}: no rule maps parameter {canonical}")
 
     def to_target(self, canonical: str, array: np.ndarray) -> tuple[str, np.ndarray]:
