@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
+import ml_dtypes
 import numpy as np
 
 from .errors import WeightsError
@@ -21,7 +22,7 @@ from .errors import WeightsError
 DTYPE_CODES = {
     np.dtype("float64"): "F64", np.dtype("float32"): "F32", np.dtype("float16"): "F16",
     np.dtype("int64"): "I64", np.dtype("int32"): "I32", np.dtype("int16"): "I16", np.dtype("int8"): "I8",
-    np.dtype("uint8"): "U8", np.dtype("bool"): "BOOL",
+    np.dtype("uint8"): "U8", np.dtype("bool"): "BOOL", np.dtype(ml_dtypes.bfloat16): "BF16",  # numpy lacks bfloat16
 }
 
 
@@ -59,7 +60,7 @@ def write_safetensors(path, specs: Iterable[tuple[str, np.dtype, tuple]], produc
             if array.shape != shape:
                 raise WeightsError(f"{path}: tensor {name} has shape {array.shape}, announced {shape}")
             little_endian = np.ascontiguousarray(array, dtype=dtype).astype(dtype.newbyteorder("<"), copy=False)
-            out.write(memoryview(little_endian.reshape(-1)).cast("B"))
+            out.write(memoryview(little_endian.reshape(-1).view(np.uint8)))
 
 
 def save_arrays(path, arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> None:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from backends.errors import BadInput, WeightsError
-from backends.tensorfile import DTYPE_CODES, write_safetensors
+from backends.errors import WeightsError
+from backends.tensorfile import write_safetensors
 
-from . import Source, TensorRef, bfloat16, first_file, is_bfloat16, read_exact, read_json, write_json
+from . import Source, TensorRef, bfloat16, first_file, read_exact, read_json, write_json
 
 TITLE = "transformers PyTorch"
 FRAMEWORK = "torch"
@@ -56,9 +56,6 @@ def read(path: Path) -> Source:
 
 
 def write(path: Path, config: dict, specs, produce, rules) -> None:
-    if any(is_bfloat16(dtype) for _, dtype, _ in specs) and bfloat16() not in DTYPE_CODES:
-        raise BadInput("model.safetensors cannot be written in bfloat16 yet (backends.tensorfile has no BF16): "
-                       "use --dtype float16 or float32")
     write_json(path / CONFIG, config)
     write_safetensors(path / "model.safetensors", specs, produce, metadata={"format": "pt"})
 

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from backends.tensorfile import DTYPE_CODES
 from converters import open_checkpoint
 from converters.formats import bfloat16
 from converters.rules import format_rules
@@ -68,10 +67,11 @@ def test_bfloat16_is_stored_as_paddle_does(tmp_path, capsys):
             got = checkpoint.load(name)
             assert got.dtype == bfloat16() and got.tobytes() == original.get_tensor(name).astype(bfloat16()).tobytes()
     checkpoint.close()
-    if bfloat16() in DTYPE_CODES:
-        assert convert("paddle2hf", cast, tmp_path / "hf") == 0
-        assert {code for code, _, _ in stored(tmp_path / "hf" / "model.safetensors").values()} == {"BF16"}
-    else:  # until backends.tensorfile writes BF16: a clean refusal
-        assert convert("paddle2hf", cast, tmp_path / "hf") == 2
-        assert "bfloat16" in capsys.readouterr().err and not (tmp_path / "hf").exists()
+    assert convert("paddle2hf", cast, tmp_path / "hf") == 0
+    back = open_checkpoint("hf", tmp_path / "hf")
+    assert {code for code, _, _ in stored(tmp_path / "hf" / "model.safetensors").values()} == {"BF16"}
+    with safe_open(str(source / "model.safetensors"), "numpy") as original:
+        for name in original.keys():
+            assert back.load(name).tobytes() == original.get_tensor(name).astype(bfloat16()).tobytes()
+    back.close()
     assert convert("paddle2tf", cast, tmp_path / "tf") == 2  # h5 has no bfloat16
