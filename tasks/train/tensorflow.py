@@ -10,6 +10,8 @@ dropout) would not reach.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import random
 import sys
 
@@ -57,6 +59,21 @@ def zero_where_below(x, threshold: float):
 
 
 OPS = sys.modules[__name__]
+TRIM_EVERY = 8  # updates between returns of freed heap memory (release_freed_memory)
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c"))
+
+
+def release_freed_memory() -> None:
+    """Hand the heap pages TF has freed back to the system.
+
+    Eager TF (with TF_ENABLE_ONEDNN_OPTS=0, Eigen's kernels) allocates each step's large temporaries with
+    malloc; once glibc has raised its mmap threshold they come from the heap, which fragments, and a
+    MiniLM run grew ~100 MB per update until it was killed. malloc_trim returns the free pages (no-op
+    where the C library has none). torch and paddle use their own caching allocators.
+    """
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 class Runner:
@@ -125,6 +142,7 @@ class Runner:
             self.exp_avg_sq = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables]
         self.decays = [names[0] not in settings.no_decay for names in self.names]
         self.steps = [0] * len(self.variables)
+        self.updates = 0
 
     def forward_backward(self, batch: dict, loss_fn, scale: float = 1.0) -> float:
         """Add the gradients of scale * loss_fn(OPS, outputs, batch) to the accumulated ones; return the loss."""
@@ -156,6 +174,9 @@ class Runner:
             norm = self._update(tuple(self.grads), *scalars,
                                 tf.constant(max_grad_norm if max_grad_norm > 0 else np.inf, dtype=self.dtype))
         self.grads = [None] * len(self.variables)
+        self.updates += 1
+        if self.updates % TRIM_EVERY == 0:
+            release_freed_memory()
         return float(norm)
 
     @tf.function
