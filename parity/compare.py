@@ -74,10 +74,14 @@ def float32_errors(candidate32: np.ndarray, reference32: np.ndarray, reference64
     return candidate, reference
 
 
+def ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator, with 0/0 = 0 and x/0 = inf."""
+    return numerator / denominator if denominator else (0.0 if numerator == 0 else math.inf)
+
+
 def noise_ratio(candidate32: np.ndarray, reference32: np.ndarray, reference64: np.ndarray) -> float:
     """rms error of a float32 result against float64 truth, over the reference's own float32 error."""
-    candidate, reference = float32_errors(candidate32, reference32, reference64)
-    return candidate / reference if reference else (0.0 if candidate == 0 else math.inf)
+    return ratio(*float32_errors(candidate32, reference32, reference64))
 
 
 def pooled_noise_ratio(results) -> float | None:
@@ -89,7 +93,7 @@ def pooled_noise_ratio(results) -> float | None:
         return None
     numerator = sum(r.size * r.relative_error**2 for r in rows)
     denominator = sum(r.size * r.reference_relative_error**2 for r in rows)
-    return math.sqrt(numerator / denominator) if denominator else (0.0 if numerator == 0 else math.inf)
+    return math.sqrt(ratio(numerator, denominator))
 
 
 def common_names(reference: Mapping, candidate: Mapping, backend: str) -> list[str]:

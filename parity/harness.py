@@ -25,7 +25,7 @@ from backends import family as get_family, installed_frameworks, preset as get_p
 from backends.errors import BadInput
 from backends.tensorfile import SafetensorsReader, save_arrays, write_safetensors
 
-from .compare import TensorResult, common_names, diff_stats, float32_errors, kind_of, pooled_noise_ratio
+from .compare import TensorResult, common_names, diff_stats, float32_errors, kind_of, pooled_noise_ratio, ratio
 from .tolerances import Tolerances
 from .worker import GRAD_PREFIX, INPUT_EMBEDS
 
@@ -221,19 +221,19 @@ def compare_files(reference_path: Path, candidate_path: Path, backend: str, dtyp
         if dtype == "float64":
             max_abs, mean_abs, max_rel, scale = diff_stats(value, truth)
             passed = max_abs <= tolerances.float64_abs * max(1.0, scale)
-            ratio = None
+            noise = None
         else:
             base32 = reference32[name]
             max_abs, mean_abs, max_rel, scale = diff_stats(value, base32)
             errors = float32_errors(value, base32, truth)
-            ratio = errors[0] / errors[1] if errors[1] else (0.0 if errors[0] == 0 else math.inf)
+            noise = ratio(*errors)
             passed = math.isfinite(max_abs)
             if tolerances.float32_max_abs is not None:
                 passed &= max_abs <= tolerances.float32_max_abs
             if tolerances.float32_mean_abs is not None:
                 passed &= mean_abs <= tolerances.float32_mean_abs
         results.append(TensorResult(backend, name, kind_of(name), dtype, layer_of(name, hidden_names), max_abs,
-                                    mean_abs, max_rel, scale, ratio, bool(passed), int(np.size(truth)), *errors))
+                                    mean_abs, max_rel, scale, noise, bool(passed), int(np.size(truth)), *errors))
     return results
 
 
