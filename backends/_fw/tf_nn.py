@@ -37,6 +37,12 @@ class Layer(tf.Module):
             elif isinstance(value, (list, tuple)):
                 yield from (v for v in value if isinstance(v, Layer))
 
+    def modules(self):
+        """This layer and every layer under it (torch's Module.modules())."""
+        yield self
+        for child in self.children():
+            yield from child.modules()
+
     def train(self, mode: bool = True):
         self.training = mode
         for child in self.children():

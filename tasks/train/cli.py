@@ -121,7 +121,8 @@ class Job:
     def make_runner(self):
         a = self.args
         return runner_class(a.backend)(self.source.family, self.source.config, self.source.head, self.source.params,
-                                       dtype=a.dtype, device=a.device, bf16=a.bf16, seed=a.seed)
+                                       dtype=a.dtype, device=a.device, bf16=a.bf16, seed=a.seed,
+                                       dropout_masks=a.dropout_masks)
 
     def run(self) -> dict:
         """Train, evaluate and predict as asked; write the metrics JSON files; return all metrics."""

@@ -17,6 +17,7 @@ from backends import family as get_family
 from backends.build import build_model, export_params, load_params
 
 from . import model_inputs, prediction_outputs
+from .dropout import mask_stream, share_dropout
 
 # ---- the op set the framework-free losses (losses.py, tasks/distill.py) call ---------------------------
 
@@ -55,11 +56,21 @@ def zero_where_below(x, threshold: float):
 OPS = sys.modules[__name__]
 
 
+class SharedDropout(paddle.nn.Dropout):
+    """nn.Dropout whose masks come from a MaskStream (tasks/train/dropout.py), the same in every backend."""
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        mask = paddle.to_tensor(self.masks.mask(x.shape, self.p, float64=x.dtype == paddle.float64))
+        return x * mask.astype(x.dtype)
+
+
 class Runner:
     """One model of a family and head in Paddle, its AdamW, and the steps the driver calls."""
 
     def __init__(self, family: str, config, head: str, params=None, dtype: str = "float32", device: str = "cpu",
-                 bf16: bool = False, seed: int = 0):
+                 bf16: bool = False, seed: int = 0, dropout_masks: str = "shared"):
         self.family, self.head = family, head
         paddle.set_device("gpu" if device == "gpu" else "cpu")  # paddle places tensors by a global device
         self.dtype = dtype
@@ -69,6 +80,9 @@ class Runner:
         self.rules = get_family(family).port_rules["paddle"]
         self.final_outputs = prediction_outputs(get_family(family), head)
         self.input_names = model_inputs(self.model.forward)
+        self.masks = mask_stream(dropout_masks, seed)
+        if self.masks is not None:
+            share_dropout(self.model.sublayers(include_self=True), paddle.nn.Dropout, SharedDropout, self.masks)
         self.optimizer = None
 
     # ---- data and mode ----
@@ -95,7 +109,10 @@ class Runner:
 
     def seed(self, n: int) -> None:
         """Seed dropout (the driver reseeds every micro-batch, so a resumed run draws the same masks)."""
-        paddle.seed(n)
+        if self.masks is not None:
+            self.masks.reseed(n)
+        else:
+            paddle.seed(n)
 
     # ---- training ----
 

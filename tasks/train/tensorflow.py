@@ -20,9 +20,11 @@ import tensorflow as tf
 from tensorflow.python.eager import context
 
 from backends import family as get_family
+from backends._fw import tf_nn
 from backends.build import build_model, export_params, load_params
 
 from . import model_inputs, prediction_outputs
+from .dropout import mask_stream, share_dropout
 
 # ---- the op set the framework-free losses (losses.py, tasks/distill.py) call ---------------------------
 
@@ -63,6 +65,16 @@ TRIM_EVERY = 8  # updates between returns of freed heap memory (release_freed_me
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c"))
 
 
+class SharedDropout(tf_nn.Dropout):
+    """nn.Dropout whose masks come from a MaskStream (tasks/train/dropout.py), the same in every backend."""
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        mask = tf.convert_to_tensor(self.masks.mask(x.shape, self.p, float64=x.dtype == tf.float64))
+        return x * tf.cast(mask, x.dtype)
+
+
 def release_freed_memory() -> None:
     """Hand the heap pages TF has freed back to the system.
 
@@ -80,7 +92,7 @@ class Runner:
     """One model of a family and head in TensorFlow, torch's AdamW in tf ops, and the steps the driver calls."""
 
     def __init__(self, family: str, config, head: str, params=None, dtype: str = "float32", device: str = "cpu",
-                 bf16: bool = False, seed: int = 0):
+                 bf16: bool = False, seed: int = 0, dropout_masks: str = "shared"):
         if bf16:
             # the TF ports compute in their parameters' dtype (tf_nn layers have no autocast policy)
             raise ValueError("--bf16 is not supported by the tf backend")
@@ -104,6 +116,9 @@ class Runner:
         self.rules = get_family(family).port_rules["tf"]
         self.final_outputs = prediction_outputs(get_family(family), head)
         self.input_names = model_inputs(self.model.forward)
+        self.masks = mask_stream(dropout_masks, seed)
+        if self.masks is not None:
+            share_dropout(self.model.modules(), tf_nn.Dropout, SharedDropout, self.masks)
         self.grads = [None] * len(self.variables)
 
     # ---- data and mode ----
@@ -126,11 +141,14 @@ class Runner:
 
     def seed(self, n: int) -> None:
         """Seed dropout (the driver reseeds every micro-batch, so a resumed run draws the same masks)."""
-        # tf.random.set_seed also clears TF's kernel cache, and every op rebuilt after it makes a step ~10x
-        # slower. Eager random ops draw their op seeds from the context's Python RNG: reseed only that one.
-        # (A kernel is cached per seed pair, so a seed repeated in one process would continue its stream;
-        # the driver never repeats one, and each Runner starts from a cleared cache.)
-        context.context()._rng = random.Random(n)
+        if self.masks is not None:
+            self.masks.reseed(n)
+        else:
+            # tf.random.set_seed also clears TF's kernel cache, and every op rebuilt after it makes a step ~10x
+            # slower. Eager random ops draw their op seeds from the context's Python RNG: reseed only that one.
+            # (A kernel is cached per seed pair, so a seed repeated in one process would continue its stream;
+            # the driver never repeats one, and each Runner starts from a cleared cache.)
+            context.context()._rng = random.Random(n)
 
     # ---- training ----
 

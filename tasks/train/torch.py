@@ -17,6 +17,7 @@ from backends import family as get_family
 from backends.build import build_model, export_params, load_params
 
 from . import model_inputs, prediction_outputs
+from .dropout import mask_stream, share_dropout
 
 # ---- the op set the framework-free losses (losses.py, tasks/distill.py) call ---------------------------
 
@@ -55,11 +56,21 @@ def zero_where_below(x, threshold: float):
 OPS = sys.modules[__name__]
 
 
+class SharedDropout(torch.nn.Dropout):
+    """nn.Dropout whose masks come from a MaskStream (tasks/train/dropout.py), the same in every backend."""
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        mask = torch.from_numpy(self.masks.mask(x.shape, self.p, float64=x.dtype == torch.float64))
+        return x * mask.to(x.device, x.dtype)
+
+
 class Runner:
     """One model of a family and head in PyTorch, its AdamW, and the steps the driver calls."""
 
     def __init__(self, family: str, config, head: str, params=None, dtype: str = "float32", device: str = "cpu",
-                 bf16: bool = False, seed: int = 0):
+                 bf16: bool = False, seed: int = 0, dropout_masks: str = "shared"):
         self.family, self.head = family, head
         self.device = torch.device("cuda" if device == "gpu" else "cpu")
         self.dtype = getattr(torch, dtype)
@@ -69,6 +80,9 @@ class Runner:
         self.rules = get_family(family).port_rules["torch"]
         self.final_outputs = prediction_outputs(get_family(family), head)
         self.input_names = model_inputs(self.model.forward)
+        self.masks = mask_stream(dropout_masks, seed)
+        if self.masks is not None:
+            share_dropout(self.model.modules(), torch.nn.Dropout, SharedDropout, self.masks)
         self.optimizer = None
 
     # ---- data and mode ----
@@ -95,7 +109,10 @@ class Runner:
 
     def seed(self, n: int) -> None:
         """Seed dropout (the driver reseeds every micro-batch, so a resumed run draws the same masks)."""
-        torch.manual_seed(n)
+        if self.masks is not None:
+            self.masks.reseed(n)
+        else:
+            torch.manual_seed(n)
 
     # ---- training ----
 

@@ -36,8 +36,9 @@ def interrupt_after(runner, updates: int):
     runner.optimizer_step = optimizer_step
 
 
-def train(backend, config, data, output_dir, stop_after=None, resume=False):
-    trainer = make_trainer(make_runner(backend, "bert", config, "seqcls", "float64"), data, output_dir, **SETTINGS)
+def train(backend, config, data, output_dir, stop_after=None, resume=False, dropout_masks="shared"):
+    runner = make_runner(backend, "bert", config, "seqcls", "float64", dropout_masks=dropout_masks)
+    trainer = make_trainer(runner, data, output_dir, **SETTINGS)
     if stop_after is not None:
         interrupt_after(trainer.runner, stop_after)
         with pytest.raises(Interrupted):
@@ -47,15 +48,17 @@ def train(backend, config, data, output_dir, stop_after=None, resume=False):
     return trainer
 
 
+@pytest.mark.parametrize("dropout_masks", ["shared", "native"])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_resume_is_bit_identical(backend, tmp_path):
+def test_resume_is_bit_identical(backend, dropout_masks, tmp_path):
     """float64 with dropout on: weights, optimizer moments, schedule, batch position and dropout seeds all resume."""
     config = tiny_config("bert", dropout=True)
     data = seeded_data("bert", config, "seqcls", rows=20)
-    full = train(backend, config, data, tmp_path / "full")
-    train(backend, config, data, tmp_path / "cut", stop_after=7)  # into the second epoch, checkpoint-6 written
+    full = train(backend, config, data, tmp_path / "full", dropout_masks=dropout_masks)
+    # into the second epoch, checkpoint-6 written
+    train(backend, config, data, tmp_path / "cut", stop_after=7, dropout_masks=dropout_masks)
     assert latest_checkpoint(tmp_path / "cut").name == "checkpoint-6"
-    resumed = train(backend, config, data, tmp_path / "cut", resume=True)
+    resumed = train(backend, config, data, tmp_path / "cut", resume=True, dropout_masks=dropout_masks)
     assert resumed.state.step == full.state.step == 10
     assert (losses(resumed) == losses(full)).all()
     assert max_weight_diff(resumed.runner.get_params(), full.runner.get_params()) == 0.0

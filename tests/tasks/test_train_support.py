@@ -49,9 +49,10 @@ def seeded_data(family_name: str, config, head: str, rows: int, seq_len: int = 1
     return data
 
 
-def make_runner(backend: str, family_name: str, config, head: str, dtype: str, seed: int = 0):
+def make_runner(backend: str, family_name: str, config, head: str, dtype: str, seed: int = 0,
+                dropout_masks: str = "shared"):
     params = family(family_name).init_params(config, head, np.random.default_rng(seed))
-    return runner_class(backend)(family_name, config, head, params, dtype=dtype)
+    return runner_class(backend)(family_name, config, head, params, dtype=dtype, dropout_masks=dropout_masks)
 
 
 def make_trainer(runner, data: dict, output_dir, **settings) -> Trainer:
@@ -61,6 +62,16 @@ def make_trainer(runner, data: dict, output_dir, **settings) -> Trainer:
 
 def losses(trainer: Trainer) -> np.ndarray:
     return np.array([entry["loss"] for entry in trainer.state.log_history if "loss" in entry])
+
+
+def lstm_biases_summed(params: dict) -> dict:
+    """The weights with each LSTM's bias_ih + bias_hh as one array: the TF port holds Keras' one bias for
+    the pair (torch steps both halves, TF their sum), so only the sum is the same function everywhere."""
+    out = {name: value for name, value in params.items() if ".bias_hh_" not in name}
+    for name in out:
+        if ".bias_ih_" in name:
+            out[name] = np.asarray(params[name], np.float64) + np.asarray(params[name.replace("_ih_", "_hh_")])
+    return out
 
 
 def max_weight_diff(a: dict, b: dict) -> float:
