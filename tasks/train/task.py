@@ -179,11 +179,15 @@ class SquadTask(Task):
                             "test": [f"test-{version}.json"]}
 
     def load(self, split, tokenizer, limit=None):
-        """Windows of the first `limit` questions (transformers' run_qa counts windows instead)."""
+        """Windows of the first `limit` questions; for training also at most `limit` windows, as transformers'
+        run_qa.py counts --max-train-samples (an evaluation keeps every window of its questions)."""
         examples = read_squad(self.path(split))[:limit]
         o = self.options
         windows = squad_features(examples, tokenizer, o.max_seq_length, o.doc_stride, o.max_query_length)
-        return Split(windows.inputs, examples, windows)
+        inputs = windows.inputs
+        if split == "train" and limit is not None:
+            inputs = {name: array[:limit] for name, array in inputs.items()}
+        return Split(inputs, examples, windows)
 
     def decode(self, split, outputs):
         """(answers, null_odds) by question id."""

@@ -110,6 +110,21 @@ def test_features_sliding_windows(squad_file, tokenizer):
     assert features.inputs["start_positions"][:3].tolist() == [11, 0, 0]
 
 
+def test_max_train_samples_counts_windows_as_run_qa(squad_file, tokenizer):
+    """--max-train-samples N: the first N questions, then at most N of their windows (transformers' run_qa.py);
+    evaluation keeps every window of its first N questions."""
+    from tasks.train.task import Options, SquadTask
+
+    train_file = squad_file.with_name("train-v2.0.json")
+    train_file.write_text(squad_file.read_text(encoding="utf-8"), encoding="utf-8")
+    task = SquadTask("squad_v2", squad_file.parent, options=Options(max_seq_length=16, doc_stride=2))
+    train = task.load("train", tokenizer, limit=2)
+    assert len(train.examples) == 2 and len(train.inputs["input_ids"]) == 2  # 6 windows, 2 kept
+    assert train.inputs["input_ids"].tolist() == train.windows.inputs["input_ids"][:2].tolist()
+    dev = task.load("dev", tokenizer, limit=2)
+    assert len(dev.examples) == 2 and len(dev.inputs["input_ids"]) == 6
+
+
 def test_features_truncate_long_questions(tokenizer):
     example = SquadExample("q", "", "  where did the cat sit on the mat", CONTEXT, (SquadAnswer("the rug", 39),), False)
     features = squad_features([example], tokenizer, max_seq_length=40, doc_stride=8, max_query_length=4)
