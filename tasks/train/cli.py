@@ -122,7 +122,7 @@ class Job:
         a = self.args
         return runner_class(a.backend)(self.source.family, self.source.config, self.source.head, self.source.params,
                                        dtype=a.dtype, device=a.device, bf16=a.bf16, seed=a.seed,
-                                       dropout_masks=a.dropout_masks)
+                                       dropout_masks=getattr(a, "dropout_masks", "shared"))  # evaluate: no option
 
     def run(self) -> dict:
         """Train, evaluate and predict as asked; write the metrics JSON files; return all metrics."""

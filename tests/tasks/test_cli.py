@@ -141,10 +141,30 @@ def test_help_documents_every_option(capsys):
                  "--do-predict", "--epochs", "--learning-rate", "--batch-size", "--grad-accum", "--warmup-ratio",
                  "--weight-decay", "--max-grad-norm", "--max-seq-length", "--doc-stride", "--max-answer-length",
                  "--n-best", "--version-2-with-negative", "--eval-steps", "--save-steps", "--seed", "--device",
-                 "--resume", "--max-train-samples", "--dtype", "--overwrite-output-dir"):
+                 "--resume", "--max-train-samples", "--dtype", "--overwrite-output-dir", "--dropout-masks"):
         assert flag in text, flag
     for command in ("evaluate", "distill"):
         assert main([command, "--help"]) == 0
+
+
+@pytest.mark.skipif(len(BACKENDS) < 2, reason="needs two backends")
+def test_dropout_masks_option(model_folder, tmp_path, capsys):
+    """Dropout on (the model folder's 0.1): shared masks give every backend the same run, native ones do not."""
+    data = write_glue(tmp_path / "data")
+    losses = {}
+    for masks in ("shared", "native"):
+        for backend in BACKENDS[:2]:
+            code, stdout, err = run(capsys, "finetune", "--task", "sst-2", "--model", model_folder, "--backend",
+                                    backend, "--data-dir", data, "--output-dir", tmp_path / masks / backend,
+                                    "--do-train", "--max-steps", 3, "--batch-size", 4, "--learning-rate", 1e-3,
+                                    "--dtype", "float64", "--dropout-masks", masks, *SMALL)
+            assert code == 0, err
+            losses[masks, backend] = json.loads(stdout)["train_loss"]
+    first, second = BACKENDS[:2]
+    assert losses["shared", first] == pytest.approx(losses["shared", second], abs=1e-10)
+    assert abs(losses["native", first] - losses["native", second]) > 1e-6
+    assert run(capsys, "finetune", "--task", "sst-2", "--model", model_folder, "--backend", first, "--data-dir", data,
+               "--output-dir", tmp_path / "bad", "--do-train", "--dropout-masks", "own")[0] == 2
 
 
 @pytest.mark.skipif(len(BACKENDS) < 3, reason="needs the three frameworks installed")
