@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -98,3 +99,12 @@ def read_exact(handle, offset: int, shape: tuple, dtype: np.dtype, path) -> np.n
             raise WeightsError(f"{path}: truncated at byte {offset + done}")
         done += got
     return array
+
+
+def write_at(handle, offset: int, array: np.ndarray) -> None:
+    """Write the bytes of a C-contiguous array at `offset` of an unbuffered file (positioned writes,
+    which release the GIL)."""
+    view = memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+    done = 0
+    while done < len(view):
+        done += os.pwrite(handle.fileno(), view[done:], offset + done)
