@@ -11,7 +11,7 @@ transformers TF, each conversion in its own process. Targets:
   memory  = the converter process's peak RSS (getrusage RUSAGE_CHILDREN of a wrapper process that runs
             only it) <= 1.3 x the checkpoint size for .pdparams/.h5 output, <= 0.3 x for safetensors output
 
-    python bench/convert.py [--size xlarge|small] [--repeats 3] [--workdir DIR] [--json out.json]
+    python bench/convert.py [--size xlarge|small] [--repeats 5] [--workdir DIR] [--json out.json]
 """
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=("xlarge", "small"), default="xlarge", help="funnel-xlarge or funnel-small")
     parser.add_argument("--workdir", help="where the checkpoints go (default: a temporary directory, removed)")
-    parser.add_argument("--repeats", type=int, default=3, help="times are the best of this many runs (a shared "
+    parser.add_argument("--repeats", type=int, default=5, help="times are the best of this many runs (a shared "
                         "machine's noise only ever adds time)")
     parser.add_argument("--json", help="write the measurements")
     args = parser.parse_args()

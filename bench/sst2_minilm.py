@@ -50,7 +50,7 @@ def finetune(backend: str, seed: int, args, output: Path) -> dict:
                    backend, "--data-dir", args.data_dir, "--output-dir", str(output), "--do-train", "--do-eval",
                    "--max-train-samples", str(args.samples), "--seed", str(seed), *SETTINGS, *extra]
     started = time.perf_counter()
-    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0",
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "USE_TF": "0", "USE_FLAX": "0",  # transformers: torch only
            **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})}
     done = subprocess.run(command, check=True, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
     results = json.loads(done.stdout.strip().splitlines()[-1] if backend == "transformers"
