@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import pkgutil
 from pathlib import Path
 from types import ModuleType
 
+# what the user set, read before any framework loads (paddle sets OMP_NUM_THREADS to 1 when it is unset)
+USER_THREAD_SETTINGS = any(name in os.environ for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"))
 FRAMEWORKS = ("torch", "paddle", "tf")
 FRAMEWORK_PACKAGES = {"torch": "torch", "paddle": "paddle", "tf": "tensorflow"}
 # every sub-package of backends/ not starting with "_" is a family (its __init__ defines SPEC)
