@@ -10,16 +10,9 @@ from __future__ import annotations
 import paddle
 from paddle import nn
 
+from .._fw.paddle import sigmoid, tanh
 from .._fw.paddle_nn import Embedding
 from .weights import LSTM_DIRECTIONS
-
-
-def _in_float64(fn):
-    """fn evaluated in float64 and rounded to the input's dtype."""
-    return lambda x: fn(x.astype("float64")).astype(x.dtype)
-
-
-sigmoid, tanh = _in_float64(nn.functional.sigmoid), _in_float64(paddle.tanh)
 
 
 class LSTM(nn.Layer):

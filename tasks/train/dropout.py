@@ -40,14 +40,11 @@ class MaskStream:
         return scaled
 
 
-def share_dropout(layers, dropout_class, shared_class, masks: MaskStream) -> int:
+def share_dropout(layers, dropout_class, shared_class, masks: MaskStream) -> None:
     """Turn every `dropout_class` layer among `layers` into a `shared_class` (its subclass whose forward
     multiplies by a mask from `masks`). The layer keeps its place, name and rate; only its class changes,
-    so layers held in lists are reached too. Returns how many were turned."""
-    turned = 0
+    so layers held in lists are reached too."""
     for layer in layers:
         if type(layer) is dropout_class:
             layer.__class__ = shared_class
             layer.masks = masks
-            turned += 1
-    return turned
