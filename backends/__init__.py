@@ -16,9 +16,10 @@ from types import ModuleType
 USER_THREAD_SETTINGS = any(name in os.environ for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"))
 FRAMEWORKS = ("torch", "paddle", "tf")
 FRAMEWORK_PACKAGES = {"torch": "torch", "paddle": "paddle", "tf": "tensorflow"}
-# every sub-package of backends/ not starting with "_" is a family (its __init__ defines SPEC)
+# every sub-package of backends/ holding a PyTorch reference (modeling_torch.py) is a family (its __init__
+# defines SPEC); the others (checkpoints/, _fw/) are shared machinery
 FAMILIES = tuple(sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
-                        if m.ispkg and not m.name.startswith("_")))
+                        if m.ispkg and (Path(__file__).parent / m.name / "modeling_torch.py").is_file()))
 
 
 def family(name: str):

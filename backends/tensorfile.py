@@ -1,4 +1,4 @@
-"""Streaming safetensors I/O with numpy: write tensor by tensor, read memory-mapped.
+"""Streaming safetensors I/O with numpy: write tensor by tensor, read tensor by tensor with a validated header.
 
 The `safetensors` package writes a whole dict at once; parity and the converters write models far
 larger than one tensor, so the writer here lays out the header first and streams each tensor's bytes
@@ -8,6 +8,7 @@ Every write goes to a temporary name and is renamed at the end: no half-written 
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from contextlib import contextmanager
@@ -70,38 +71,50 @@ def save_arrays(path, arrays: Mapping[str, np.ndarray], metadata: Mapping[str, s
 
 
 CODE_DTYPES = {code: dtype for dtype, code in DTYPE_CODES.items()}
+MAX_HEADER_BYTES = 100 << 20  # the safetensors library's own limit
 
 
 class SafetensorsReader(Mapping):
     """Read-only mapping name -> numpy array over one safetensors file, one tensor read per access.
 
-    Tensors are read with plain positioned reads, not a memory map: a process that walks a file of
-    several GB (the parity comparison) then holds one tensor at a time, not every page it touched.
-    The header is checked against the file size, so a truncated file fails here, naming the file.
+    The one safetensors reader of the project (converters, parity, tasks). The header is validated as
+    the safetensors library does before anything is read: a JSON object of entries {dtype, shape,
+    data_offsets} with known dtype codes, non-negative integer shapes and offsets, byte ranges that match
+    the shapes and tile the data section exactly (no overlap, gap or shift: one tensor's bytes can never
+    be read as another's), and a file that ends where the last tensor does. Any violation is a
+    `WeightsError` naming the file and the entry.
+
+    Tensors are read with positioned reads into private buffers, not through a memory map: a process
+    that walks a file of several GB (the parity comparison, a conversion) then holds one tensor at a
+    time, not every page it touched, and the reads release the GIL.
     """
 
     def __init__(self, path):
         self.path = Path(path)
         if not self.path.is_file():
             raise WeightsError(f"{self.path}: no such file")
-        size = self.path.stat().st_size
+        with open(self.path, "rb", buffering=0) as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(8)
+            if len(head) < 8:
+                raise WeightsError(f"{self.path}: not a safetensors file (only {size} bytes)")
+            (length,) = struct.unpack("<Q", head)
+            if not 2 <= length <= min(size - 8, MAX_HEADER_BYTES):
+                raise WeightsError(f"{self.path}: not a safetensors file or truncated "
+                                   f"(header length {length}, file {size} bytes)")
+            blob = f.read(length)
         try:
-            with open(self.path, "rb") as f:
-                (length,) = struct.unpack("<Q", f.read(8))
-                if length > size - 8:
-                    raise ValueError("header longer than the file")
-                header = json.loads(f.read(length))
-            self._metadata = header.pop("__metadata__", None) or {}
-            self._base = 8 + length
-            self._entries = {}
-            for name, info in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
-                dtype, shape = CODE_DTYPES[info["dtype"]], tuple(info["shape"])
-                begin, end = info["data_offsets"]
-                if end - begin != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize or self._base + end > size:
-                    raise ValueError(f"tensor {name} does not fit the file (truncated?)")
-                self._entries[name] = (dtype, shape, begin)
-        except (ValueError, KeyError, TypeError, struct.error) as exc:  # json errors are ValueErrors
-            raise WeightsError(f"{self.path}: not a readable safetensors file ({exc})") from None
+            header = json.loads(blob.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:  # json errors are ValueErrors
+            raise WeightsError(f"{self.path}: corrupt safetensors header ({exc})") from None
+        if not isinstance(header, dict):
+            raise WeightsError(f"{self.path}: corrupt safetensors header (a JSON {type(header).__name__}, "
+                               "not an object)")
+        self._base = 8 + length
+        self._metadata = _metadata(header.pop("__metadata__", None), self.path)
+        self._entries = dict(sorted(((name, _entry(name, info, self.path)) for name, info in header.items()),
+                                    key=lambda item: item[1][2]))
+        _check_layout(self._entries, self._base, size, self.path)
 
     def metadata(self) -> dict:
         return dict(self._metadata)
@@ -109,14 +122,77 @@ class SafetensorsReader(Mapping):
     def shape(self, name: str) -> tuple:
         return self._entries[name][1]
 
+    def dtype(self, name: str) -> np.dtype:
+        return self._entries[name][0]
+
     def __getitem__(self, name: str) -> np.ndarray:
         dtype, shape, begin = self._entries[name]
-        count = int(np.prod(shape, dtype=np.int64))
-        array = np.fromfile(self.path, dtype=dtype.newbyteorder("<"), count=count, offset=self._base + begin)
-        return array.astype(dtype, copy=False).reshape(shape)
+        with open(self.path, "rb", buffering=0) as handle:
+            array = read_exact(handle, self._base + begin, shape, dtype.newbyteorder("<"), self.path)
+        return array.astype(dtype, copy=False)
 
     def __iter__(self):
         return iter(self._entries)
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _entry(name: str, info, path: Path) -> tuple[np.dtype, tuple, int]:
+    """(dtype, shape, first byte) of one header entry, every field checked."""
+    if not isinstance(info, dict):
+        raise WeightsError(f"{path}: header entry {name!r} is not an object")
+    code, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if not isinstance(code, str) or code not in CODE_DTYPES:
+        raise WeightsError(f"{path}: {name}: unknown dtype {code!r} (known: {', '.join(CODE_DTYPES)})")
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        raise WeightsError(f"{path}: {name}: shape {shape!r} is not a list of non-negative integers")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) and o >= 0 for o in offsets)
+            and offsets[0] <= offsets[1]):
+        raise WeightsError(f"{path}: {name}: data_offsets {offsets!r} are not two increasing non-negative integers")
+    dtype = CODE_DTYPES[code]
+    need = math.prod(shape) * dtype.itemsize
+    if offsets[1] - offsets[0] != need:
+        raise WeightsError(f"{path}: {name} spans {offsets[1] - offsets[0]} bytes, its shape {shape} needs {need}")
+    return dtype, tuple(shape), offsets[0]
+
+
+def _check_layout(entries: dict, base: int, size: int, path: Path) -> None:
+    """Entries (sorted by first byte) must tile the data section, bytes [base, size) of the file, exactly."""
+    end, previous = 0, None
+    for name, (dtype, shape, begin) in entries.items():
+        if begin != end:
+            where = f"after {previous}, which ends at data byte {end}" if previous else "at the start of the data"
+            raise WeightsError(f"{path}: {name} starts at data byte {begin}; expected {end} {where} "
+                               "(overlapping or shifted tensors)")
+        end, previous = begin + math.prod(shape) * dtype.itemsize, name
+    if base + end > size:
+        raise WeightsError(f"{path}: truncated: {previous} ends at byte {base + end}, the file has {size}")
+    if base + end < size:
+        raise WeightsError(f"{path}: {size - base - end} trailing bytes after the last tensor "
+                           f"({previous or 'none'}, ending at byte {base + end})")
+
+
+def _metadata(metadata, path: Path) -> dict:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise WeightsError(f"{path}: __metadata__ is not an object of strings")
+    return metadata
+
+
+def read_exact(handle, offset: int, shape: tuple, dtype: np.dtype, path) -> np.ndarray:
+    """A new array of `shape` filled from `offset` of an unbuffered file (positioned reads)."""
+    array = np.empty(shape, dtype)
+    view = memoryview(array.reshape(-1).view(np.uint8))
+    done = 0
+    while done < len(view):
+        got = os.preadv(handle.fileno(), [view[done:]], offset + done)
+        if not got:
+            raise WeightsError(f"{path}: truncated at byte {offset + done}")
+        done += got
+    return array

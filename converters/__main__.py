@@ -9,9 +9,9 @@ import os
 import signal
 import sys
 
+from backends.checkpoints import formats
 from backends.errors import BadInput
 
-from . import formats
 from .core import COMMANDS, DTYPES, Options, VerifyFailed, convert
 
 READS = {

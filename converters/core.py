@@ -1,4 +1,4 @@
-"""Checkpoint conversion: open a checkpoint through its format's rules, account for every key, and
+"""Checkpoint conversion: open a checkpoint through its format's rules (backends.checkpoints), and
 stream each tensor from the source format's layout to the target's into a directory that appears
 under its final name only when complete.
 """
@@ -9,21 +9,20 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 import backends
-from backends.errors import BadInput, ConfigError, WeightsError
-from backends.weights import ACTIONS, check_keys, check_shapes
-
-from . import formats
-from .rules import FormatRules, family_of_class, format_rules
+from backends.checkpoints import Checkpoint, formats, open_checkpoint
+from backends.checkpoints.rules import FormatRules, format_rules
+from backends.errors import BadInput, WeightsError
+from backends.run import run_backend
+from backends.weights import ACTIONS
 
 # command -> (source format, target format)
 COMMANDS = {
@@ -40,120 +39,6 @@ VERIFY_TOLERANCE = {"float32": 1e-4, "float16": 2e-2, "bfloat16": 1e-1}
 
 class VerifyFailed(Exception):
     """The converted checkpoint does not compute what the source computes (exit code 1)."""
-
-
-@dataclass
-class Checkpoint:
-    """A checkpoint in some format, seen through canonical names and layouts."""
-
-    fmt: str
-    source: formats.Source
-    family: str
-    config: object
-    head: str
-    rules: FormatRules
-    stored: dict  # canonical name -> stored name
-    skipped: list = field(default_factory=list)  # stored names that are not parameters (allowed by name)
-
-    def ref(self, canonical: str) -> formats.TensorRef:
-        return self.source.tensors[self.stored[canonical]]
-
-    def load(self, canonical: str) -> np.ndarray:
-        """One parameter in the canonical layout."""
-        return self.rules.rules.to_canonical(canonical, self.ref(canonical).load())
-
-    def params(self) -> Mapping:
-        """canonical name -> array, read when asked for (what `backends.build.build_model` takes)."""
-        return _LazyParams(self)
-
-    def close(self) -> None:
-        self.source.close()
-
-
-class _LazyParams(Mapping):
-    def __init__(self, checkpoint: Checkpoint):
-        self.checkpoint = checkpoint
-
-    def __getitem__(self, name):
-        return self.checkpoint.load(name)
-
-    def __iter__(self):
-        return iter(self.checkpoint.stored)
-
-    def __len__(self):
-        return len(self.checkpoint.stored)
-
-
-def open_checkpoint(fmt: str, path, family: str | None = None, head: str | None = None,
-                    allow_unknown=()) -> Checkpoint:
-    """Open the checkpoint directory `path` stored in format `fmt`, match its keys to a head of its
-    family (every parameter present, anything else a known non-parameter or allowed by name) and check
-    every shape against the config."""
-    source = formats.get(fmt).read(Path(path))
-    try:
-        family = _family(fmt, source, family)
-        spec = backends.family(family)
-        rules = format_rules(family, fmt)
-        for key, value in rules.config.items():
-            if source.config.get(key, value) != value:
-                raise ConfigError(f"{source.config_file}: {key}={source.config[key]!r} is not supported "
-                                  f"(only {value!r})")
-        config_dict = {k: v for k, v in source.config.items() if k not in rules.config and k != "architectures"}
-        config = spec.config_class.from_dict(config_dict, source=str(source.config_file))
-        head, stored, skipped = _match(spec, config, rules, source, head, allow_unknown)
-        shapes = spec.param_shapes(config, head)
-        check_shapes(shapes, stored, str(source.weights_file),
-                     shape_of=lambda name: _canonical_shape(rules, name, source.tensors[stored[name]].shape))
-    except BaseException:
-        source.close()
-        raise
-    return Checkpoint(fmt, source, family, config, head, rules, stored, skipped)
-
-
-def _family(fmt: str, source: formats.Source, family: str | None) -> str:
-    """--family, else the config's model_type, else the family whose classes name its architecture."""
-    if family:
-        if family not in backends.FAMILIES:
-            raise BadInput(f"unknown family {family!r}; known: {', '.join(backends.FAMILIES)}")
-        return family
-    model_type = source.config.get("model_type")
-    by_type = {backends.family(name).config_class.model_type: name for name in backends.FAMILIES}
-    if model_type:
-        if model_type not in by_type:
-            raise BadInput(f"{source.config_file}: model_type {model_type!r} is not a family we convert; "
-                           f"known: {', '.join(sorted(by_type))}")
-        return by_type[model_type]
-    for architecture in source.config.get("architectures") or []:
-        found = family_of_class(fmt, architecture, backends.FAMILIES)
-        if found:
-            return found
-    raise BadInput(f"{source.config_file}: no model_type or known architecture; pass --family")
-
-
-def _match(spec, config, rules: FormatRules, source: formats.Source, head, allow_unknown):
-    """(head, canonical -> stored name, skipped stored names) for the head the checkpoint holds: fewest
-    missing parameters, then shape mismatches, then unknown entries; the config's architecture breaks ties."""
-    if head is not None and head not in rules.classes:
-        raise BadInput(f"family {spec.name} has no head {head!r} in this format; heads: {', '.join(rules.classes)}")
-    found = set(source.tensors)
-    named = {h for h, cls in rules.classes.items() if cls in (source.config.get("architectures") or [])}
-    candidates = []
-    for name in [head or rules.default_head] if head or rules.default_head else list(rules.classes):
-        shapes = spec.param_shapes(config, name)
-        expected = rules.rules.target_names(shapes)  # stored -> canonical
-        mismatched = sum(_canonical_shape(rules, c, source.tensors[s].shape) != tuple(shapes[c])
-                         for s, c in expected.items() if s in found)
-        score = (len(set(expected) - found), mismatched, len(found - set(expected)), name not in named)
-        candidates.append((score, name, expected))
-    _, head, expected = min(candidates, key=lambda c: c[0])
-    allowed = [*rules.ignore, *allow_unknown]
-    check_keys(expected, found, f"{source.weights_file} (as {spec.name} {head})", allow_unexpected=allowed)
-    return head, {canonical: name for name, canonical in expected.items()}, sorted(found - set(expected))
-
-
-def _canonical_shape(rules: FormatRules, canonical: str, stored_shape: tuple) -> tuple:
-    """The canonical shape of a stored shape, computed on a zero-byte array."""
-    return rules.rules.to_canonical(canonical, np.empty(stored_shape, dtype="V0")).shape
 
 
 def _target_shape(rules: FormatRules, canonical: str, shape: tuple) -> tuple:
@@ -376,8 +261,6 @@ def verify(checkpoint: Checkpoint, fmt: str, path: Path, dtype: str | None, allo
 
 def port_outputs(fmt: str, path: str, family: str, head: str, fw: str, inputs: dict, allow_unknown=()) -> dict:
     """Outputs (float32, forward only) of our `fw` port holding the checkpoint at `path`."""
-    from parity.worker import run_backend
-
     checkpoint = open_checkpoint(fmt, path, family, head, allow_unknown)
     try:
         return run_backend(family, fw, checkpoint.config, head, checkpoint.params(), inputs, "float32", backward=False)

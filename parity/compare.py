@@ -8,7 +8,7 @@ from typing import Mapping
 import numpy as np
 
 from .tolerances import FLOAT32_UNIT_ROUNDOFF
-from .worker import GRAD_PREFIX
+from backends.run import GRAD_PREFIX
 
 
 @dataclass

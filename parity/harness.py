@@ -23,11 +23,11 @@ import numpy as np
 
 from backends import family as get_family, installed_frameworks, preset as get_preset, presets
 from backends.errors import BadInput
+from backends.run import GRAD_PREFIX, INPUT_EMBEDS
 from backends.tensorfile import SafetensorsReader, save_arrays, write_safetensors
 
 from .compare import TensorResult, common_names, diff_stats, float32_errors, kind_of, pooled_noise_ratio, ratio
 from .tolerances import Tolerances
-from .worker import GRAD_PREFIX, INPUT_EMBEDS
 
 DTYPES = ("float64", "float32")
 
@@ -91,21 +91,12 @@ class Report:
         }
 
 
-# weights file -> converters format, to recognise a checkpoint directory
-CHECKPOINT_FORMATS = (("model.safetensors", "hf"), ("model.safetensors.index.json", "hf"), ("pytorch_model.bin", "hf"),
-                      ("pytorch_model.bin.index.json", "hf"), ("model_state.pdparams", "paddle"),
-                      ("tf_model.h5", "tf"))
-
-
 def resolve_target(name: str, head: str | None = None, tiny: bool = False) -> Target:
-    """A preset name, or a checkpoint directory the converters can read (transformers, PaddleNLP)."""
+    """A preset name, or a checkpoint directory in any format backends.checkpoints reads."""
     if os.path.isdir(name):
-        from converters import open_checkpoint
+        from backends.checkpoints import detect_format, open_checkpoint
 
-        fmt = next((f for file, f in CHECKPOINT_FORMATS if os.path.isfile(os.path.join(name, file))), None)
-        if fmt is None:
-            raise BadInput(f"{name}: no checkpoint found (looked for {', '.join(f for f, _ in CHECKPOINT_FORMATS)})")
-        checkpoint = open_checkpoint(fmt, name, head=head)
+        checkpoint = open_checkpoint(detect_format(name), name, head=head)
         return Target(checkpoint.family, checkpoint.config, checkpoint.head, name, checkpoint)
     if name not in presets():
         raise BadInput(f"unknown target {name!r}: not a directory and not a preset "

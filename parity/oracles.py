@@ -30,7 +30,7 @@ def run_transformers(family_name: str, config, head: str, params, inputs: dict, 
     import torch
     import transformers
 
-    from .worker import flatten_outputs
+    from backends.run import flatten_outputs
 
     class_name = TRANSFORMERS_CLASSES.get(family_name, {}).get(head)
     if class_name is None:

@@ -1,10 +1,11 @@
 """Model folders: a preset or a saved model made ready for a task head, and saving one any backend loads.
 
-A saved model is transformers' layout: model.safetensors (canonical = transformers PyTorch names),
-config.json (the family config) and the tokenizer files. Loading matches the head's canonical names
-to the file's, with or without the base-model prefix (a transformers BertModel folder has no "bert."),
-and initialises what the file lacks (a fresh task head) with the family's numpy init, the same in
-every framework.
+A model folder is any checkpoint directory backends.checkpoints reads (transformers PyTorch or TF,
+PaddleNLP, our own saves), opened partially: the parameters the task head shares with the stored head
+are taken (a bare body's names lack the task head's `bert.`-like prefix), what the folder lacks (a fresh
+task head) gets the family's numpy init, the same in every framework, and stored tensors the task does not
+use (pre-training heads) are listed in a note. A saved model is transformers' layout: model.safetensors
+(canonical = transformers PyTorch names), config.json (the family config) and the tokenizer files.
 """
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from backends import FAMILIES, family, presets
-from backends.errors import WeightsError
-from backends.tensorfile import SafetensorsReader, save_arrays
+from backends.checkpoints import detect_format, open_checkpoint
+from backends.checkpoints.rules import format_rules
+from backends.errors import BadInput
+from backends.tensorfile import save_arrays
 
 from .loop import WEIGHTS_FILE
 from .task import TaskError
@@ -65,49 +68,50 @@ def parse_overrides(text: str | None) -> dict:
 
 def load_model(model: str, head: str, num_labels: int | None = None, overrides: dict | None = None,
                seed: int = 0) -> ModelSource:
-    """A preset (fresh numpy init) or a model folder (config.json, optional model.safetensors) for `head`."""
+    """A preset (fresh numpy init) or a model folder (a checkpoint, or config.json alone) for `head`."""
     known = presets()
     if model in known:
-        name, config, folder, stored = known[model].family, known[model].config, None, {}
+        name, config, folder, checkpoint = known[model].family, known[model].config, None, None
     else:
         folder = Path(model)
         if not (folder / CONFIG_FILE).is_file():
             raise TaskError(f"--model {model}: neither a preset nor a folder with {CONFIG_FILE}")
-        name = family_of(folder / CONFIG_FILE)
-        config = family(name).config_class.from_json_file(folder / CONFIG_FILE)
-        weights = folder / WEIGHTS_FILE
-        stored = SafetensorsReader(weights) if weights.is_file() else {}
-    spec = family(name)
-    if head not in spec.heads:
-        raise TaskError(f"--model {model}: family {name} has no {head} head (heads: {', '.join(spec.heads)})")
-    changes = dict(overrides or {})
-    if num_labels is not None:
-        changes["num_labels"] = num_labels
-    unknown = [key for key in changes if not hasattr(config, key)]
-    if unknown:
-        raise TaskError(f"--config-overrides: {name} configs have no {', '.join(unknown)}")
-    config = config.replace(**changes)
-    params, fresh, unused = head_params(spec, config, head, stored, seed, source=str(model))
+        checkpoint = _open_folder(folder)
+        if checkpoint is None:
+            name = family_of(folder / CONFIG_FILE)
+            config = family(name).config_class.from_json_file(folder / CONFIG_FILE)
+        else:
+            name, config = checkpoint.family, checkpoint.config
+    try:
+        spec = family(name)
+        if head not in spec.heads:
+            raise TaskError(f"--model {model}: family {name} has no {head} head (heads: {', '.join(spec.heads)})")
+        changes = dict(overrides or {})
+        if num_labels is not None:
+            changes["num_labels"] = num_labels
+        unknown = [key for key in changes if not hasattr(config, key)]
+        if unknown:
+            raise TaskError(f"--config-overrides: {name} configs have no {', '.join(unknown)}")
+        config = config.replace(**changes)
+        params = spec.init_params(config, head, np.random.default_rng(seed))
+        fresh, unused = list(params), []
+        if checkpoint is not None:
+            stored, fresh, unused = checkpoint.params_for(head, spec.param_shapes(config, head))
+            params.update(stored)
+            unused += checkpoint.skipped
+    finally:
+        if checkpoint is not None:
+            checkpoint.close()
     return ModelSource(name, config, head, params, folder, fresh, unused)
 
 
-def head_params(spec, config, head: str, stored, seed: int, source: str):
-    """(params, fresh, unused): the head's canonical parameters from `stored` (names with or without the
-    base-model prefix), the family's numpy init for the ones it lacks, and the stored names not used."""
-    shapes = spec.param_shapes(config, head)
-    params = spec.init_params(config, head, np.random.default_rng(seed))
-    fresh, used = [], set()
-    for name, shape in shapes.items():
-        found = next((key for key in (name, name.partition(".")[2]) if key in stored), None)
-        if found is None:
-            fresh.append(name)
-            continue
-        array = stored[found]
-        if tuple(array.shape) != tuple(shape):
-            raise WeightsError(f"{source}: {found} has shape {list(array.shape)}, the {head} head needs {list(shape)}")
-        params[name] = array
-        used.add(found)
-    return params, fresh, [key for key in stored if key not in used]
+def _open_folder(folder: Path):
+    """The folder's checkpoint opened partially, or None when it holds a config but no weights file."""
+    try:
+        fmt = detect_format(folder)
+    except BadInput:
+        return None
+    return open_checkpoint(fmt, folder, partial=True)
 
 
 def save_model(folder, source: ModelSource, params: dict, tokenizer=None) -> None:
@@ -115,6 +119,9 @@ def save_model(folder, source: ModelSource, params: dict, tokenizer=None) -> Non
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_arrays(folder / WEIGHTS_FILE, params, metadata={"format": "pt"})  # transformers checks the format tag
-    (folder / CONFIG_FILE).write_text(source.config.to_json_string())
+    classes = format_rules(source.family, "hf").classes
+    config = {**source.config.to_dict(), "architectures": [classes[source.head]]} if source.head in classes \
+        else source.config.to_dict()
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     if tokenizer is not None:
         tokenizer.save_pretrained(str(folder))

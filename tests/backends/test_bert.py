@@ -20,7 +20,7 @@ from backends.bert.modeling_torch import MASK_BIAS
 from backends.build import build_model, export_params
 from backends.errors import ConfigError, WeightsError
 from backends.weights import perturb_constants
-from parity.worker import projection, run_backend
+from backends.run import projection, run_backend
 
 from ..conftest import BACKENDS
 

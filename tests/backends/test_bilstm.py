@@ -14,7 +14,7 @@ from backends.bilstm.weights import LSTM_DIRECTIONS, parameter_count
 from backends.build import build_model, export_params
 from backends.errors import ConfigError, WeightsError
 from backends.weights import perturb_constants
-from parity.worker import run_backend
+from backends.run import run_backend
 
 from ..conftest import BACKENDS
 

@@ -186,7 +186,7 @@ LOAD_JOBS = [replace(_job("load", "model"), kind="load", mutation=mutation) for 
 # ---------------------------------------------------------------- child side: one framework per process
 
 def _run_port(fw: str, job: Job) -> dict:
-    from parity.worker import run_backend
+    from backends.run import run_backend
 
     params, inputs = job.arrays()
     return run_backend("funnel", fw, job.config, job.head, params, inputs, job.dtype, backward=job.dtype == "float64")
@@ -202,7 +202,7 @@ def _run_load(fw: str, job: Job) -> dict:
 
 def _oracle_outputs(output, to_numpy) -> dict:
     """last_hidden_state, hidden_states.<i> and attentions.<i> of a transformers-style output."""
-    from parity.worker import flatten_outputs
+    from backends.run import flatten_outputs
 
     named = {"last_hidden_state": output["last_hidden_state"], "hidden_states": output["hidden_states"],
              "attentions": output["attentions"]}

@@ -14,7 +14,7 @@ from backends.bert.modeling_torch import MASK_BIAS
 from backends.errors import ConfigError
 from backends.tinybert.config import TinyBertConfig
 from backends.tinybert.weights import CHECKPOINT_RULES, PADDLENLP_UNUSED, WEIGHTS
-from parity.worker import run_backend
+from backends.run import run_backend
 
 from ..conftest import BACKENDS
 from .test_bert import (

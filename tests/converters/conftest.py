@@ -1,6 +1,7 @@
 """Tiny random checkpoints written by the tests, the CLI, and one worker process per framework."""
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import multiprocessing
@@ -15,14 +16,15 @@ import pytest
 from backends import FAMILIES as REGISTERED, family
 from backends.tensorfile import save_arrays
 from backends.weights import perturb_constants
+from backends.checkpoints.rules import format_rules
 from converters.__main__ import main
-from converters.rules import format_rules
 
 from ..conftest import REPO
 from . import oracles
 
-# families with converter rules, and their heads in transformers' format
-FAMILIES = [name for name in REGISTERED if importlib.util.find_spec(f"converters.rules.{name}")]
+# families the converters move between frameworks (rules for every format), and their heads in transformers' format
+FAMILIES = [name for name in REGISTERED if importlib.util.find_spec(f"backends.checkpoints.rules.{name}")
+            and {"hf", "paddle", "tf"} <= set(importlib.import_module(f"backends.checkpoints.rules.{name}").FORMATS)]
 FAMILY_HEADS = [(name, head) for name in FAMILIES for head in format_rules(name, "hf").classes]
 
 

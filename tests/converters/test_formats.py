@@ -11,9 +11,9 @@ import pytest
 from safetensors.numpy import load_file
 
 from backends.tensorfile import save_arrays
-from converters import open_checkpoint
+from backends.checkpoints import open_checkpoint
 from converters.core import transpose
-from converters.formats import hf_tf
+from backends.checkpoints.formats import hf_tf
 
 from .conftest import cli, convert, random_params, tiny_config, write_hf
 from .oracles import paddle_load, torch_save

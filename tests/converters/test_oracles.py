@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from backends import family
-from converters.rules import format_rules
+from backends.checkpoints.rules import format_rules
 
 from .conftest import FAMILY_HEADS, convert, inputs_for, tiny_config, write_hf
 from .oracles import max_diff, our_port, paddlenlp, transformers_tf, transformers_torch

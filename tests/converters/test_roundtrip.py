@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from converters import open_checkpoint
-from converters.formats import bfloat16
-from converters.rules import format_rules
+from backends.checkpoints import open_checkpoint
+from backends.checkpoints.formats import bfloat16
+from backends.checkpoints.rules import format_rules
 
 from .conftest import FAMILY_HEADS, convert, write_hf
 

@@ -17,7 +17,8 @@ from typing import Callable
 
 import numpy as np
 
-from backends.errors import BadInput, ConfigError, WeightsError
+from backends.errors import BadInput, ConfigError
+from backends.tensorfile import read_exact  # noqa: F401 (the formats read through it)
 
 # format name -> module (hf: transformers PyTorch, tf: transformers TF h5, paddle: PaddleNLP, tf1bert: Google)
 MODULES = {"hf": "hf_torch", "tf": "hf_tf", "paddle": "paddlenlp", "tf1bert": "tf1_bert"}
@@ -85,20 +86,6 @@ def first_file(directory: Path, names, what: str) -> Path:
         if (directory / name).is_file():
             return directory / name
     raise BadInput(f"{directory}: no {what} found (looked for {', '.join(names)})")
-
-
-def read_exact(handle, offset: int, shape: tuple, dtype: np.dtype, path) -> np.ndarray:
-    """A new array of `shape` filled from `offset` of an unbuffered file."""
-    array = np.empty(shape, dtype)
-    view = memoryview(array.reshape(-1).view(np.uint8))
-    handle.seek(offset)
-    done = 0
-    while done < len(view):
-        got = handle.readinto(view[done:])
-        if not got:
-            raise WeightsError(f"{path}: truncated at byte {offset + done}")
-        done += got
-    return array
 
 
 def write_at(handle, offset: int, array: np.ndarray) -> None:

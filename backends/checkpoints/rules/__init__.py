@@ -1,4 +1,4 @@
-"""External-format name rules per family, as data: converters/rules/<family>.py defines `FORMATS`.
+"""External-format name rules per family, as data: backends/checkpoints/rules/<family>.py defines `FORMATS`.
 
 Each format's rows map canonical names (transformers PyTorch `state_dict` names) to the names the format
 stores: PaddleNLP state-dict keys, transformers' Keras weight names below the model scope
@@ -41,7 +41,7 @@ def format_rules(family: str, fmt: str) -> FormatRules:
     except ModuleNotFoundError as exc:
         if exc.name != f"{__name__}.{family}":
             raise
-        raise BadInput(f"family {family!r} has no converter rules (converters/rules/{family}.py)") from None
+        raise BadInput(f"family {family!r} has no checkpoint rules (backends/checkpoints/rules/{family}.py)") from None
     if fmt not in module.FORMATS:
         raise BadInput(f"family {family!r} cannot be stored in format {fmt!r}; "
                        f"formats: {', '.join(sorted(module.FORMATS))}")

@@ -1,30 +1,24 @@
 """transformers PyTorch directories: config.json + model.safetensors (or sharded, or pytorch_model.bin).
 
-safetensors files are read tensor by tensor with positioned reads into private buffers, not through a
-memory map: pages of a map stay resident (and count as the process's memory) until it is closed, so a
-mapped model would cost its whole size; a read costs one tensor.
+safetensors files are read tensor by tensor through `backends.tensorfile.SafetensorsReader` (positioned
+reads into private buffers, not a memory map: pages of a map stay resident and count as the process's
+memory, so a mapped model would cost its whole size; a read costs one tensor).
 """
 from __future__ import annotations
 
-import json
-import struct
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 
 from backends.errors import WeightsError
-from backends.tensorfile import write_safetensors
+from backends.tensorfile import SafetensorsReader, write_safetensors
 
-from . import Source, TensorRef, bfloat16, first_file, read_exact, read_json, write_json
+from . import Source, TensorRef, bfloat16, first_file, read_json, write_json
 
 TITLE = "transformers PyTorch"
 FRAMEWORK = "torch"
 CONFIG = "config.json"
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-_CODES = {"F64": "float64", "F32": "float32", "F16": "float16", "I64": "int64", "I32": "int32", "I16": "int16",
-          "I8": "int8", "U8": "uint8", "BOOL": "bool"}
-_MAX_HEADER = 100 << 20
 
 
 def read(path: Path) -> Source:
@@ -34,6 +28,9 @@ def read(path: Path) -> Source:
         weight_map = read_json(weights).get("weight_map")
         if not isinstance(weight_map, dict):
             raise WeightsError(f"{weights}: no weight_map")
+        for name, shard in weight_map.items():  # shards are files beside the index, nothing elsewhere
+            if not isinstance(shard, str) or Path(shard).name != shard or shard in ("", ".", ".."):
+                raise WeightsError(f"{weights}: weight_map names {shard!r} for {name}: not a file name in {path}")
         shards = {}
 
         def close():
@@ -67,42 +64,10 @@ def _open(path: Path):
 
 
 def _open_safetensors(path: Path):
-    """Header of a safetensors file, checked against the file size; tensors read on demand."""
-    size = path.stat().st_size
-    handle = open(path, "rb", buffering=0)
-    try:
-        head = handle.read(8)
-        length = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
-        if not 0 < length <= min(size - 8, _MAX_HEADER):
-            raise WeightsError(f"{path}: not a safetensors file or truncated "
-                               f"(header length {length}, file {size} bytes)")
-        try:
-            header = json.loads(handle.read(length))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise WeightsError(f"{path}: corrupt safetensors header") from None
-        tensors = {name: _safetensors_ref(path, handle, 8 + length, name, info)
-                   for name, info in header.items() if name != "__metadata__"}
-        if tensors:
-            last = max(tensors, key=lambda name: header[name]["data_offsets"][1])
-            if 8 + length + header[last]["data_offsets"][1] > size:
-                raise WeightsError(f"{path}: truncated: {last} ends at byte "
-                                   f"{8 + length + header[last]['data_offsets'][1]}, the file has {size}")
-    except BaseException:
-        handle.close()
-        raise
-    return tensors, handle.close
-
-
-def _safetensors_ref(path, handle, base, name, info) -> TensorRef:
-    try:
-        code, shape, (begin, end) = info["dtype"], tuple(int(d) for d in info["shape"]), info["data_offsets"]
-        dtype = bfloat16() if code == "BF16" else np.dtype(_CODES[code])
-    except (KeyError, TypeError, ValueError):
-        raise WeightsError(f"{path}: corrupt header entry for {name}") from None
-    if end - begin != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize or begin < 0:
-        raise WeightsError(f"{path}: {name} spans {end - begin} bytes, its shape {list(shape)} needs "
-                           f"{int(np.prod(shape, dtype=np.int64)) * dtype.itemsize}")
-    return TensorRef(shape, dtype, partial(read_exact, handle, base + begin, shape, dtype, path))
+    """Tensors of a safetensors file through the project's one validated reader, read on demand."""
+    reader = SafetensorsReader(path)
+    return {name: TensorRef(reader.shape(name), reader.dtype(name), partial(reader.__getitem__, name))
+            for name in reader}, lambda: None
 
 
 def _open_torch(path: Path):

@@ -1,0 +1,66 @@
+"""One backend's run, in this process: build a port holding given weights, run forward and backward of
+the fixed parity loss, and return named outputs and canonical-named gradients as numpy arrays.
+
+The parity harness runs it in a worker process per backend (parity/worker.py); the converters' --verify
+runs it forward only. It lives below both so that neither imports the other.
+"""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+GRAD_PREFIX = "grad."
+INPUT_EMBEDS = "inputs_embeds"
+
+
+def projection(name: str, shape: tuple, seed: int) -> np.ndarray:
+    """The fixed random projection of output `name` in the parity loss (the same in every backend)."""
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+    return rng.standard_normal(shape)
+
+
+def flatten_outputs(outputs: dict) -> dict:
+    """{"hidden_states": [a, b]} -> {"hidden_states.0": a, "hidden_states.1": b}; other keys unchanged."""
+    flat = {}
+    for key, value in outputs.items():
+        if isinstance(value, (list, tuple)):
+            flat.update({f"{key}.{i}": item for i, item in enumerate(value)})
+        else:
+            flat[key] = value
+    return flat
+
+
+def run_backend(family_name: str, fw: str, config, head: str, params, inputs: dict, dtype: str,
+                backward: bool = True, seed: int = 0) -> dict:
+    """Outputs ("loss", final outputs, hidden states...) and, with backward, "grad.<param>" and
+    "grad.inputs_embeds", all as numpy arrays in canonical names and layouts."""
+    from backends import family, framework
+    from backends.build import build_model, canonical_grads
+
+    spec = family(family_name)
+    adapter = framework(fw)
+    adapter.deterministic()
+    adapter.seed(seed)
+    model = build_model(family_name, fw, config, head, params, dtype=dtype)
+    tensors = {name: adapter.from_numpy(array) for name, array in inputs.items()}
+    final = spec.final_outputs[head]
+
+    def forward():
+        embeds = model.get_input_embeddings()(tensors["input_ids"])
+        outputs = model(**tensors, inputs_embeds=embeds)
+        loss = sum(adapter.dot(outputs[name], projection(name, tuple(outputs[name].shape), seed).astype(dtype))
+                   for name in final)
+        return loss, outputs, {INPUT_EMBEDS: embeds}
+
+    if backward:
+        loss, outputs, grads, watched = adapter.value_and_grads(model, forward)
+        grads = {**canonical_grads(grads, family_name, fw), INPUT_EMBEDS: adapter.to_numpy(watched[INPUT_EMBEDS])}
+    else:
+        with adapter.no_grad():
+            loss, outputs, _ = forward()
+        grads = {}
+    results = {"loss": np.asarray(adapter.to_numpy(loss)).reshape(())}
+    results.update({name: adapter.to_numpy(t) for name, t in flatten_outputs(outputs).items()})
+    results.update({GRAD_PREFIX + name: g for name, g in grads.items()})
+    return results
