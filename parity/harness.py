@@ -2,7 +2,7 @@
 
 Weights and inputs are made once with numpy (seeded, tensor by tensor) and written to safetensors;
 every worker loads them through the family's rules and writes named outputs and gradients; the
-parent compares them tensor by tensor from memory-mapped files, so it never holds a model.
+parent compares them tensor by tensor, one tensor read at a time, so it never holds a model.
 """
 from __future__ import annotations
 
