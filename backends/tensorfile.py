@@ -204,12 +204,18 @@ def _entry(name: str, info, path: Path) -> tuple[np.dtype, tuple, int]:
             and offsets[0] <= offsets[1]):
         raise WeightsError(f"{path}: {name}: data_offsets {offsets!r} are not two increasing non-negative integers")
     dtype = CODE_DTYPES[code]
-    if len(shape) > MAX_DIMS or math.prod(max(d, 1) for d in shape) * dtype.itemsize >= 2**63:
+    if not array_fits(shape, dtype.itemsize):
         raise WeightsError(f"{path}: {name}: shape {shape} is larger than any array")  # numpy's limits
     need = math.prod(shape) * dtype.itemsize
     if offsets[1] - offsets[0] != need:
         raise WeightsError(f"{path}: {name} spans {offsets[1] - offsets[0]} bytes, its shape {shape} needs {need}")
     return dtype, tuple(shape), offsets[0]
+
+
+def array_fits(shape, itemsize: int) -> bool:
+    """Whether numpy can make an array of `shape` (non-negative sizes): at most 64 dimensions, and the
+    non-zero sizes' product, in bytes, under 2**63 (numpy checks it even when a size is 0)."""
+    return len(shape) <= MAX_DIMS and math.prod(max(d, 1) for d in shape) * itemsize < 2**63
 
 
 def _check_layout(entries: dict, base: int, size: int, path: Path) -> None:
