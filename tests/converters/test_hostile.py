@@ -195,8 +195,17 @@ def group_link(h5, name, data, tmp_path):
     return "is an external link to another file"
 
 
+def two_weights_one_name(h5, name, data, tmp_path):
+    """Another layer lists a different dataset under the same weight name (a tied weight is one dataset)."""
+    layer, weight = name.split("/", 2)[1:]
+    h5.create_group("twin").create_dataset(weight, data=data + 1)
+    h5["twin"].attrs["weight_names"] = [weight.encode()]
+    h5.attrs["layer_names"] = [*(n if isinstance(n, bytes) else n.encode() for n in h5.attrs["layer_names"]), b"twin"]
+    return "two different weights are named"
+
+
 @pytest.mark.parametrize("change", [external_storage, external_link, soft_link, virtual_dataset, plugin_filter,
-                                    strings, group_link], ids=lambda f: f.__name__)
+                                    strings, group_link, two_weights_one_name], ids=lambda f: f.__name__)
 def test_h5_reading_outside_the_file_is_refused(tmp_path, source, capsys, change):
     tf = tmp_path / "tf"
     assert convert("hf2tf", source, tf) == 0
@@ -208,7 +217,7 @@ def test_h5_reading_outside_the_file_is_refused(tmp_path, source, capsys, change
     assert convert("tf2hf", tf, tmp_path / "out") == 2
     error = one_line_error(capsys)
     assert error.startswith(f"error: {tf / 'tf_model.h5'}: ") and says in error, error
-    where = "/" + name.split("/")[1] if change is group_link else name
+    where = {group_link: "/" + name.split("/")[1], two_weights_one_name: name.split("/", 3)[3]}.get(change, name)
     assert where in error
     assert only(tmp_path) == before
 

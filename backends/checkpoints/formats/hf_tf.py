@@ -46,7 +46,7 @@ def read(path: Path) -> Source:
 
     try:
         size = weights.stat().st_size
-        tensors = {}
+        tensors, datasets = {}, {}
         for layer in _attribute(handle, "layer_names"):
             group = _inside(handle, layer, weights)
             for weight in _attribute(group, "weight_names"):
@@ -55,8 +55,11 @@ def read(path: Path) -> Source:
                     raise WeightsError(f"{weights}: {dataset.name} is a group, not a weight")
                 _check_dataset(dataset, weights, size)
                 name = weight.partition("/")[2] or weight  # drop the model scope, as transformers does
-                if name in tensors:
-                    raise WeightsError(f"{weights}: two weights are named {name} (in {layer})")
+                if name in datasets:  # a tied weight: listed in two layers, one dataset (hard links)
+                    if datasets[name] != dataset:
+                        raise WeightsError(f"{weights}: two different weights are named {name} (in {layer})")
+                    continue
+                datasets[name] = dataset
                 tensors[name] = TensorRef(tuple(dataset.shape), dataset.dtype, _loader(dataset, raw, weights))
     except BaseException as exc:
         close()
