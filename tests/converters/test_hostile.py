@@ -129,6 +129,15 @@ def test_sharded_index_names_files_beside_it_only(tmp_path, source, capsys, shar
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("file", ["config.json", "model.safetensors.index.json"])
+def test_deeply_nested_json(tmp_path, source, capsys, file):
+    (source / file).write_text("[" * 100000 + "]" * 100000)
+    if file.endswith("index.json"):
+        (source / WEIGHTS).unlink()  # the index is read when there is no single weights file
+    assert convert("hf2paddle", source, tmp_path / "out") == 2
+    assert one_line_error(capsys) == f"error: {source / file}: not valid JSON (nested too deeply)"
+
+
 # ---- h5 files that reach outside themselves ----
 
 def first_weight(h5) -> str:
