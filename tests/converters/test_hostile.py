@@ -22,7 +22,7 @@ from backends.tensorfile import SafetensorsReader
 from ..backends.test_tensorfile_hostile import MALFORMED, first_tensor, malformed, second_tensor, split
 from ..conftest import REPO
 from .conftest import convert, write_hf
-from .test_errors import only, one_line_error
+from .test_errors import Evil, only, one_line_error
 
 WEIGHTS = "model.safetensors"
 
@@ -136,6 +136,18 @@ def test_deeply_nested_json(tmp_path, source, capsys, file):
         (source / WEIGHTS).unlink()  # the index is read when there is no single weights file
     assert convert("hf2paddle", source, tmp_path / "out") == 2
     assert one_line_error(capsys) == f"error: {source / file}: not valid JSON (nested too deeply)"
+
+
+def test_pytorch_model_bin_runs_no_code(tmp_path, source, capsys):
+    """pytorch_model.bin is loaded with torch.load(weights_only=True): a pickled call is refused, never run."""
+    import torch
+
+    marker = tmp_path / "pwned"
+    (source / WEIGHTS).unlink()
+    torch.save({"embeddings.word_embeddings.weight": Evil(marker)}, source / "pytorch_model.bin")
+    assert convert("hf2paddle", source, tmp_path / "out") == 2
+    assert one_line_error(capsys).startswith(f"error: {source / 'pytorch_model.bin'}: cannot load (")
+    assert only(tmp_path) == ["source"]
 
 
 # ---- h5 files that reach outside themselves ----
