@@ -4,6 +4,8 @@ under its final name only when complete.
 """
 from __future__ import annotations
 
+import ctypes
+import errno
 import multiprocessing
 import os
 import shutil
@@ -268,14 +270,34 @@ def atomic_dir(path: Path, replace: bool):
         if path.exists() or path.is_symlink():
             if not replace:
                 raise BadInput(f"{path}: already exists; pass --force to replace it")
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+            if not _exchange(tmp, path):  # then `tmp` holds the old output, removed below
+                old = path.with_name(f".{path.name}.old-{os.getpid()}")
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
         else:
             os.replace(tmp, path)
     finally:
+        if tmp.is_symlink() or tmp.is_file():  # the replaced output was a link or a file
+            tmp.unlink()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _exchange(new: Path, old: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE): DST is always either the old or the
+    new output, and a kill leaves at most `.DST.partial-PID`, which the next run removes. False where the
+    system or file system cannot (then DST is replaced in two renames)."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # not glibc 2.28+
+        return False
+    at_cwd, rename_exchange = -100, 2
+    if renameat2(at_cwd, os.fsencode(new), at_cwd, os.fsencode(old), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(old))
 
 
 def verify(checkpoint: Checkpoint, fmt: str, path: Path, dtype: str | None, allow_unknown=()) -> dict:

@@ -292,6 +292,26 @@ def test_stale_partial_output_of_a_killed_run_is_removed(tmp_path, source, capsy
     assert only(tmp_path) == ["out", "source"]
 
 
+@pytest.mark.parametrize("exchange", [True, False], ids=["one-step", "two-renames"])
+def test_force_replaces_a_folder_a_file_or_a_link(tmp_path, source, monkeypatch, exchange):
+    """--force swaps DST in one step where the system can (else two renames); a link is replaced, never
+    followed; nothing else is left."""
+    if not exchange:
+        monkeypatch.setattr("converters.core._exchange", lambda new, old: False)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "old.txt").write_text("old")
+    (tmp_path / "file").write_text("old")
+    (tmp_path / "target").mkdir()
+    (tmp_path / "target" / "kept.txt").write_text("kept")
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    for dst in ("folder", "file", "link"):
+        assert convert("hf2paddle", source, tmp_path / dst, "--force") == 0
+        assert not (tmp_path / dst).is_symlink() and "model_state.pdparams" in only(tmp_path / dst)
+    assert only(tmp_path / "folder") == ["config.json", "model_config.json", "model_state.pdparams", "vocab.txt"]
+    assert only(tmp_path / "target") == ["kept.txt"]
+    assert only(tmp_path) == ["file", "folder", "link", "source", "target"]
+
+
 def test_ctrl_c_while_starting_up(tmp_path, source):
     """Ctrl-C while numpy and the formats load (the first half second): no traceback, nothing written."""
     process = subprocess.Popen([sys.executable, "-m", "converters", "hf2paddle", source, tmp_path / "out"], cwd=REPO,
