@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import struct
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
@@ -27,11 +29,44 @@ DTYPE_CODES = {
 }
 
 
+def partial_path(path: Path) -> Path:
+    """The temporary sibling `.NAME.partial-PID` this process writes `path` under, after removing the
+    ones that processes no longer alive left behind (killed with SIGKILL, or by a crash of the machine):
+    said on stderr, one line each. A process still running keeps its own."""
+    path = Path(path)
+    prefix = f".{path.name}.partial-"
+    try:
+        siblings = [s for s in path.parent.iterdir() if s.name.startswith(prefix)] if path.parent.is_dir() else []
+    except OSError:  # an unreadable folder: the write reports it
+        siblings = []
+    for stale in siblings:
+        pid = stale.name[len(prefix):]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            try:
+                shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
+            except OSError as exc:
+                print(f"warning: cannot remove {stale}, left by process {pid}, which has ended ({exc.strerror})",
+                      file=sys.stderr)
+            else:
+                print(f"note: removed {stale}, left by process {pid}, which has ended", file=sys.stderr)
+    return path.with_name(f"{prefix}{os.getpid()}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary sibling of `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    tmp = partial_path(path)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -72,6 +107,7 @@ def save_arrays(path, arrays: Mapping[str, np.ndarray], metadata: Mapping[str, s
 
 CODE_DTYPES = {code: dtype for dtype, code in DTYPE_CODES.items()}
 MAX_HEADER_BYTES = 100 << 20  # the safetensors library's own limit
+MAX_DIMS = 64  # numpy's
 
 
 class SafetensorsReader(Mapping):
@@ -104,16 +140,18 @@ class SafetensorsReader(Mapping):
                                    f"(header length {length}, file {size} bytes)")
             blob = f.read(length)
         try:
-            header = json.loads(blob.decode("utf-8"))
+            header = json.loads(blob.decode("utf-8"), object_pairs_hook=_unique_keys)
         except (UnicodeDecodeError, ValueError) as exc:  # json errors are ValueErrors
             raise WeightsError(f"{self.path}: corrupt safetensors header ({exc})") from None
+        except RecursionError:
+            raise WeightsError(f"{self.path}: corrupt safetensors header (nested too deeply)") from None
         if not isinstance(header, dict):
             raise WeightsError(f"{self.path}: corrupt safetensors header (a JSON {type(header).__name__}, "
                                "not an object)")
         self._base = 8 + length
         self._metadata = _metadata(header.pop("__metadata__", None), self.path)
         self._entries = dict(sorted(((name, _entry(name, info, self.path)) for name, info in header.items()),
-                                    key=lambda item: item[1][2]))
+                                    key=lambda item: (item[1][2], math.prod(item[1][1]) > 0)))  # empty first
         _check_layout(self._entries, self._base, size, self.path)
 
     def metadata(self) -> dict:
@@ -138,6 +176,17 @@ class SafetensorsReader(Mapping):
         return len(self._entries)
 
 
+def _unique_keys(pairs: list) -> dict:
+    """A JSON object whose keys are all different (json keeps the last of repeated keys silently: a
+    repeated tensor name would hide an entry)."""
+    found = {}
+    for key, value in pairs:
+        if key in found:
+            raise ValueError(f"key {key!r} appears twice")
+        found[key] = value
+    return found
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -155,10 +204,18 @@ def _entry(name: str, info, path: Path) -> tuple[np.dtype, tuple, int]:
             and offsets[0] <= offsets[1]):
         raise WeightsError(f"{path}: {name}: data_offsets {offsets!r} are not two increasing non-negative integers")
     dtype = CODE_DTYPES[code]
+    if not array_fits(shape, dtype.itemsize):
+        raise WeightsError(f"{path}: {name}: shape {shape} is larger than any array")  # numpy's limits
     need = math.prod(shape) * dtype.itemsize
     if offsets[1] - offsets[0] != need:
         raise WeightsError(f"{path}: {name} spans {offsets[1] - offsets[0]} bytes, its shape {shape} needs {need}")
     return dtype, tuple(shape), offsets[0]
+
+
+def array_fits(shape, itemsize: int) -> bool:
+    """Whether numpy can make an array of `shape` (non-negative sizes): at most 64 dimensions, and the
+    non-zero sizes' product, in bytes, under 2**63 (numpy checks it even when a size is 0)."""
+    return len(shape) <= MAX_DIMS and math.prod(max(d, 1) for d in shape) * itemsize < 2**63
 
 
 def _check_layout(entries: dict, base: int, size: int, path: Path) -> None:

@@ -2,17 +2,30 @@
 and Google's TF1 BERT formats. Exit codes: 0 done, 1 --verify found a difference, 2 bad input."""
 from __future__ import annotations
 
-import argparse
-import ctypes
-import json
 import os
 import signal
 import sys
 
-from backends.checkpoints import formats
-from backends.errors import BadInput
 
-from .core import COMMANDS, DTYPES, Options, VerifyFailed, convert
+def _exit_early(signum, frame):
+    """Ctrl-C or SIGTERM before the conversion starts (while numpy, the formats and the frameworks load):
+    nothing was written yet; exit without a traceback."""
+    print("interrupted: nothing written", file=sys.stderr)
+    sys.exit(130)
+
+
+if __name__ == "__main__":  # first of all: the imports below take half a second or more
+    signal.signal(signal.SIGINT, _exit_early)
+    signal.signal(signal.SIGTERM, _exit_early)
+
+import argparse  # noqa: E402
+import ctypes  # noqa: E402
+import json  # noqa: E402
+
+from backends.checkpoints import formats  # noqa: E402
+from backends.errors import BadInput  # noqa: E402
+
+from .core import COMMANDS, DTYPES, Options, VerifyFailed, check_output_file, convert  # noqa: E402
 
 READS = {
     "hf": "a transformers PyTorch directory (config.json + model.safetensors, sharded safetensors or "
@@ -63,6 +76,9 @@ def main(argv=None) -> int:
     options = Options(family=args.family, head=args.head, dtype=args.dtype, force=args.force, strict=args.strict,
                       verify=args.verify, allow_unknown=tuple(args.allow_unknown), tokenizer=not args.no_tokenizer)
     try:
+        _unwind_on_signals()
+        if args.json:  # checked before any work: a conversion must not fail after writing its output
+            check_output_file(args.json, "--json", args.src)
         summary = convert(args.command, args.src, args.dst, options)
         if args.json:
             with open(args.json, "w") as out:
@@ -101,9 +117,16 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt  # unwinds like Ctrl-C: the temporary output is removed
 
 
+def _unwind_on_signals() -> None:
+    """From here on Ctrl-C and SIGTERM unwind the conversion (its temporary output is removed), when the
+    early exit is installed (the command line, not a caller of main())."""
+    if signal.getsignal(signal.SIGINT) is _exit_early:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _terminate)
+
+
 if __name__ == "__main__":
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    signal.signal(signal.SIGTERM, _terminate)
     _reuse_freed_memory()
     sys.exit(main())

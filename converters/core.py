@@ -4,6 +4,8 @@ under its final name only when complete.
 """
 from __future__ import annotations
 
+import ctypes
+import errno
 import multiprocessing
 import os
 import shutil
@@ -22,6 +24,7 @@ from backends.checkpoints import Checkpoint, formats, open_checkpoint
 from backends.checkpoints.rules import FormatRules, format_rules
 from backends.errors import BadInput, WeightsError
 from backends.run import run_backend
+from backends.tensorfile import partial_path
 from backends.weights import ACTIONS
 
 # command -> (source format, target format)
@@ -65,10 +68,7 @@ def convert(command: str, src, dst, options: Options | None = None, warn=None) -
         raise BadInput(f"unknown command {command!r}; known: {', '.join(COMMANDS)}")
     src_fmt, dst_fmt = COMMANDS[command]
     src, dst = Path(src), Path(dst)
-    if not src.is_dir():
-        raise BadInput(f"{src}: no such directory")
-    if dst.exists() and not options.force:
-        raise BadInput(f"{dst}: already exists; pass --force to replace it")
+    check_paths(src, dst, options.force)
     if options.dtype is not None and options.dtype not in DTYPES:
         raise BadInput(f"--dtype {options.dtype}: choose one of {', '.join(DTYPES)}")
     started = time.perf_counter()
@@ -102,6 +102,55 @@ def convert(command: str, src, dst, options: Options | None = None, warn=None) -
         "tokenizer_files": [file.name for file in tokenizer], "verify": report,
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def check_paths(src: Path, dst: Path, force: bool) -> None:
+    """SRC and DST checked before any work: SRC a folder, DST neither SRC nor inside it nor holding it
+    (symlinks resolved: --force would delete the source), absent unless --force, and creatable."""
+    if not src.is_dir():
+        raise BadInput(f"{src}: no such directory")
+    real_src, real_dst = src.resolve(), dst.resolve()
+    if real_dst == real_src:
+        raise BadInput(f"{dst}: is the source folder {src}{_resolved(dst, real_dst)}; choose another destination")
+    if real_dst.is_relative_to(real_src):
+        raise BadInput(f"{dst}: is inside the source folder {src}{_resolved(dst, real_dst)}; choose a destination "
+                       "outside it")
+    if real_src.is_relative_to(real_dst):
+        raise BadInput(f"{dst}: holds the source folder {src}{_resolved(dst, real_dst)}; replacing it would delete "
+                       "the source")
+    if (dst.exists() or dst.is_symlink()) and not force:
+        raise BadInput(f"{dst}: already exists; pass --force to replace it")
+    _check_creatable(dst, "destination")
+
+
+def check_output_file(path, option: str, src=None) -> None:
+    """An output file named by `option` checked before any work: not a folder, not a file of the source
+    folder `src`, in an existing folder we may write in."""
+    path = Path(path)
+    if path.is_dir():
+        raise BadInput(f"{option} {path}: is a directory")
+    if not path.absolute().parent.is_dir():
+        raise BadInput(f"{option} {path}: no such folder {path.absolute().parent}")
+    if src is not None and path.resolve().is_relative_to(Path(src).resolve()):
+        raise BadInput(f"{option} {path}: is inside the source folder {src}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise BadInput(f"{option} {path}: not writable")
+    _check_creatable(path, option)
+
+
+def _check_creatable(path: Path, what: str) -> None:
+    """The nearest existing folder above `path` is a folder we may write in (mkdir creates the rest)."""
+    parent = path.absolute().parent
+    while not parent.exists() and not parent.is_symlink():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise BadInput(f"{what} {path}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInput(f"{what} {path}: cannot write in {parent} (permission denied or a read-only file system)")
+
+
+def _resolved(path: Path, real: Path) -> str:
+    return f" (it resolves to {real})" if path.absolute() != real else ""
 
 
 def _plan(checkpoint: Checkpoint, target: FormatRules, dtype: str | None):
@@ -213,7 +262,7 @@ def atomic_dir(path: Path, replace: bool):
     (an existing `path` is replaced only when `replace`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    tmp = partial_path(path)
     shutil.rmtree(tmp, ignore_errors=True)
     try:  # from the mkdir on: a Ctrl-C right after it must still remove it
         tmp.mkdir()
@@ -221,14 +270,34 @@ def atomic_dir(path: Path, replace: bool):
         if path.exists() or path.is_symlink():
             if not replace:
                 raise BadInput(f"{path}: already exists; pass --force to replace it")
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+            if not _exchange(tmp, path):  # then `tmp` holds the old output, removed below
+                old = path.with_name(f".{path.name}.old-{os.getpid()}")
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
         else:
             os.replace(tmp, path)
     finally:
+        if tmp.is_symlink() or tmp.is_file():  # the replaced output was a link or a file
+            tmp.unlink()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _exchange(new: Path, old: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE): DST is always either the old or the
+    new output, and a kill leaves at most `.DST.partial-PID`, which the next run removes. False where the
+    system or file system cannot (then DST is replaced in two renames)."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # not glibc 2.28+
+        return False
+    at_cwd, rename_exchange = -100, 2
+    if renameat2(at_cwd, os.fsencode(new), at_cwd, os.fsencode(old), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(old))
 
 
 def verify(checkpoint: Checkpoint, fmt: str, path: Path, dtype: str | None, allow_unknown=()) -> dict:

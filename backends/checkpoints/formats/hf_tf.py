@@ -45,17 +45,79 @@ def read(path: Path) -> Source:
         raw.close()
 
     try:
-        tensors = {}
+        size = weights.stat().st_size
+        tensors, datasets = {}, {}
         for layer in _attribute(handle, "layer_names"):
-            group = handle[layer]
+            group = _inside(handle, layer, weights)
             for weight in _attribute(group, "weight_names"):
-                dataset = group[weight]
-                name = weight.split("/", 1)[1]  # drop the model scope, as transformers does
+                dataset = _inside(group, weight, weights)
+                if not isinstance(dataset, h5py.Dataset):
+                    raise WeightsError(f"{weights}: {dataset.name} is a group, not a weight")
+                _check_dataset(dataset, weights, size)
+                name = weight.partition("/")[2] or weight  # drop the model scope, as transformers does
+                if name in datasets:  # a tied weight: listed in two layers, one dataset (hard links)
+                    if datasets[name] != dataset:
+                        raise WeightsError(f"{weights}: two different weights are named {name} (in {layer})")
+                    continue
+                datasets[name] = dataset
                 tensors[name] = TensorRef(tuple(dataset.shape), dataset.dtype, _loader(dataset, raw, weights))
-    except (KeyError, OSError) as exc:
+    except BaseException as exc:
         close()
-        raise WeightsError(f"{weights}: not a Keras h5 weights file ({exc})") from None
+        if isinstance(exc, (KeyError, OSError)):  # h5py's errors for a missing or unreadable object
+            raise WeightsError(f"{weights}: not a Keras h5 weights file ({exc})") from None
+        raise
     return Source(path, config, path / CONFIG, tensors, weights, close)
+
+
+# ---- what we read from an h5 file: its own bytes, nothing else ----
+# HDF5 can make a dataset or a path reach outside the file: external storage (raw data in other files),
+# external links (an object of another file), virtual datasets (data mapped from other files), and
+# filters loaded as plugins from HDF5_PLUGIN_PATH (code run on the data). Keras writes none of them;
+# every weight is checked for all of them before any tensor is read. Soft links are refused too (Keras
+# writes hard links only), so every name resolves inside the file through hard links alone.
+_BUILTIN_FILTERS = {1: "deflate", 2: "shuffle", 3: "fletcher32", 4: "szip", 5: "nbit", 6: "scaleoffset"}
+
+
+def _inside(group, path: str, weights: Path):
+    """The object at `path` below `group`, reached through hard links only (each component checked)."""
+    import h5py
+
+    for part in (p for p in path.split("/") if p):
+        link = group.get(part, getlink=True)
+        if link is None:
+            raise WeightsError(f"{weights}: {group.name.rstrip('/')}/{part} is missing (named by {path})")
+        if not isinstance(link, h5py.HardLink):
+            kind = "an external link to another file" if isinstance(link, h5py.ExternalLink) else "a soft link"
+            raise WeightsError(f"{weights}: {group.name.rstrip('/')}/{part} is {kind}; refusing to follow it "
+                               "(a weights file is read from its own bytes only)")
+        group = group[part]
+    return group
+
+
+def _check_dataset(dataset, weights: Path, size: int) -> None:
+    """Refuse a dataset whose bytes are not plain numbers stored in this file."""
+    import h5py
+
+    where = f"{weights}: dataset {dataset.name}"
+    plist = dataset.id.get_create_plist()
+    if plist.get_layout() == h5py.h5d.VIRTUAL:
+        raise WeightsError(f"{where} is a virtual dataset (its data is mapped from other files); refusing to read it")
+    if plist.get_external_count():
+        raise WeightsError(f"{where} keeps its data in external file {plist.get_external(0)[0].decode(errors='replace')!r}"
+                           "; refusing to read it (a weights file is read from its own bytes only)")
+    for index in range(plist.get_nfilters()):
+        code, _, _, label = plist.get_filter(index)
+        if code not in _BUILTIN_FILTERS:
+            raise WeightsError(f"{where} uses filter {code} ({label.decode(errors='replace')}), not one built into "
+                               f"HDF5 ({', '.join(_BUILTIN_FILTERS.values())}); refusing to load a filter plugin")
+    if dataset.dtype.kind not in "biuf" or dataset.dtype.subdtype is not None or dataset.dtype.names:
+        raise WeightsError(f"{where} holds {dataset.dtype}, not numbers")
+    if dataset.shape is None:
+        raise WeightsError(f"{where} has no shape (an empty dataspace)")
+    offset = dataset.id.get_offset()
+    if offset is not None and offset + dataset.size * dataset.dtype.itemsize > size:
+        raise WeightsError(f"{where} ends at byte {offset + dataset.size * dataset.dtype.itemsize}, "
+                           f"the file has {size} (truncated)")
 
 
 def _loader(dataset, raw, path: Path):
@@ -63,8 +125,15 @@ def _loader(dataset, raw, path: Path):
     reads, which stalls the converter's writer thread), a chunked or compact one through h5py."""
     offset = dataset.id.get_offset()
     if offset is None or dataset.chunks is not None:
-        return lambda: dataset[()]
+        return partial(_read_h5py, dataset, path)
     return partial(read_exact, raw, offset, tuple(dataset.shape), dataset.dtype, path)
+
+
+def _read_h5py(dataset, path: Path) -> np.ndarray:
+    try:
+        return dataset[()]
+    except OSError as exc:  # a corrupt chunk
+        raise WeightsError(f"{path}: dataset {dataset.name} is unreadable ({str(exc).splitlines()[0]})") from None
 
 
 def write(path: Path, config: dict, specs, produce, rules) -> None:

@@ -11,6 +11,7 @@ only when it reaches it, and keeps no memo of what it wrote.
 from __future__ import annotations
 
 import io
+import math
 import pickle
 import pickletools
 import struct
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from backends.errors import WeightsError
+from backends.tensorfile import array_fits
 
 from . import Source, TensorRef, bfloat16, first_file, is_bfloat16, read_exact, read_json, write_json
 
@@ -105,18 +107,33 @@ class _Stored:
         self.offset, self.length = offset, length
 
 
+class _NdarrayClass:
+    """numpy.ndarray as a pickle names it: only the first argument of `_reconstruct`, never called (calling
+    numpy.ndarray from a pickle could allocate any size)."""
+
+    def __new__(cls, *args, **kwargs):
+        raise pickle.UnpicklingError("the pickle calls numpy.ndarray directly")
+
+
 class _Array:
     """A pickled numpy array: shape, dtype and either its bytes or where they lie in the file."""
 
     def __init__(self, cls, shape, typecode):
-        if cls is not np.ndarray:
+        if cls is not _NdarrayClass:
             raise pickle.UnpicklingError("numpy _reconstruct of something other than numpy.ndarray")
+        self.raw = None  # until the pickle sets the state
 
     def __setstate__(self, state):
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise pickle.UnpicklingError("an array state that is not (version, shape, dtype, fortran, data)")
         shape, dtype, fortran, raw = state[-4:]  # version 1 states lead with the version
-        if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(raw, (bytes, _Stored)):
+        if not (isinstance(dtype, np.dtype) and dtype.kind in "biufc" and dtype.subdtype is None
+                and dtype.names is None and isinstance(raw, (bytes, _Stored))):
             raise pickle.UnpicklingError("an array that is not plain numeric data")
-        self.shape, self.dtype, self.fortran, self.raw = tuple(int(d) for d in shape), dtype, bool(fortran), raw
+        if not (isinstance(shape, tuple) and all(type(d) is int and d >= 0 for d in shape)
+                and array_fits(shape, dtype.itemsize)):
+            raise pickle.UnpicklingError(f"an array of shape {shape!r}, not a tuple of sizes numpy can hold")
+        self.shape, self.dtype, self.fortran, self.raw = shape, dtype, bool(fortran), raw
 
     @property
     def nbytes(self) -> int:
@@ -138,10 +155,16 @@ def _latin1(text, encoding="latin1"):
     return text.encode("latin-1")
 
 
+def _empty_bytes():
+    """`bytes()` as protocol-2 pickles write empty bytes (an empty array's data); no argument, no size."""
+    return b""
+
+
 _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"): _Array, ("numpy._core.multiarray", "_reconstruct"): _Array,
-    ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+    ("numpy", "ndarray"): _NdarrayClass, ("numpy", "dtype"): np.dtype,
     ("collections", "OrderedDict"): OrderedDict, ("_codecs", "encode"): _latin1,
+    ("__builtin__", "bytes"): _empty_bytes, ("builtins", "bytes"): _empty_bytes,
 }
 
 
@@ -200,10 +223,10 @@ def _walk(reader, path: Path, size: int) -> bytes:
             if length < 0:
                 raise WeightsError(f"{path}: corrupt pickle (negative length at byte {position})")
             start = position + 1 + len(head)
+            if start + length > size:  # before reading: a corrupt length would allocate up to 2**64 bytes
+                raise WeightsError(f"{path}: truncated: {op.name} at byte {position} holds {length} bytes, "
+                                   f"the file has {size}")
             if op.name in _PAYLOADS and length >= _INLINE:
-                if start + length > size:
-                    raise WeightsError(f"{path}: truncated: a tensor's bytes end at {start + length}, "
-                                       f"the file has {size}")
                 reader.seek(start + length)
                 token = f"{start}:{length}".encode()
                 out.write(pickle.SHORT_BINUNICODE + bytes([len(token)]) + token + pickle.BINPERSID)
@@ -231,23 +254,51 @@ def _state_dict(path: Path, handle) -> dict:
     big = state.pop(_BIG_PARAMS, {})
     arrays = {}
     for name, value in state.items():
-        if not isinstance(value, _Array):
+        if not isinstance(name, str):
+            raise WeightsError(f"{path}: holds an entry named {name!r}, not a string")
+        if not isinstance(value, _Array) or value.raw is None:
             raise WeightsError(f"{path}: {name} holds a {type(value).__name__}, not an array")
         stored = value.raw.length if isinstance(value.raw, _Stored) else len(value.raw)
         if stored != value.nbytes:
             raise WeightsError(f"{path}: {name} has {stored} bytes, its shape {list(value.shape)} needs {value.nbytes}")
         arrays[name] = value
     tensors = {name: _ref(a.shape, a.dtype, partial(a.load, handle, path)) for name, a in arrays.items()}
-    for name, info in big.items():  # arrays over 1 GiB that paddle.save (protocol 2/3) split into slices
-        parts = [arrays[part] for part in info["slices"]]
-
-        def load(parts=parts, shape=tuple(info["OriginShape"])):
+    for name, (shape, parts) in _big_params(big, arrays, path).items():
+        def load(parts=parts, shape=shape):
             return np.concatenate([part.load(handle, path).reshape(-1) for part in parts]).reshape(shape)
 
-        tensors[name] = _ref(tuple(info["OriginShape"]), parts[0].dtype, load)
-        for part in info["slices"]:
-            del tensors[part]
+        tensors[name] = _ref(shape, parts[0].dtype, load)
+        for part in parts:
+            del tensors[part.name]
     return tensors
+
+
+def _big_params(big, arrays: dict, path: Path) -> dict:
+    """name -> (shape, slices) of the arrays over 1 GiB that paddle.save (protocol 2/3) split into slices
+    ({name: {"OriginShape": shape, "slices": [slice names]}}), each checked: the slices exist, are used
+    once, share a dtype and hold exactly the shape's elements."""
+    if not isinstance(big, dict):
+        raise WeightsError(f"{path}: {_BIG_PARAMS} is not a table of split arrays")
+    found, used = {}, set()
+    for name, info in big.items():
+        shape = info.get("OriginShape") if isinstance(info, dict) else None
+        names = info.get("slices") if isinstance(info, dict) else None
+        if not (isinstance(name, str) and isinstance(shape, (list, tuple)) and isinstance(names, list) and names
+                and all(type(d) is int and d >= 0 for d in shape)):
+            raise WeightsError(f"{path}: {_BIG_PARAMS} entry {name!r} is not {{OriginShape, slices}}")
+        missing = [part for part in names if not isinstance(part, str) or part not in arrays or part in used]
+        if missing or name in arrays:
+            raise WeightsError(f"{path}: split array {name}: slice {(missing or [name])[0]!r} is missing, repeated "
+                               "or a name in use")
+        used.update(names)
+        parts = [arrays[part] for part in names]
+        for part, part_name in zip(parts, names):
+            part.name = part_name
+        if len({part.dtype for part in parts}) > 1 or sum(p.nbytes for p in parts) != \
+                math.prod(shape) * parts[0].dtype.itemsize or not array_fits(shape, parts[0].dtype.itemsize):
+            raise WeightsError(f"{path}: split array {name}: its slices do not hold its shape {list(shape)}")
+        found[name] = (tuple(shape), parts)
+    return found
 
 
 def _ref(shape: tuple, dtype: np.dtype, load) -> TensorRef:
