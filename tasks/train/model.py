@@ -17,6 +17,7 @@ import numpy as np
 from backends import FAMILIES, family, presets
 from backends.errors import WeightsError
 from backends.tensorfile import SafetensorsReader, save_arrays
+from backends.weights import check_finite
 
 from .loop import WEIGHTS_FILE
 from .task import TaskError
@@ -87,7 +88,8 @@ def load_model(model: str, head: str, num_labels: int | None = None, overrides: 
     if unknown:
         raise TaskError(f"--config-overrides: {name} configs have no {', '.join(unknown)}")
     config = config.replace(**changes)
-    params, fresh, unused = head_params(spec, config, head, stored, seed, source=str(model))
+    source = str(folder / WEIGHTS_FILE) if stored else str(model)
+    params, fresh, unused = head_params(spec, config, head, stored, seed, source=source)
     return ModelSource(name, config, head, params, folder, fresh, unused)
 
 
@@ -105,6 +107,7 @@ def head_params(spec, config, head: str, stored, seed: int, source: str):
         array = stored[found]
         if tuple(array.shape) != tuple(shape):
             raise WeightsError(f"{source}: {found} has shape {list(array.shape)}, the {head} head needs {list(shape)}")
+        check_finite(found, array, source)  # NaN/Inf weights would train on to an all-NaN model
         params[name] = array
         used.add(found)
     return params, fresh, [key for key in stored if key not in used]
