@@ -148,6 +148,7 @@ class Trainer:
         self.steps_per_epoch, self.total_steps = schedule(self.examples, args)
         self.warmup_steps = warmup_steps(self.total_steps, args.warmup_ratio)
         self.state = TrainState()
+        self.consecutive_skips = 0  # updates skipped since the last applied one
         self._epoch_batches = (None, None)
         runner.set_optimizer(AdamW.for_params(runner.params, weight_decay=args.weight_decay, beta1=args.adam_beta1,
                                               beta2=args.adam_beta2, eps=args.adam_epsilon))
@@ -197,6 +198,7 @@ class Trainer:
                                            f"{loss:.4g}); the weights are no longer finite: {NONFINITE_ADVICE}")
                 self.state.log_history.append({"step": step + 1, "loss": loss, "learning_rate": lr,
                                                "grad_norm": grad_norm})
+                self.consecutive_skips = 0
             self.state.step = step + 1
             bar.update()
             recent = [entry["loss"] for entry in self.state.log_history[-args.logging_steps:] if "loss" in entry]
@@ -230,7 +232,12 @@ class Trainer:
             raise TrainingDiverged(f"the loss is {loss} at {where} because the weights are no longer finite "
                                    f"({broken}): {NONFINITE_ADVICE}")
         self.state.skipped += 1
+        self.consecutive_skips += 1
         self.state.log_history.append({"step": step + 1, "skipped": f"loss {loss}", "learning_rate": lr})
+        if self.consecutive_skips >= min(self.steps_per_epoch, self.total_steps):
+            # an epoch's worth of updates in a row (or all of a shorter run): the model, not a batch, is broken
+            raise TrainingDiverged(f"the loss is non-finite at {self.consecutive_skips} updates in a row, up to "
+                                   f"update {step + 1}: {NONFINITE_ADVICE}")
 
     def evaluate_and_keep_best(self) -> dict:
         """Evaluate; when the main metric improves, save the model to output_dir/best."""
