@@ -90,8 +90,8 @@ def read_squad(path: str | Path) -> list[SquadExample]:
                     text = require(_field(answer, "text", path, at), str, path, f"{at}.text", "the answer text")
                     start = require(_field(answer, "answer_start", path, at), int, path, f"{at}.answer_start",
                                     "answer_start")
-                    if not text:
-                        raise DataError(path, f"{at}.text", "the answer text is empty")
+                    if not text.strip():  # a blank answer gives no token span to train on
+                        raise DataError(path, f"{at}.text", "the answer text is empty or blank")
                     found = _answer_start(context, text, start)
                     if found is None:
                         raise DataError(path, f"{at}", f"question {qas_id!r}: the answer text {describe(text)} "

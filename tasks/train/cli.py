@@ -96,6 +96,9 @@ class Job:
             raise
         except (ValueError, KeyError) as exc:  # features: labels outside the task's label list
             raise TaskError(str(exc).strip("'\"")) from None
+        if self.do_train and not self.task.has_labels(self.splits["train"]):
+            raise TaskError(f"{self.task.path('train')}: the train split has no labels (a test file? a header "
+                            f"without the label column?)")
         if self.resume is not None:  # a damaged state, or a step with nothing left to train, fails here
             check_resume_state(self.resume, schedule(num_rows(self.splits["train"].inputs), self.train_args())[1])
         self.eval_batch_size = args.eval_batch_size or args.batch_size
