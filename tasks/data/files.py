@@ -78,17 +78,18 @@ def parse_json(path, text: str, line: int | None = None):
         raise DataError(path, line, "JSON nested too deeply") from None
 
 
-def require(value, kind, path, position, what: str):
-    """`value` when it is a `kind` (bool is no int here), else DataError naming `what` and what was found."""
+def require(value, kind, path, position, what: str, key: str | None = None):
+    """`value` when it is a `kind` (bool is no int here), else DataError naming `what` and what was found.
+
+    The position is `position`, or `position.key` with a key (joined only on failure: readers call this
+    once per field of every record).
+    """
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    if isinstance(value, bool) and bool not in kinds:
-        ok = False
-    else:
-        ok = isinstance(value, kinds)
-    if not ok:
-        names = " or ".join(KIND_NAMES.get(k, k.__name__) for k in kinds)
-        raise DataError(path, position, f"{what} must be {names}, found {describe(value)}")
-    return value
+    if isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool)):
+        return value
+    names = " or ".join(KIND_NAMES.get(k, k.__name__) for k in kinds)
+    where = position if key is None else f"{position}.{key}"
+    raise DataError(path, where, f"{what} must be {names}, found {describe(value)}")
 
 
 KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",

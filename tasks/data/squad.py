@@ -62,34 +62,34 @@ def read_squad(path: str | Path) -> list[SquadExample]:
     for a, article in enumerate(articles):
         where = f"data[{a}]"
         require(article, dict, path, where, "an article")
-        title = require(article.get("title", ""), str, path, f"{where}.title", "the title")
+        title = require(article.get("title", ""), str, path, where, "the title", "title")
         for p, paragraph in enumerate(require(_field(article, "paragraphs", path, where), list, path,
                                               f"{where}.paragraphs", "paragraphs")):
             where = f"data[{a}].paragraphs[{p}]"
             require(paragraph, dict, path, where, "a paragraph")
-            context = require(_field(paragraph, "context", path, where), str, path, f"{where}.context", "the context")
+            context = require(_field(paragraph, "context", path, where), str, path, where, "the context", "context")
             if not context.strip():
                 raise DataError(path, f"{where}.context", "the context is empty")
-            for q, qa in enumerate(require(_field(paragraph, "qas", path, where), list, path, f"{where}.qas",
-                                           "qas")):
+            for q, qa in enumerate(require(_field(paragraph, "qas", path, where), list, path, where,
+                                           "qas", "qas")):
                 where = f"data[{a}].paragraphs[{p}].qas[{q}]"
                 require(qa, dict, path, where, "a question")
-                qas_id = str(require(_field(qa, "id", path, where), (str, int), path, f"{where}.id", "the id"))
+                qas_id = str(require(_field(qa, "id", path, where), (str, int), path, where, "the id", "id"))
                 if not qas_id or qas_id in seen:
                     raise DataError(path, f"{where}.id", f"missing or duplicate id {qas_id!r}")
                 seen.add(qas_id)
-                question = require(_field(qa, "question", path, where), str, path, f"{where}.question",
-                                   "the question")
-                is_impossible = require(qa.get("is_impossible", False), bool, path, f"{where}.is_impossible",
-                                        "is_impossible")
+                question = require(_field(qa, "question", path, where), str, path, where,
+                                   "the question", "question")
+                is_impossible = require(qa.get("is_impossible", False), bool, path, where,
+                                        "is_impossible", "is_impossible")
                 answers = []
-                for n, answer in enumerate(require(qa.get("answers", []), list, path, f"{where}.answers",
-                                                   "answers")):
+                for n, answer in enumerate(require(qa.get("answers", []), list, path, where,
+                                                   "answers", "answers")):
                     at = f"{where}.answers[{n}]"
                     require(answer, dict, path, at, "an answer")
-                    text = require(_field(answer, "text", path, at), str, path, f"{at}.text", "the answer text")
-                    start = require(_field(answer, "answer_start", path, at), int, path, f"{at}.answer_start",
-                                    "answer_start")
+                    text = require(_field(answer, "text", path, at), str, path, at, "the answer text", "text")
+                    start = require(_field(answer, "answer_start", path, at), int, path, at,
+                                    "answer_start", "answer_start")
                     if not text.strip():  # a blank answer gives no token span to train on
                         raise DataError(path, f"{at}.text", "the answer text is empty or blank")
                     found = _answer_start(context, text, start)
