@@ -96,9 +96,10 @@ class Job:
             raise
         except (ValueError, KeyError) as exc:  # features: labels outside the task's label list
             raise TaskError(str(exc).strip("'\"")) from None
-        if self.do_train and not self.task.has_labels(self.splits["train"]):
-            raise TaskError(f"{self.task.path('train')}: the train split has no labels (a test file? a header "
-                            f"without the label column?)")
+        for split, purpose in (("train", "train on"), ("dev", "score")):
+            if split in self.splits and not self.task.has_labels(self.splits[split]):
+                raise TaskError(f"{self.task.path(split)}: the {split} split has no labels to {purpose} (a test "
+                                "file? a header without the label column?)")
         if self.resume is not None:  # a damaged state, or a step with nothing left to train, fails here
             check_resume_state(self.resume, schedule(num_rows(self.splits["train"].inputs), self.train_args())[1])
         self.eval_batch_size = args.eval_batch_size or args.batch_size

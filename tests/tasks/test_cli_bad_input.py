@@ -114,6 +114,14 @@ def test_bad_data_files_name_file_and_position(model_folder, tmp_path, capsys):
     assert f"{squad / 'train-v1.1.json'}:data[0].paragraphs[0]: missing key 'context'" in one_line(err)
 
 
+def test_unlabelled_train_or_dev_split_is_refused(model_folder, tmp_path, capsys):
+    for split in ("train", "dev"):
+        data = write_glue(tmp_path / f"glue-{split}")
+        (data / f"{split}.tsv").write_text((data / f"{split}.tsv").read_text().replace("\tlabel\n", "\tlabl\n", 1))
+        code, _, err = run(capsys, *finetune(data, tmp_path / split, model_folder, "--do-eval"))
+        assert code == 2 and f"{data / f'{split}.tsv'}: the {split} split has no labels" in one_line(err)
+
+
 def test_nan_weights_in_a_model_folder_are_refused(trained, tmp_path, capsys):
     out, _ = trained
     model = tmp_path / "model"
