@@ -36,6 +36,8 @@ def read_text(path) -> str:
     path = Path(path)
     if path.is_dir():
         raise DataError(path, None, "is a folder, not a data file")
+    if path.exists() and not path.is_file():  # a pipe or device (/dev/zero) would block or never end
+        raise DataError(path, None, "is not a regular file")
     try:
         data = path.read_bytes()
     except OSError as exc:

@@ -284,7 +284,8 @@ class Trainer:
                 f"{key} ({saved['settings'].get(key)} there, {settings[key]} now)" for key in changed))
         weights = read_finite(folder / WEIGHTS_FILE)
         moments = read_finite(folder / OPTIMIZER_FILE)
-        check_optimizer_state(folder / OPTIMIZER_FILE, moments, weights, set(self.runner.params), step)
+        check_optimizer_state(folder / OPTIMIZER_FILE, moments, weights, set(self.runner.params),
+                              applied=step - saved.get("skipped", 0))
         self.state = TrainState(**{key: saved.get(key, default) for key, default in asdict(TrainState()).items()})
         self.runner.set_params(weights)
         self.runner.set_optimizer_state(moments)
@@ -324,6 +325,8 @@ def read_trainer_state(path: Path) -> dict:
         value = saved.get(key, 0)
         if isinstance(value, bool) or not isinstance(value, kind) or (isinstance(value, int) and value < 0):
             raise ResumeError(f"{path}: damaged ({key!r} is {value!r}); resume from an earlier checkpoint")
+    if saved.get("skipped", 0) > saved["step"]:
+        raise ResumeError(f"{path}: damaged ({saved['skipped']} updates skipped of {saved['step']})")
     if not all(isinstance(entry, dict) and isinstance(entry.get("loss", 0.0), (int, float))
                for entry in saved["log_history"]):
         raise ResumeError(f"{path}: damaged ('log_history' entries); resume from an earlier checkpoint")
@@ -338,17 +341,17 @@ def read_finite(path: Path) -> dict:
     return arrays
 
 
-def check_optimizer_state(path: Path, state: dict, weights: dict, params: set, step: int) -> None:
+def check_optimizer_state(path: Path, state: dict, weights: dict, params: set, applied: int) -> None:
     """The moments must cover what set_optimizer_state reads: step.N, exp_avg.N and exp_avg_sq.N of known
-    parameters N, shaped as the weights, and at least one parameter after the first update (the runners
-    skip what they do not find, which would restart those moments from zero without a word)."""
+    parameters N, shaped as the weights, and at least one parameter once an update was `applied` (the
+    runners skip what they do not find, which would restart those moments from zero without a word)."""
     names: dict[str, set] = {}
     for key in state:
         slot, _, name = key.partition(".")
         if slot not in OPTIMIZER_SLOTS + BETA_POWER_SLOTS or not name:
             raise ResumeError(f"{path}: unexpected entry {key!r} (expected step./exp_avg./exp_avg_sq.<parameter>)")
         names.setdefault(name, set()).add(slot)
-    if step > 0 and not names:
+    if applied > 0 and not names:
         raise ResumeError(f"{path}: holds no optimizer state; resuming would restart the AdamW moments from zero")
     for name, slots in sorted(names.items()):
         if name not in params:
@@ -363,7 +366,7 @@ def check_optimizer_state(path: Path, state: dict, weights: dict, params: set, s
                                    for slot in OPTIMIZER_SLOTS[1:]):
             raise ResumeError(f"{path}: the moments of {name!r} do not have its shape {list(weights[name].shape)}")
         count = state[f"step.{name}"]
-        if count.shape != () or not np.issubdtype(count.dtype, np.integer) or not 0 < int(count) <= step:
-            raise ResumeError(f"{path}: step.{name} is {count.tolist()!r}, not an update count in 1..{step}")
+        if count.shape != () or not np.issubdtype(count.dtype, np.integer) or not 0 < int(count) <= applied:
+            raise ResumeError(f"{path}: step.{name} is {count.tolist()!r}, not an update count in 1..{applied}")
         if (state[f"exp_avg_sq.{name}"] < 0).any():
             raise ResumeError(f"{path}: exp_avg_sq.{name} holds negative values")

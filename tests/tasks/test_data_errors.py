@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 
 import pytest
 
@@ -227,10 +228,16 @@ def test_boolq_superglue_label_key(tmp_path):
     assert [e.label for e in examples] == ["True", "False"]
 
 
-def test_every_reader_names_a_folder_given_as_file(tmp_path):
+def test_every_reader_refuses_folders_pipes_and_devices(tmp_path):
+    os.mkfifo(tmp_path / "pipe")  # reading it would block for ever
     for read in (lambda p: read_glue_file(p, "sst-2"), read_boolq, read_squad, read_race_file):
         with pytest.raises(DataError, match="is a folder, not a data file"):
             read(tmp_path)
+        for special in (tmp_path / "pipe", "/dev/zero"):
+            with pytest.raises(DataError, match=f"{special}: is not a regular file"):
+                read(special)
+        with pytest.raises(DataError, match="missing.tsv: cannot be read"):
+            read(tmp_path / "missing.tsv")
 
 
 def test_written_fixtures_still_read(tmp_path):

@@ -102,3 +102,27 @@ def test_skipping_stops_when_the_weights_are_not_finite(tmp_path):
     with pytest.raises(TrainingDiverged, match=r"update 1 .*weights are no longer finite "
                                                r"\(bert.embeddings.LayerNorm.weight\)"):
         trainer.train()
+
+
+def test_a_run_with_skipped_updates_resumes_exactly(tmp_path):
+    """Checkpoints count the skipped updates; a resumed run skips the same ones and ends where the whole run ends."""
+    skipped = poisoned_updates()
+    full = regression_trainer(BACKENDS[0], tmp_path / "full", skip_nonfinite_loss=True)
+    full.train()
+    cut = regression_trainer(BACKENDS[0], tmp_path / "cut", skip_nonfinite_loss=True, save_steps=skipped[0] + 1)
+    step = cut.runner.optimizer_step
+
+    def stop_after_checkpoint(*args):  # the first update after the checkpoint of the first skipped one
+        if cut.state.step > skipped[0]:
+            raise KeyboardInterrupt
+        return step(*args)
+
+    cut.runner.optimizer_step = stop_after_checkpoint
+    with pytest.raises(KeyboardInterrupt):
+        cut.train()
+    checkpoint = tmp_path / "cut" / f"checkpoint-{skipped[0] + 1}"
+    resumed = regression_trainer(BACKENDS[0], tmp_path / "cut", skip_nonfinite_loss=True, save_steps=skipped[0] + 1)
+    metrics = resumed.train(checkpoint)
+    assert metrics["train_skipped_updates"] == 2 == full.state.skipped
+    assert (losses(resumed) == losses(full)).all()
+    assert max_weight_diff(resumed.runner.get_params(), full.runner.get_params()) == 0.0
