@@ -187,7 +187,6 @@ class Job:
         return TrainArgs(**{key: getattr(a, key) for key in TRAIN_KEYS}, progress=not a.no_progress)
 
     def train(self, runner) -> dict:
-        a = self.args
         train_args = self.train_args()
         loss_fn, prepare, inputs = self.objective(runner)
         trainer = Trainer(
