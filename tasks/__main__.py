@@ -1,6 +1,7 @@
 """python -m tasks finetune | evaluate | distill: GLUE, SQuAD, RACE and BoolQ on torch, paddle or tf.
 
-Only the chosen framework is imported. Bad options and missing files give a one-line error and exit 2.
+Only the chosen framework is imported. Bad options, missing or malformed files give a one-line error and exit
+2 before any work; a training run whose loss becomes NaN or Inf stops with a one-line error and exit 1.
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def add_task_arguments(parser) -> None:
                             "squad, squad_v2, race or boolq")
     group.add_argument("--data-dir", help="folder of the task's files (GLUE: the task folder or the GLUE root; "
                                           "SQuAD: train-v1.1.json/dev-v1.1.json; RACE: train|dev|test/{middle,high}; "
-                                          "BoolQ: train.jsonl, dev.jsonl or val.jsonl, test.jsonl)")
+                                          "BoolQ: train.jsonl, dev.jsonl or val.jsonl, test.jsonl; each file "
+                                          "may also be gzipped, as NAME.gz)")
     group.add_argument("--train-file", help="train split file, instead of the one in --data-dir")
     group.add_argument("--validation-file", help="dev split file, instead of the one in --data-dir")
     group.add_argument("--test-file", help="test split file, instead of the one in --data-dir")
@@ -86,6 +88,9 @@ def add_training_arguments(parser) -> None:
     group.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
                        help="continue from a checkpoint folder (default: the latest in --output-dir)")
     group.add_argument("--max-train-samples", type=int, help="train on the first N examples")
+    group.add_argument("--skip-nonfinite-loss", action="store_true",
+                       help="skip (and count, as train_skipped_updates) an update whose loss is NaN or Inf, "
+                            "instead of stopping the run with an error (exit 1)")
     group.add_argument("--dropout-masks", choices=DROPOUT_MODES, default=DROPOUT_MODES[0],
                        help="shared (default): dropout masks drawn in numpy, the same in every backend, so the "
                        "backend does not change the result; native: each framework's own dropout RNG")
@@ -160,6 +165,7 @@ def main(argv=None) -> int:
     except SystemExit as exit_:  # --help, or a one-line usage error
         return exit_.code
     from backends.errors import BadInput
+    from tasks.train.loop import TrainingDiverged
 
     if args.command == "distill":
         from tasks.distill import DistillJob as Job
@@ -168,9 +174,9 @@ def main(argv=None) -> int:
 
     try:  # Job() checks options and files before a framework loads; run() checks a resumed checkpoint
         results = Job(args).run()
-    except BadInput as exc:
+    except (BadInput, TrainingDiverged) as exc:  # usage errors exit 2; a run that diverged exits 1
         print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     print(json.dumps(results, indent=2, sort_keys=True))
     return 0
 

@@ -17,7 +17,7 @@ import numpy as np
 
 import backends
 from backends.errors import BadInput, ConfigError, WeightsError
-from backends.weights import check_keys, check_shapes
+from backends.weights import check_finite, check_keys, check_shapes
 
 from . import formats
 from .rules import FormatRules, family_of_class, format_rules
@@ -66,6 +66,7 @@ class Checkpoint:
     def params_for(self, head: str, shapes: Mapping) -> tuple[dict, list, list]:
         """(params, missing, unused): the stored parameters another head of the family (canonical names and
         shapes in `shapes`) takes, the names it lacks, and the stored canonical names it does not use.
+        A taken parameter holding NaN or Inf is an error.
 
         A task head holds the body under one attribute (`bert.`, `funnel.` ...) that a bare body's names
         lack, so a name is looked up as it is, then without that first component.
@@ -81,6 +82,8 @@ class Checkpoint:
                 raise WeightsError(f"{self.source.weights_file}: {self.stored[found]} has shape {list(stored_shape)}, "
                                    f"the {self.family} {head} head needs {list(shape)}")
             params[name] = self.load(found)
+            # training from NaN/Inf weights runs on to an all-NaN model
+            check_finite(self.stored[found], params[name], str(self.source.weights_file))
             used.add(found)
         return params, missing, [key for key in self.stored if key not in used]
 

@@ -9,6 +9,8 @@ test files have no label column). CoLA's train/dev files have no header. The Hug
 from __future__ import annotations
 
 import csv
+import io
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.data.features import PairExample, pair_features
+from tasks.data.files import DataError, file_stem, no_examples, read_text, text_lines
 
 
 @dataclass(frozen=True)
@@ -112,78 +115,80 @@ def _detect_layout(task: GlueTask, first_row: list[str], path: Path) -> _Layout:
         return _Layout(tuple(first_row), task.text_columns, True, False, label_column, None)
     if task.headerless_columns and len(first_row) == len(task.headerless_columns):
         return _Layout(task.headerless_columns, task.text_columns, False, False, task.label_column, None)
-    raise ValueError(
-        f"{path}:1: not a GLUE {task.name} header: {first_row!r} "
-        f"(expected columns {list(task.text_columns)} or {list(hf_header)})"
-    )
+    raise DataError(path, 1, f"not a GLUE {task.name} header: {first_row!r} "
+                             f"(expected columns {list(task.text_columns)} or {list(hf_header)})")
 
 
-def _rows(path: Path, quoted: bool) -> Iterator[tuple[int, list[str]]]:
-    """(1-based line number, fields) for each non-blank line; a UTF-8 BOM is dropped."""
+def _rows(path: Path, text: str, quoted: bool) -> Iterator[tuple[int, list[str]]]:
+    """(1-based line number, fields) for each non-blank line."""
     if quoted:
-        with path.open(encoding="utf-8-sig", newline="") as handle:
-            reader = csv.reader(handle, delimiter="\t")
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t")
+        try:
             for fields in reader:
                 if fields:
                     yield reader.line_num, fields
+        except csv.Error as exc:  # e.g. a field over csv's size limit: an unclosed quote runs to the end
+            raise DataError(path, reader.line_num, f"not a tab-separated row ({exc})") from None
         return
-    with path.open(encoding="utf-8-sig", newline="\n") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            line = line.rstrip("\r\n")
-            if line:
-                yield line_number, line.split("\t")
+    for line_number, line in enumerate(text_lines(text), start=1):
+        if line:
+            yield line_number, line.split("\t")
 
 
-def _parse_label(value: str, task: GlueTask, layout: _Layout, where: str) -> str | float | None:
+def _parse_label(value: str, task: GlueTask, layout: _Layout) -> str | float | None:
+    """The label of one row; ValueError (the caller adds file and line) for one the task does not know."""
     if layout.label_ids is not None:
         if value == "-1":  # Hugging Face writes -1 for unlabelled test rows
             return None
         if value.isdigit() and int(value) < len(layout.label_ids):
             return layout.label_ids[int(value)]
-        raise ValueError(
-            f"{where}: unknown label id {value!r} for {task.name}; expected 0..{len(layout.label_ids) - 1}"
-        )
+        raise ValueError(f"unknown label id {value!r} for {task.name}; expected 0..{len(layout.label_ids) - 1}")
     if task.labels is None:
         try:
             score = float(value)
         except ValueError:
-            raise ValueError(f"{where}: {task.name} score {value!r} is not a number") from None
+            raise ValueError(f"{task.name} score {value!r} is not a number") from None
+        if not math.isfinite(score):  # float() reads "nan" and "inf": a NaN target poisons training
+            raise ValueError(f"{task.name} score {value!r} is not a finite number")
         return None if layout.quoted and score == -1 else score
     if value not in task.labels:
-        raise ValueError(f"{where}: unknown label {value!r} for {task.name}; expected one of {list(task.labels)}")
+        raise ValueError(f"unknown label {value!r} for {task.name}; expected one of {list(task.labels)}")
     return value
 
 
 def read_glue_file(path: str | Path, task: str | GlueTask) -> list[PairExample]:
-    """Read one GLUE file (train, dev or unlabelled test) of `task` into PairExamples.
+    """Read one GLUE file (train, dev or unlabelled test; gzipped too) of `task` into PairExamples.
 
-    guid is "<file stem>-<0-based row>". Raises ValueError naming the file and 1-based line for a row with
-    the wrong number of fields or an unknown label.
+    guid is "<file stem>-<0-based row>". Raises DataError naming the file and 1-based line for a row with
+    the wrong number of fields or an unknown label, and for a file without rows.
     """
     task = glue_task(task)
     path = Path(path)
-    with path.open(encoding="utf-8-sig", newline="\n") as handle:
-        first_line = handle.readline().rstrip("\r\n")
+    text = read_text(path)
+    if not text.strip():
+        raise no_examples(path, "rows (an empty file)")
+    first_line = next(iter(text_lines(text)), "")
     layout = _detect_layout(task, first_line.split("\t"), path)
     text_index = [layout.columns.index(column) for column in layout.text_columns]
     label_index = None if layout.label_column is None else layout.columns.index(layout.label_column)
 
     examples = []
-    rows = _rows(path, layout.quoted)
+    rows = _rows(path, text, layout.quoted)
     if layout.has_header:
         next(rows)
+    stem = file_stem(path)
     for line_number, fields in rows:
-        where = f"{path}:{line_number}"
         if len(fields) != len(layout.columns):
-            raise ValueError(
-                f"{where}: expected {len(layout.columns)} tab-separated fields {list(layout.columns)}, "
-                f"found {len(fields)}"
-            )
+            raise DataError(path, line_number, f"expected {len(layout.columns)} tab-separated fields "
+                                               f"{list(layout.columns)}, found {len(fields)}")
         texts = [fields[i] for i in text_index]
-        label = None if label_index is None else _parse_label(fields[label_index], task, layout, where)
-        examples.append(
-            PairExample(f"{path.stem}-{len(examples)}", texts[0], texts[1] if len(texts) > 1 else None, label)
-        )
+        try:
+            label = None if label_index is None else _parse_label(fields[label_index], task, layout)
+        except ValueError as exc:
+            raise DataError(path, line_number, str(exc)) from None
+        examples.append(PairExample(f"{stem}-{len(examples)}", texts[0], texts[1] if len(texts) > 1 else None, label))
+    if not examples:
+        raise no_examples(path, "rows (a header alone, or an empty file)")
     return examples
 
 

@@ -6,7 +6,6 @@ JSON object {"id", "article", "questions": [...], "options": [[4 strings], ...],
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.data.features import encode_pairs
+from tasks.data.files import DataError, describe, no_examples, parse_json, read_text, require
 
 ANSWER_LETTERS = "ABCD"
 LEVELS = ("middle", "high")
@@ -31,27 +31,38 @@ class RaceExample:
 
 
 def read_race_file(path: str | Path) -> list[RaceExample]:
-    """The questions of one RACE article file; ValueError names the file and question on bad entries."""
+    """The questions of one RACE article file; DataError names the file and key or question of a bad entry."""
     path = Path(path)
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        article, questions, options = record["article"], record["questions"], record["options"]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise ValueError(f"{path}: not a RACE article file ({error})") from None
-    answers = record.get("answers")
+    record = parse_json(path, read_text(path))
+    if not isinstance(record, dict) or "article" not in record or "questions" not in record \
+            or "options" not in record:
+        raise DataError(path, None, "not a RACE article file (an object with 'article', 'questions', 'options' "
+                                    f"and 'answers' was expected, found {describe(record)})")
+    article = require(record["article"], str, path, "article", "the article")
+    questions = require(record["questions"], list, path, "questions", "questions")
+    options = require(record["options"], list, path, "options", "options")
+    answers = require(record.get("answers"), (list, type(None)), path, "answers", "answers")
     if len(options) != len(questions) or (answers is not None and len(answers) != len(questions)):
-        raise ValueError(f"{path}: {len(questions)} questions but {len(options)} option lists / "
-                         f"{'no' if answers is None else len(answers)} answers")
-    name = record.get("id", path.name)
+        raise DataError(path, None, f"{len(questions)} questions but {len(options)} option lists / "
+                                    f"{'no' if answers is None else len(answers)} answers")
+    name = str(record.get("id", path.name))
     examples = []
     for number, (question, choices) in enumerate(zip(questions, options), start=1):
-        where = f"{path}: question {number}"
+        where = f"question {number}"
+        require(question, str, path, f"questions[{number - 1}]", "a question")
+        require(choices, list, path, f"options[{number - 1}]", "the options of a question")
         if len(choices) != len(ANSWER_LETTERS):
-            raise ValueError(f"{where}: expected {len(ANSWER_LETTERS)} options, found {len(choices)}")
-        if answers is not None and answers[number - 1] not in ANSWER_LETTERS:
-            raise ValueError(f"{where}: answer {answers[number - 1]!r} is not one of {list(ANSWER_LETTERS)}")
+            raise DataError(path, None, f"{where}: expected {len(ANSWER_LETTERS)} options, found {len(choices)}")
+        for index, choice in enumerate(choices):
+            require(choice, str, path, f"options[{number - 1}][{index}]", "an option")
+        # a tuple: `in` on the string would take "" and "AB" for letters (and fail on non-strings)
+        if answers is not None and answers[number - 1] not in tuple(ANSWER_LETTERS):
+            raise DataError(path, None, f"{where}: answer {answers[number - 1]!r} is not one of "
+                                        f"{list(ANSWER_LETTERS)}")
         label = None if answers is None else ANSWER_LETTERS.index(answers[number - 1])
         examples.append(RaceExample(f"{path.parent.name}/{name}-{number}", article, question, tuple(choices), label))
+    if not examples:
+        raise no_examples(path, "questions")
     return examples
 
 
@@ -61,9 +72,11 @@ def read_race(data_dir: str | Path, split: str, levels: Sequence[str] = LEVELS) 
     for level in levels:
         folder = Path(data_dir) / split / level
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: no such RACE folder")
+            raise DataError(folder, None, "no such RACE folder")
         for path in sorted(folder.glob("*.txt")):
             examples.extend(read_race_file(path))
+    if not examples:
+        raise no_examples(Path(data_dir) / split, f"RACE article files (*.txt in {', '.join(levels)})")
     return examples
 
 

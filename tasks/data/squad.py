@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.data.features import MODEL_INPUTS, require_fast
+from tasks.data.files import DataError, describe, no_examples, note, parse_json, read_text, require
 
 PREDICTIONS_FILE = "predictions.json"
 NULL_ODDS_FILE = "null_odds.json"
@@ -43,39 +44,87 @@ class SquadExample:
 
 
 def read_squad(path: str | Path) -> list[SquadExample]:
-    """Read a SQuAD v1.1 or v2.0 JSON file; raises ValueError naming the file and question on bad entries."""
+    """Read a SQuAD v1.1 or v2.0 JSON file (gzipped too).
+
+    DataError names the file and the JSON path (data[3].paragraphs[0].qas[2]) of a bad entry. An
+    answer_start that does not point at its answer text is moved to the nearest place where the text
+    occurs in the context (one note per file gives the count); an answer text the context does not
+    hold at all is an error, since no training label can be made from it.
+    """
     path = Path(path)
-    with path.open(encoding="utf-8") as handle:
-        dataset = json.load(handle)
+    dataset = parse_json(path, read_text(path))
+    if not isinstance(dataset, dict) or "data" not in dataset:
+        raise DataError(path, None, f"no 'data' list; not a SQuAD file (found {describe(dataset)})")
+    articles = require(dataset["data"], list, path, "data", "data")
     examples: list[SquadExample] = []
     seen: set[str] = set()
-    try:
-        articles = dataset["data"]
-    except (KeyError, TypeError):
-        raise ValueError(f"{path}: no 'data' list; not a SQuAD file") from None
-    for article in articles:
-        for paragraph in article["paragraphs"]:
-            context = paragraph["context"]
-            for qa in paragraph["qas"]:
-                qas_id = str(qa.get("id", ""))
-                where = f"{path}: question {qas_id!r}"
+    moved = 0
+    for a, article in enumerate(articles):
+        where = f"data[{a}]"
+        require(article, dict, path, where, "an article")
+        title = require(article.get("title", ""), str, path, where, "the title", "title")
+        for p, paragraph in enumerate(require(_field(article, "paragraphs", path, where), list, path,
+                                              f"{where}.paragraphs", "paragraphs")):
+            where = f"data[{a}].paragraphs[{p}]"
+            require(paragraph, dict, path, where, "a paragraph")
+            context = require(_field(paragraph, "context", path, where), str, path, where, "the context", "context")
+            if not context.strip():
+                raise DataError(path, f"{where}.context", "the context is empty")
+            for q, qa in enumerate(require(_field(paragraph, "qas", path, where), list, path, where,
+                                           "qas", "qas")):
+                where = f"data[{a}].paragraphs[{p}].qas[{q}]"
+                require(qa, dict, path, where, "a question")
+                qas_id = str(require(_field(qa, "id", path, where), (str, int), path, where, "the id", "id"))
                 if not qas_id or qas_id in seen:
-                    raise ValueError(f"{where}: missing or duplicate id")
+                    raise DataError(path, f"{where}.id", f"missing or duplicate id {qas_id!r}")
                 seen.add(qas_id)
-                try:
-                    answers = tuple(SquadAnswer(a["text"], a["answer_start"]) for a in qa.get("answers", ()))
-                    question = qa["question"]
-                except KeyError as missing:
-                    raise ValueError(f"{where}: missing field {missing}") from None
-                for answer in answers:
-                    if not isinstance(answer.start, int) or not 0 <= answer.start <= len(context) - len(answer.text):
-                        raise ValueError(f"{where}: answer_start {answer.start!r} lies outside the context")
-                is_impossible = bool(qa.get("is_impossible", False))
-                examples.append(
-                    SquadExample(qas_id, article.get("title", ""), question, context,
-                                 () if is_impossible else answers, is_impossible)
-                )
+                question = require(_field(qa, "question", path, where), str, path, where,
+                                   "the question", "question")
+                is_impossible = require(qa.get("is_impossible", False), bool, path, where,
+                                        "is_impossible", "is_impossible")
+                answers = []
+                for n, answer in enumerate(require(qa.get("answers", []), list, path, where,
+                                                   "answers", "answers")):
+                    at = f"{where}.answers[{n}]"
+                    require(answer, dict, path, at, "an answer")
+                    text = require(_field(answer, "text", path, at), str, path, at, "the answer text", "text")
+                    start = require(_field(answer, "answer_start", path, at), int, path, at,
+                                    "answer_start", "answer_start")
+                    if not text.strip():  # a blank answer gives no token span to train on
+                        raise DataError(path, f"{at}.text", "the answer text is empty or blank")
+                    found = _answer_start(context, text, start)
+                    if found is None:
+                        raise DataError(path, f"{at}", f"question {qas_id!r}: the answer text {describe(text)} "
+                                                       "does not occur in the context")
+                    moved += found != start
+                    answers.append(SquadAnswer(text, found))
+                examples.append(SquadExample(qas_id, title, question, context,
+                                             () if is_impossible else tuple(answers), is_impossible))
+    if not examples:
+        raise no_examples(path, "questions")
+    if moved:
+        note(f"{path}: {moved} answer_start values did not point at their answer text; each was moved to the "
+             "nearest place the text occurs in the context")
     return examples
+
+
+def _field(record: dict, key: str, path: Path, where: str):
+    """record[key], or DataError naming the JSON path and the missing key."""
+    if key not in record:
+        raise DataError(path, where, f"missing key {key!r}")
+    return record[key]
+
+
+def _answer_start(context: str, text: str, start: int) -> int | None:
+    """`start` when the answer text is there, else the start of the occurrence nearest to it (None: none)."""
+    if start >= 0 and context[start:start + len(text)] == text:
+        return start
+    position = context.find(text)  # every occurrence, overlapping ones too
+    occurrences = []
+    while position >= 0:
+        occurrences.append(position)
+        position = context.find(text, position + 1)
+    return min(occurrences, key=lambda found: (abs(found - start), found)) if occurrences else None
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 from backends import presets
+from backends.errors import BadInput
 from tasks.data.features import load_tokenizer
 
 from . import runner_class
-from .loop import Trainer, TrainArgs, latest_checkpoint, predict_all
+from .loop import Trainer, TrainArgs, check_resume_state, latest_checkpoint, num_rows, predict_all, schedule
 from .losses import LOSSES
 from .model import load_model, parse_overrides, save_model
 from .task import Options, TaskError, make_task
@@ -18,7 +20,7 @@ from .task import Options, TaskError, make_task
 EVAL_DIR = "eval"  # dev-split prediction files go here; the test split's (submissions) into the output folder
 TRAIN_KEYS = ("epochs", "max_steps", "learning_rate", "batch_size", "grad_accum", "warmup_ratio", "weight_decay",
               "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm", "eval_steps", "save_steps",
-              "logging_steps", "seed")
+              "logging_steps", "seed", "skip_nonfinite_loss")
 
 
 def log(message: str) -> None:
@@ -27,6 +29,25 @@ def log(message: str) -> None:
 
 def few(names) -> str:
     return ", ".join(names[:4]) + (" ..." if len(names) > 4 else "")
+
+
+def check_output_dir(folder: Path) -> None:
+    """TaskError unless `folder` is a folder, or can be made one, that this process can write into.
+
+    Checked before a model loads: a file in the way, or a read-only place, would fail only after training.
+    The probe is a temporary folder made and removed in the nearest existing ancestor (os.access says yes
+    to root even on read-only file systems).
+    """
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is a file" if existing == folder else f"lies under the file {existing}"
+        raise TaskError(f"--output-dir {folder} {what}; give a folder")
+    try:
+        tempfile.TemporaryDirectory(dir=existing, prefix=".write-probe-").cleanup()
+    except OSError as exc:
+        raise TaskError(f"--output-dir {folder}: cannot write in {existing} ({exc.strerror or exc})") from None
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -57,6 +78,8 @@ class Job:
         for split in wanted:
             self.task.path(split)  # a missing file fails here, before anything is read
         self.output_dir = Path(args.output_dir) if args.output_dir else None
+        if self.output_dir is not None:
+            check_output_dir(self.output_dir)
         self.resume = self.resume_checkpoint() if training else None
         if training and self.resume is None and self.output_dir.is_dir() and any(self.output_dir.iterdir()) \
                 and not args.overwrite_output_dir:
@@ -69,8 +92,16 @@ class Job:
                   "test": args.max_predict_samples}
         try:
             self.splits = {split: self.task.load(split, self.tokenizer, limits[split]) for split in wanted}
-        except (ValueError, KeyError) as exc:  # the readers name the file and line of a bad record
+        except BadInput:  # the readers' DataError names the file and line of a bad record
+            raise
+        except (ValueError, KeyError) as exc:  # features: labels outside the task's label list
             raise TaskError(str(exc).strip("'\"")) from None
+        for split, purpose in (("train", "train on"), ("dev", "score")):
+            if split in self.splits and not self.task.has_labels(self.splits[split]):
+                raise TaskError(f"{self.task.path(split)}: the {split} split has no labels to {purpose} (a test "
+                                "file? a header without the label column?)")
+        if self.resume is not None:  # a damaged state, or a step with nothing left to train, fails here
+            check_resume_state(self.resume, schedule(num_rows(self.splits["train"].inputs), self.train_args())[1])
         self.eval_batch_size = args.eval_batch_size or args.batch_size
 
     def options(self) -> Options:
@@ -151,9 +182,12 @@ class Job:
         """(loss_fn, prepare, train inputs) of training; distillation replaces it."""
         return LOSSES[self.task.loss], None, self.splits["train"].inputs
 
-    def train(self, runner) -> dict:
+    def train_args(self) -> TrainArgs:
         a = self.args
-        train_args = TrainArgs(**{key: getattr(a, key) for key in TRAIN_KEYS}, progress=not a.no_progress)
+        return TrainArgs(**{key: getattr(a, key) for key in TRAIN_KEYS}, progress=not a.no_progress)
+
+    def train(self, runner) -> dict:
+        train_args = self.train_args()
         loss_fn, prepare, inputs = self.objective(runner)
         trainer = Trainer(
             runner, train_args, inputs, loss_fn, self.output_dir,

@@ -21,6 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from backends.errors import BadInput
+from backends.weights import check_finite
 from backends.tensorfile import SafetensorsReader, save_arrays
 
 from . import MODEL_INPUTS
@@ -29,6 +30,8 @@ from .optim import AdamW, linear_lr, warmup_steps
 WEIGHTS_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "trainer_state.json"
+OPTIMIZER_SLOTS = ("step", "exp_avg", "exp_avg_sq")  # per parameter in OPTIMIZER_FILE
+BETA_POWER_SLOTS = ("beta1_pow", "beta2_pow")  # the paddle runner's running beta powers, when it wrote the file
 CHECKPOINT_PREFIX = "checkpoint-"
 BEST_DIR = "best"
 # options a resumed run must share with the run that wrote the checkpoint
@@ -37,7 +40,19 @@ RESUME_KEYS = ("seed", "batch_size", "grad_accum", "learning_rate", "warmup_rati
 
 
 class ResumeError(BadInput, ValueError):
-    """A checkpoint written with other settings than the run resuming it."""
+    """A checkpoint that cannot be resumed: damaged, incomplete, or written with other settings."""
+
+
+class TrainingDiverged(Exception):
+    """The loss or the gradient norm became NaN or Inf. Not a usage error found before any work (those exit
+    2): the command was valid and the run failed while training, so the CLI exits 1; checkpoints written
+    before the failure stay valid."""
+
+    exit_code = 1
+
+
+NONFINITE_ADVICE = ("lower --learning-rate, keep --max-grad-norm on, try --dtype float64 (or no --bf16), check the "
+                    "data, or resume from an earlier checkpoint")
 
 
 @dataclass
@@ -60,6 +75,7 @@ class TrainArgs:
     logging_steps: int = 50
     seed: int = 42
     progress: bool = True
+    skip_nonfinite_loss: bool = False  # skip an update whose loss is NaN/Inf instead of stopping the run
 
 
 @dataclass
@@ -68,6 +84,7 @@ class TrainState:
     best_metric: float | None = None
     best_step: int | None = None
     log_history: list = field(default_factory=list)
+    skipped: int = 0  # updates skipped for a non-finite loss (--skip-nonfinite-loss)
 
 
 def batch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
@@ -99,6 +116,12 @@ def predict_all(runner, inputs: dict, batch_size: int, progress: bool = False) -
     return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
 
+def schedule(examples: int, args: TrainArgs) -> tuple[int, int]:
+    """(updates per epoch, updates of the run) for `examples` training rows."""
+    steps_per_epoch = math.ceil(math.ceil(examples / args.batch_size) / args.grad_accum)
+    return steps_per_epoch, args.max_steps or args.epochs * steps_per_epoch
+
+
 def latest_checkpoint(output_dir) -> Path | None:
     """The checkpoint-<step> folder of `output_dir` with the highest step, if any."""
     found = [(int(p.name[len(CHECKPOINT_PREFIX):]), p) for p in Path(output_dir).glob(CHECKPOINT_PREFIX + "*")
@@ -122,10 +145,10 @@ class Trainer:
         self.save_model = save_model or (lambda folder: save_arrays(Path(folder) / WEIGHTS_FILE, runner.get_params()))
         self.evaluate, self.main_metric, self.prepare = evaluate, main_metric, prepare
         self.examples = num_rows(train_data)
-        self.steps_per_epoch = math.ceil(math.ceil(self.examples / args.batch_size) / args.grad_accum)
-        self.total_steps = args.max_steps or args.epochs * self.steps_per_epoch
+        self.steps_per_epoch, self.total_steps = schedule(self.examples, args)
         self.warmup_steps = warmup_steps(self.total_steps, args.warmup_ratio)
         self.state = TrainState()
+        self.consecutive_skips = 0  # updates skipped since the last applied one
         self._epoch_batches = (None, None)
         runner.set_optimizer(AdamW.for_params(runner.params, weight_decay=args.weight_decay, beta1=args.adam_beta1,
                                               beta2=args.adam_beta2, eps=args.adam_epsilon))
@@ -159,15 +182,27 @@ class Trainer:
                 if self.prepare is not None:
                     batch = self.prepare(batch)
                 weight = len(index) / count  # the update's loss is the mean over all its examples
-                loss += weight * self.runner.forward_backward(batch, self.loss_fn, weight)
+                micro_loss = self.runner.forward_backward(batch, self.loss_fn, weight)
+                if not math.isfinite(micro_loss):
+                    loss = micro_loss
+                    break  # the update is skipped or the run stops: its other micro-batches are not needed
+                loss += weight * micro_loss
             samples += count
             lr = linear_lr(step, args.learning_rate, self.total_steps, self.warmup_steps)
-            grad_norm = self.runner.optimizer_step(lr, args.max_grad_norm)
+            if not math.isfinite(loss):
+                self.skip_update(step, loss, lr, micro)
+            else:
+                grad_norm = self.runner.optimizer_step(lr, args.max_grad_norm)
+                if not math.isfinite(grad_norm):  # the update has been applied: the weights are lost
+                    raise TrainingDiverged(f"the gradient norm is {grad_norm} at update {step + 1} (the loss was "
+                                           f"{loss:.4g}); the weights are no longer finite: {NONFINITE_ADVICE}")
+                self.state.log_history.append({"step": step + 1, "loss": loss, "learning_rate": lr,
+                                               "grad_norm": grad_norm})
+                self.consecutive_skips = 0
             self.state.step = step + 1
-            self.state.log_history.append({"step": step + 1, "loss": loss, "learning_rate": lr, "grad_norm": grad_norm})
             bar.update()
-            if args.logging_steps and self.state.step % args.logging_steps == 0:
-                recent = [entry["loss"] for entry in self.state.log_history[-args.logging_steps:] if "loss" in entry]
+            recent = [entry["loss"] for entry in self.state.log_history[-args.logging_steps:] if "loss" in entry]
+            if args.logging_steps and self.state.step % args.logging_steps == 0 and recent:
                 bar.set_postfix(loss=f"{np.mean(recent):.4f}", lr=f"{lr:.2e}")
             if self.evaluate is not None and args.eval_steps and (
                     self.state.step % args.eval_steps == 0 or self.state.step == self.total_steps):
@@ -180,7 +215,29 @@ class Trainer:
         return {"train_loss": float(np.mean(losses)) if losses else float("nan"), "train_runtime": runtime,
                 "train_samples_per_second": samples / runtime if runtime else 0.0,
                 "train_steps_per_second": (self.state.step - start_step) / runtime if runtime else 0.0,
-                "global_step": self.state.step, "epoch": self.state.step / self.steps_per_epoch}
+                "global_step": self.state.step, "epoch": self.state.step / self.steps_per_epoch,
+                "train_skipped_updates": self.state.skipped}
+
+    def skip_update(self, step: int, loss: float, lr: float, micro: int) -> None:
+        """A non-finite loss at update `step`: stop (TrainingDiverged), or with --skip-nonfinite-loss drop its
+        gradients, count it and go on, unless the weights themselves are no longer finite."""
+        where = f"update {step + 1} (micro-batch {micro + 1} of {len(self.micro_batches(step))})"
+        if not self.args.skip_nonfinite_loss:
+            raise TrainingDiverged(f"the loss is {loss} at {where}: {NONFINITE_ADVICE}; or give "
+                                   "--skip-nonfinite-loss to skip such updates")
+        self.runner.discard_gradients()
+        broken = next((name for name, array in self.runner.get_params().items()
+                       if not np.isfinite(array).all()), None)
+        if broken is not None:  # every later loss would be NaN too: skipping would train nothing
+            raise TrainingDiverged(f"the loss is {loss} at {where} because the weights are no longer finite "
+                                   f"({broken}): {NONFINITE_ADVICE}")
+        self.state.skipped += 1
+        self.consecutive_skips += 1
+        self.state.log_history.append({"step": step + 1, "skipped": f"loss {loss}", "learning_rate": lr})
+        if self.consecutive_skips >= min(self.steps_per_epoch, self.total_steps):
+            # an epoch's worth of updates in a row (or all of a shorter run): the model, not a batch, is broken
+            raise TrainingDiverged(f"the loss is non-finite at {self.consecutive_skips} updates in a row, up to "
+                                   f"update {step + 1}: {NONFINITE_ADVICE}")
 
     def evaluate_and_keep_best(self) -> dict:
         """Evaluate; when the main metric improves, save the model to output_dir/best."""
@@ -211,14 +268,105 @@ class Trainer:
         return folder
 
     def load_checkpoint(self, folder) -> None:
-        """Restore weights, optimizer moments and the trainer state written by save_checkpoint."""
+        """Restore weights, optimizer moments and the trainer state written by save_checkpoint.
+
+        Everything is checked before anything is set: a damaged or incomplete trainer_state.json, a step
+        at or past the run's last one, a missing or empty optimizer file (the moments would silently
+        start from zero), NaN/Inf weights or moments all raise ResumeError (or WeightsError) naming the
+        file and key.
+        """
         folder = Path(folder)
-        saved = json.loads((folder / STATE_FILE).read_text())
-        settings = self.run_settings()
+        saved = check_resume_state(folder, self.total_steps)
+        step, settings = saved["step"], self.run_settings()
         changed = [key for key in RESUME_KEYS if saved["settings"].get(key) != settings[key]]
         if changed:
             raise ResumeError(f"{folder}: cannot resume with other " + ", ".join(
                 f"{key} ({saved['settings'].get(key)} there, {settings[key]} now)" for key in changed))
-        self.state = TrainState(**{key: saved[key] for key in asdict(TrainState())})
-        self.runner.set_params(dict(SafetensorsReader(folder / WEIGHTS_FILE)))
-        self.runner.set_optimizer_state(dict(SafetensorsReader(folder / OPTIMIZER_FILE)))
+        weights = read_finite(folder / WEIGHTS_FILE)
+        moments = read_finite(folder / OPTIMIZER_FILE)
+        check_optimizer_state(folder / OPTIMIZER_FILE, moments, weights, set(self.runner.params),
+                              applied=step - saved.get("skipped", 0))
+        self.state = TrainState(**{key: saved.get(key, default) for key, default in asdict(TrainState()).items()})
+        self.runner.set_params(weights)
+        self.runner.set_optimizer_state(moments)
+
+
+def check_resume_state(folder, total_steps: int) -> dict:
+    """The checked trainer state of checkpoint `folder`, whose step must lie before `total_steps` (framework-free:
+    the CLI calls it before a model loads, load_checkpoint again)."""
+    folder = Path(folder)
+    saved = read_trainer_state(folder / STATE_FILE)
+    step = saved["step"]
+    if step >= total_steps:
+        reached = "past" if step > total_steps else "at"
+        raise ResumeError(f"{folder}: the checkpoint is at step {step}, {reached} this run's last step {total_steps} "
+                          "(--max-steps, or --epochs): nothing left to train")
+    number = folder.name[len(CHECKPOINT_PREFIX):]
+    if folder.name.startswith(CHECKPOINT_PREFIX) and number.isdigit() and int(number) != step:
+        raise ResumeError(f"{folder / STATE_FILE}: step {step} does not match the folder name {folder.name}")
+    return saved
+
+
+def read_trainer_state(path: Path) -> dict:
+    """trainer_state.json of a checkpoint, its keys and types checked; ResumeError names the file and key."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ResumeError(f"{path}: missing; not a checkpoint folder (--save-steps writes them)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ResumeError(f"{path}: damaged ({exc}); resume from an earlier checkpoint") from None
+    if not isinstance(saved, dict):
+        raise ResumeError(f"{path}: damaged (not a JSON object); resume from an earlier checkpoint")
+    expected = {"step": int, "settings": dict, "log_history": list, "best_metric": (int, float, type(None)),
+                "best_step": (int, type(None)), "skipped": int}
+    for key, kind in expected.items():
+        if key not in saved and key != "skipped":  # checkpoints older than --skip-nonfinite-loss lack it
+            raise ResumeError(f"{path}: damaged or incomplete (no {key!r}); resume from an earlier checkpoint")
+        value = saved.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, kind) or (isinstance(value, int) and value < 0):
+            raise ResumeError(f"{path}: damaged ({key!r} is {value!r}); resume from an earlier checkpoint")
+    if saved.get("skipped", 0) > saved["step"]:
+        raise ResumeError(f"{path}: damaged ({saved['skipped']} updates skipped of {saved['step']})")
+    if not all(isinstance(entry, dict) and isinstance(entry.get("loss", 0.0), (int, float))
+               for entry in saved["log_history"]):
+        raise ResumeError(f"{path}: damaged ('log_history' entries); resume from an earlier checkpoint")
+    return saved
+
+
+def read_finite(path: Path) -> dict:
+    """Every tensor of a checkpoint file; WeightsError naming the file and tensor when one holds NaN or Inf."""
+    arrays = dict(SafetensorsReader(path))
+    for name, array in arrays.items():
+        check_finite(name, array, str(path))
+    return arrays
+
+
+def check_optimizer_state(path: Path, state: dict, weights: dict, params: set, applied: int) -> None:
+    """The moments must cover what set_optimizer_state reads: step.N, exp_avg.N and exp_avg_sq.N of known
+    parameters N, shaped as the weights, and at least one parameter once an update was `applied` (the
+    runners skip what they do not find, which would restart those moments from zero without a word)."""
+    names: dict[str, set] = {}
+    for key in state:
+        slot, _, name = key.partition(".")
+        if slot not in OPTIMIZER_SLOTS + BETA_POWER_SLOTS or not name:
+            raise ResumeError(f"{path}: unexpected entry {key!r} (expected step./exp_avg./exp_avg_sq.<parameter>)")
+        names.setdefault(name, set()).add(slot)
+    if applied > 0 and not names:
+        raise ResumeError(f"{path}: holds no optimizer state; resuming would restart the AdamW moments from zero")
+    for name, slots in sorted(names.items()):
+        if name not in params:
+            raise ResumeError(f"{path}: moments of {name!r}, which the model does not have")
+        if not slots >= set(OPTIMIZER_SLOTS):
+            raise ResumeError(f"{path}: {name!r} lacks {', '.join(sorted(set(OPTIMIZER_SLOTS) - slots))}")
+        for slot in slots & set(BETA_POWER_SLOTS):
+            power = state[f"{slot}.{name}"]
+            if power.size != 1 or not 0 < float(power.reshape(())) <= 1:
+                raise ResumeError(f"{path}: {slot}.{name} is {power.tolist()!r}, not a power of a beta in (0, 1]")
+        if name in weights and any(tuple(state[f"{slot}.{name}"].shape) != tuple(weights[name].shape)
+                                   for slot in OPTIMIZER_SLOTS[1:]):
+            raise ResumeError(f"{path}: the moments of {name!r} do not have its shape {list(weights[name].shape)}")
+        count = state[f"step.{name}"]
+        if count.shape != () or not np.issubdtype(count.dtype, np.integer) or not 0 < int(count) <= applied:
+            raise ResumeError(f"{path}: step.{name} is {count.tolist()!r}, not an update count in 1..{applied}")
+        if (state[f"exp_avg_sq.{name}"] < 0).any():
+            raise ResumeError(f"{path}: exp_avg_sq.{name} holds negative values")

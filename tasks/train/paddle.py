@@ -154,6 +154,10 @@ class Runner:
             self.steps[name] = self.steps.get(name, 0) + 1
         return float(norm)
 
+    def discard_gradients(self) -> None:
+        """Drop the accumulated gradients without an update (the driver skips a non-finite loss)."""
+        self.optimizer.clear_grad(set_to_zero=False)
+
     # ---- state by canonical name ----
 
     def get_params(self) -> dict:

@@ -56,6 +56,7 @@ class Task:
     main_metric: str = "acc"
     num_labels: int | None = 2
     split_files: dict = {}  # split -> candidate names inside data_dir, first found wins
+    split_is_folder: bool = False  # a split is one file (RACE: a folder of article files)
 
     def __init__(self, data_dir=None, files: dict | None = None, options: Options | None = None):
         self.data_dir = None if data_dir is None else Path(data_dir)
@@ -63,15 +64,26 @@ class Task:
         self.options = options or Options()
 
     def path(self, split: str) -> Path:
-        """The file (or folder) of `split`; TaskError naming what was looked for when it is missing."""
+        """The file (or folder) of `split`; TaskError naming what was looked for when it is missing.
+
+        Each name in `split_files` is also looked for gzipped (NAME.gz); the readers gunzip any file.
+        """
         if split in self.files:
             candidates = [self.files[split]]
         elif self.data_dir is None:
             raise TaskError(f"{self.name}: no --data-dir and no file given for the {split} split")
+        elif not self.data_dir.is_dir():
+            problem = "is a file" if self.data_dir.exists() else "does not exist"
+            raise TaskError(f"--data-dir {self.data_dir} {problem}; give the folder of the {self.name} files")
         else:
             candidates = [self.data_dir / name for name in self.split_files[split]]
+            if not self.split_is_folder:
+                candidates += [candidate.with_name(candidate.name + ".gz") for candidate in candidates]
         for candidate in candidates:
             if candidate.exists():
+                if candidate.is_dir() != self.split_is_folder:
+                    kind = "a folder" if self.split_is_folder else "a file"
+                    raise TaskError(f"{self.name}: the {split} data {candidate} is not {kind}")
                 return candidate
         raise TaskError(f"{self.name}: no {split} data: {' or '.join(map(str, candidates))} not found")
 
@@ -148,6 +160,7 @@ class RaceTask(Task):
     head = "mc"
     num_labels = None
     split_files = {"train": ["train"], "dev": ["dev"], "test": ["test"]}
+    split_is_folder = True
 
     def load(self, split, tokenizer, limit=None):
         folder = self.path(split)

@@ -215,6 +215,10 @@ class Runner:
             variable.assign(variable - step_size[j] * (exp_avg / denom))  # addcdiv_(exp_avg, denom, -step_size)
         return norm
 
+    def discard_gradients(self) -> None:
+        """Drop the accumulated gradients without an update (the driver skips a non-finite loss)."""
+        self.grads = [None] * len(self.variables)
+
     # ---- state by canonical name ----
 
     def get_params(self) -> dict:

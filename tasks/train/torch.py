@@ -141,6 +141,10 @@ class Runner:
         self.optimizer.zero_grad(set_to_none=True)
         return norm.item()
 
+    def discard_gradients(self) -> None:
+        """Drop the accumulated gradients without an update (the driver skips a non-finite loss)."""
+        self.optimizer.zero_grad(set_to_none=True)
+
     # ---- state by canonical name ----
 
     def get_params(self) -> dict:

@@ -141,7 +141,8 @@ def test_help_documents_every_option(capsys):
                  "--do-predict", "--epochs", "--learning-rate", "--batch-size", "--grad-accum", "--warmup-ratio",
                  "--weight-decay", "--max-grad-norm", "--max-seq-length", "--doc-stride", "--max-answer-length",
                  "--n-best", "--version-2-with-negative", "--eval-steps", "--save-steps", "--seed", "--device",
-                 "--resume", "--max-train-samples", "--dtype", "--overwrite-output-dir", "--dropout-masks"):
+                 "--resume", "--max-train-samples", "--dtype", "--overwrite-output-dir", "--dropout-masks",
+                 "--skip-nonfinite-loss"):
         assert flag in text, flag
     for command in ("evaluate", "distill"):
         assert main([command, "--help"]) == 0

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from tasks.data import DataError
 from tasks.data.boolq import boolq_features, read_boolq
 from tasks.data.race import option_text, race_features, read_race, read_race_file
 
@@ -35,7 +36,7 @@ def test_race_reader(race_dir):
     ]
     assert examples[0].article == ARTICLE
     assert [e.guid for e in read_race(race_dir, "train", levels=("high",))] == ["high/high7.txt-1"]
-    with pytest.raises(FileNotFoundError, match="dev"):
+    with pytest.raises(DataError, match="dev.*no such RACE folder"):
         read_race(race_dir, "dev")
 
 

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from tasks.data import DataError
 from tasks.data.squad import (
     NULL_ODDS_FILE,
     PREDICTIONS_FILE,
@@ -64,9 +65,10 @@ def test_reader_keeps_all_answers_and_impossible(squad_file):
 @pytest.mark.parametrize(
     "change, message",
     [
-        (lambda qa: qa[0]["answers"][0].update(answer_start=45), "answer_start 45 lies outside the context"),
-        (lambda qa: qa[1].update(id="q1"), "missing or duplicate id"),
-        (lambda qa: qa[2].pop("question"), "missing field 'question'"),
+        (lambda qa: qa[0]["answers"][0].update(text="on the sofa"), "qas\\[0\\].answers\\[0\\]: question 'q1': the "
+         "answer text \"on the sofa\" does not occur in the context"),
+        (lambda qa: qa[1].update(id="q1"), "qas\\[1\\].id: missing or duplicate id"),
+        (lambda qa: qa[2].pop("question"), "qas\\[2\\]: missing key 'question'"),
     ],
 )
 def test_reader_rejects_bad_entries(tmp_path, change, message):
@@ -74,7 +76,7 @@ def test_reader_rejects_bad_entries(tmp_path, change, message):
     change(data["data"][0]["paragraphs"][0]["qas"])
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(data), encoding="utf-8")
-    with pytest.raises(ValueError, match=f"bad.json: question .*{message}"):
+    with pytest.raises(DataError, match=f"bad.json:data\\[0\\].paragraphs\\[0\\].{message}"):
         read_squad(path)
 
 
