@@ -12,7 +12,8 @@ import numpy as np
 # family -> head -> transformers class name
 TRANSFORMERS_CLASSES = {
     "funnel": {"model": "FunnelModel", "base": "FunnelBaseModel", "seqcls": "FunnelForSequenceClassification",
-               "qa": "FunnelForQuestionAnswering", "mc": "FunnelForMultipleChoice"},
+               "qa": "FunnelForQuestionAnswering", "mc": "FunnelForMultipleChoice",
+               "pretraining": "FunnelForPreTraining", "mlm": "FunnelForMaskedLM"},
     "bert": {"base": "BertModel", "seqcls": "BertForSequenceClassification", "qa": "BertForQuestionAnswering",
              "mc": "BertForMultipleChoice", "mlm": "BertForMaskedLM", "tokcls": "BertForTokenClassification"},
     "roberta": {"base": "RobertaModel", "seqcls": "RobertaForSequenceClassification",

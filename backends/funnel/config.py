@@ -36,6 +36,7 @@ class FunnelConfig(ConfigBase):
     max_position_embeddings: int = 512
     pad_token_id: int | None = 0
     num_labels: int = 2
+    tie_word_embeddings: bool = True  # the MLM head's lm_head weight is the word-embedding matrix
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -67,6 +68,8 @@ class FunnelConfig(ConfigBase):
         if not isinstance(self.num_decoder_layers, int) or self.num_decoder_layers < 0:
             self.fail("num_decoder_layers", "must be a non-negative integer")
         check_choice(self, "hidden_act", ACTIVATIONS)
+        if not isinstance(self.tie_word_embeddings, bool):
+            self.fail("tie_word_embeddings", "must be true or false")
         check_probability(self, "hidden_dropout", "attention_dropout", "activation_dropout")
         if not isinstance(self.layer_norm_eps, (int, float)) or self.layer_norm_eps <= 0:
             self.fail("layer_norm_eps", "must be a positive number")

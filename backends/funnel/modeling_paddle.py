@@ -423,10 +423,77 @@ class FunnelForQuestionAnswering(nn.Layer):
         return {"start_logits": logits[..., 0], "end_logits": logits[..., 1], **outputs}
 
 
+class FunnelDiscriminatorPredictions(nn.Layer):
+    """ELECTRA-style replaced-token detection: dense, activation, one score per token (no dropout)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.d_model, config.d_model)
+        self.activation_function = activation(config.hidden_act)
+        self.dense_prediction = nn.Linear(config.d_model, 1)
+
+    def forward(self, discriminator_hidden_states):
+        hidden = self.activation_function(self.dense(discriminator_hidden_states))
+        return self.dense_prediction(hidden)[..., 0]  # [B, T]: squeezes only the unit axis, even for batch 1
+
+
+class FunnelForPreTraining(nn.Layer):
+    """The published checkpoints' head: a discriminator score per token over the full-length decoder output."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.funnel = FunnelModel(config)
+        self.discriminator_predictions = FunnelDiscriminatorPredictions(config)
+
+    def get_input_embeddings(self):
+        return self.funnel.get_input_embeddings()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None):
+        outputs = self.funnel(input_ids, attention_mask, token_type_ids, inputs_embeds)
+        return {"logits": self.discriminator_predictions(outputs["last_hidden_state"]), **outputs}
+
+
+class FunnelLMHead(nn.Layer):
+    """transformers' `lm_head`, a Linear d_model -> vocab_size. With tie_word_embeddings its weight is the
+    word-embedding matrix, given to forward; otherwise its own weight, kept in the embeddings' and torch's
+    [vocab, d_model] layout (a paddle Linear would store [d_model, vocab]): the port rules leave it as it is."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.weight = None if config.tie_word_embeddings else self.create_parameter(
+            [config.vocab_size, config.d_model])
+        self.bias = self.create_parameter([config.vocab_size], is_bias=True)
+
+    def forward(self, hidden, word_embeddings):
+        weight = word_embeddings if self.weight is None else self.weight
+        return paddle.matmul(hidden, weight, transpose_y=True) + self.bias
+
+
+class FunnelForMaskedLM(nn.Layer):
+    """Vocabulary scores for every token of the full-length decoder output."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.funnel = FunnelModel(config)
+        self.lm_head = FunnelLMHead(config)
+
+    def get_input_embeddings(self):
+        return self.funnel.get_input_embeddings()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None):
+        outputs = self.funnel(input_ids, attention_mask, token_type_ids, inputs_embeds)
+        logits = self.lm_head(outputs["last_hidden_state"], self.get_input_embeddings().weight)
+        return {"logits": logits, **outputs}
+
+
 HEADS = {
     "model": FunnelModel,
     "base": FunnelBaseModel,
     "seqcls": FunnelForSequenceClassification,
     "qa": FunnelForQuestionAnswering,
     "mc": FunnelForMultipleChoice,
+    "pretraining": FunnelForPreTraining,
+    "mlm": FunnelForMaskedLM,
 }

@@ -419,10 +419,76 @@ class FunnelForQuestionAnswering(nn.Module):
         return {"start_logits": logits[..., 0], "end_logits": logits[..., 1], **outputs}
 
 
+class FunnelDiscriminatorPredictions(nn.Module):
+    """ELECTRA-style replaced-token detection: dense, activation, one score per token (no dropout)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.d_model, config.d_model)
+        self.activation_function = activation(config.hidden_act)
+        self.dense_prediction = nn.Linear(config.d_model, 1)
+
+    def forward(self, discriminator_hidden_states):
+        hidden = self.activation_function(self.dense(discriminator_hidden_states))
+        return self.dense_prediction(hidden)[..., 0]  # [B, T]: squeezes only the unit axis, even for batch 1
+
+
+class FunnelForPreTraining(nn.Module):
+    """The published checkpoints' head: a discriminator score per token over the full-length decoder output."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.funnel = FunnelModel(config)
+        self.discriminator_predictions = FunnelDiscriminatorPredictions(config)
+
+    def get_input_embeddings(self):
+        return self.funnel.get_input_embeddings()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None):
+        outputs = self.funnel(input_ids, attention_mask, token_type_ids, inputs_embeds)
+        return {"logits": self.discriminator_predictions(outputs["last_hidden_state"]), **outputs}
+
+
+class FunnelLMHead(nn.Module):
+    """transformers' `lm_head`, a Linear d_model -> vocab_size. With tie_word_embeddings its weight is the
+    word-embedding matrix, given to forward; otherwise its own weight, in the same [vocab, d_model] layout."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.weight = None if config.tie_word_embeddings else nn.Parameter(
+            torch.zeros([config.vocab_size, config.d_model]))
+        self.bias = nn.Parameter(torch.zeros([config.vocab_size]))
+
+    def forward(self, hidden, word_embeddings):
+        weight = word_embeddings if self.weight is None else self.weight
+        return torch.matmul(hidden, weight.t()) + self.bias
+
+
+class FunnelForMaskedLM(nn.Module):
+    """Vocabulary scores for every token of the full-length decoder output."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.funnel = FunnelModel(config)
+        self.lm_head = FunnelLMHead(config)
+
+    def get_input_embeddings(self):
+        return self.funnel.get_input_embeddings()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None):
+        outputs = self.funnel(input_ids, attention_mask, token_type_ids, inputs_embeds)
+        logits = self.lm_head(outputs["last_hidden_state"], self.get_input_embeddings().weight)
+        return {"logits": logits, **outputs}
+
+
 HEADS = {
     "model": FunnelModel,
     "base": FunnelBaseModel,
     "seqcls": FunnelForSequenceClassification,
     "qa": FunnelForQuestionAnswering,
     "mc": FunnelForMultipleChoice,
+    "pretraining": FunnelForPreTraining,
+    "mlm": FunnelForMaskedLM,
 }

@@ -5,13 +5,18 @@ import numpy as np
 
 from ..weights import Rule, RuleSet, SAME_NAMES
 
-HEAD_PREFIX = {"model": "", "base": "", "seqcls": "funnel.", "mc": "funnel.", "qa": "funnel."}
-HEAD_HAS_DECODER = {"model": True, "base": False, "seqcls": False, "mc": False, "qa": True}
+HEAD_PREFIX = {"model": "", "base": "", "seqcls": "funnel.", "mc": "funnel.", "qa": "funnel.",
+               "pretraining": "funnel.", "mlm": "funnel."}
+HEAD_HAS_DECODER = {"model": True, "base": False, "seqcls": False, "mc": False, "qa": True, "pretraining": True,
+                    "mlm": True}
 FINAL_OUTPUTS = {
     "model": ("last_hidden_state",), "base": ("last_hidden_state",), "seqcls": ("logits",),
-    "mc": ("logits",), "qa": ("start_logits", "end_logits"),
+    "mc": ("logits",), "qa": ("start_logits", "end_logits"), "pretraining": ("logits",), "mlm": ("logits",),
 }
-LINEAR_WEIGHT = r"(.*\.(q_head|k_head|v_head|post_proj|linear_1|linear_2|linear_hidden|linear_out)|qa_outputs)\.weight"
+# Linear weights ([out, in] in torch); lm_head.weight is not one: it keeps the [vocab, d_model] layout of the
+# word embeddings it is tied to (or stands in for) in every port and format
+LINEAR_WEIGHT = (r"(.*\.(q_head|k_head|v_head|post_proj|linear_1|linear_2|linear_hidden|linear_out)|qa_outputs"
+                 r"|discriminator_predictions\.(dense|dense_prediction))\.weight")
 
 # paddle Linear and our TF Linear (Keras layout) store kernels [in, out]; torch stores [out, in]
 PORT_RULES = {
@@ -63,6 +68,14 @@ def param_shapes(config, head: str) -> dict:
         })
     if head == "qa":
         shapes.update({"qa_outputs.weight": (2, config.d_model), "qa_outputs.bias": (2,)})
+    if head == "pretraining":  # ELECTRA-style discriminator: dense, activation, one score per token
+        d = "discriminator_predictions."
+        shapes.update({d + "dense.weight": (config.d_model, config.d_model), d + "dense.bias": (config.d_model,),
+                       d + "dense_prediction.weight": (1, config.d_model), d + "dense_prediction.bias": (1,)})
+    if head == "mlm":  # tied: the word-embedding matrix is the lm_head weight, listed once (as transformers saves it)
+        if not config.tie_word_embeddings:
+            shapes["lm_head.weight"] = (config.vocab_size, config.d_model)
+        shapes["lm_head.bias"] = (config.vocab_size,)
     return shapes
 
 

@@ -40,7 +40,8 @@ ORACLES = {
     "transformers-tf": (("transformers", "tf_keras"), "tf"),
     "paddlenlp": (("paddlenlp",), "paddle"),
 }
-ORACLE_CLASSES = {"model": "FunnelModel", "base": "FunnelBaseModel"}
+ORACLE_CLASSES = {"model": "FunnelModel", "base": "FunnelBaseModel", "pretraining": "FunnelForPreTraining",
+                  "mlm": "FunnelForMaskedLM"}
 
 
 def oracle_installed(oracle: str) -> bool:
@@ -106,8 +107,14 @@ SWITCHES = {
 }
 
 
+# the pretraining and MLM heads add one layer over FunnelModel's output, whose every switch the "model" head
+# runs: these switches reach that layer (its activation, the decoder it reads, a tied <pad> embedding row)
+TOP_HEADS, TOP_SWITCHES = ("pretraining", "mlm"), ("default", "gelu", "decoder0", "pad_row")
+
+
 def _switch_jobs(dtype: str, heads=SPEC.heads) -> list[Job]:
-    return [_job(label, head, dtype, **changes) for label, changes in SWITCHES.items() for head in heads]
+    return [_job(label, head, dtype, **changes) for label, changes in SWITCHES.items() for head in heads
+            if head not in TOP_HEADS or label in TOP_SWITCHES]
 
 
 def _random_jobs(count: int = 6, seed: int = 6) -> list[Job]:
@@ -145,13 +152,16 @@ def _paddlenlp_runs(job: Job) -> bool:
 
 
 def _oracle_jobs() -> list[Job]:
-    """Every switch through FunnelModel (its hidden states hold the encoder's), the default through FunnelBaseModel."""
+    """Every switch through FunnelModel (its hidden states hold the encoder's), the default through the other
+    heads the oracles have; an untied lm_head through transformers' PyTorch class only (its TF class and
+    PaddleNLP's tie lm_head to the word embeddings whatever the config says)."""
     jobs = []
-    for job in _switch_jobs("float32", ["model"]) + [_job("default", "base", "float32")]:
+    for job in _switch_jobs("float32", ["model"]) + [_job("default", head, "float32") for head in ORACLE_CLASSES
+                                                     if head != "model"]:
         for oracle in ORACLES:
             if oracle != "paddlenlp" or _paddlenlp_runs(job):
                 jobs.append(replace(job, kind="oracle", oracle=oracle))
-    return jobs
+    return jobs + [replace(UNTIED_MLM_JOB, dtype="float32", kind="oracle", oracle="transformers")]
 
 
 # mutation -> the key it breaks; every framework must refuse the weights, naming that key
@@ -176,10 +186,12 @@ def _break(params: dict, mutation: str) -> dict:
     return params
 
 
-FLOAT64_JOBS = _switch_jobs("float64") + _random_jobs()
+UNTIED_MLM_JOB = _job("untied", "mlm", tie_word_embeddings=False)
+FLOAT64_JOBS = _switch_jobs("float64") + _random_jobs() + [UNTIED_MLM_JOB]
 ORACLE_JOBS = _oracle_jobs()
 # every switch through the heads the oracles see, every head with the default switch
-FLOAT32_JOBS = _switch_jobs("float32", ["model"]) + [_job("default", head, "float32") for head in SPEC.heads[1:]]
+FLOAT32_JOBS = (_switch_jobs("float32", ["model"]) + [_job("default", head, "float32") for head in SPEC.heads[1:]]
+                + [replace(UNTIED_MLM_JOB, dtype="float32")])
 LOAD_JOBS = [replace(_job("load", "model"), kind="load", mutation=mutation) for mutation in BAD_WEIGHTS]
 
 
@@ -201,16 +213,17 @@ def _run_load(fw: str, job: Job) -> dict:
 
 
 def _oracle_outputs(output, to_numpy) -> dict:
-    """last_hidden_state, hidden_states.<i> and attentions.<i> of a transformers-style output."""
+    """last_hidden_state or logits, hidden_states.<i> and attentions.<i> of a transformers-style output."""
     from backends.run import flatten_outputs
 
-    named = {"last_hidden_state": output["last_hidden_state"], "hidden_states": output["hidden_states"],
-             "attentions": output["attentions"]}
+    names = ("last_hidden_state", "logits", "hidden_states", "attentions")
+    named = {name: output[name] for name in names if name in output.keys() and output[name] is not None}
     return {name: to_numpy(tensor) for name, tensor in flatten_outputs(named).items()}
 
 
 def _oracle_transformers(job: Job) -> dict:
-    """transformers' FunnelModel / FunnelBaseModel (PyTorch), our canonical weights loaded strictly."""
+    """transformers' class of the head (PyTorch), our canonical weights loaded strictly (a tied lm_head weight,
+    which is the word-embedding matrix, is the one key they do not list)."""
     import torch
     import transformers
 
@@ -219,8 +232,11 @@ def _oracle_transformers(job: Job) -> dict:
     framework("torch").set_default_dtype("float32")
     params, inputs = job.arrays()
     model = getattr(transformers, ORACLE_CLASSES[job.head])(transformers.FunnelConfig(**job.config.to_dict())).eval()
-    model.load_state_dict({name: torch.from_numpy(array.astype(np.float32)) for name, array in params.items()},
-                          strict=True)
+    missing, unexpected = model.load_state_dict(
+        {name: torch.from_numpy(array.astype(np.float32)) for name, array in params.items()}, strict=False)
+    tied = model.get_output_embeddings() is not None and model.config.tie_word_embeddings
+    assert (missing, unexpected) == (["lm_head.weight"] if tied else [], [])
+    assert not tied or model.lm_head.weight is model.funnel.embeddings.word_embeddings.weight
     with torch.no_grad():
         output = model(**{name: torch.from_numpy(array) for name, array in inputs.items()},
                        output_hidden_states=True, output_attentions=True)
@@ -230,16 +246,18 @@ def _oracle_transformers(job: Job) -> dict:
 KERAS_LEAVES = {"kernel": "weight", "gamma": "weight", "beta": "bias"}
 
 
-def keras_to_canonical(weight_name: str) -> tuple[str, bool]:
+def keras_to_canonical(weight_name: str, prefix: str = "") -> tuple[str, bool]:
     """`tf_funnel_model/funnel/encoder/blocks_._0_._1/attention/q_head/kernel:0` ->
-    (`encoder.blocks.0.1.attention.q_head.weight`, True: a Dense kernel, stored [in, out])."""
-    path = weight_name.split(":")[0].split("/", 2)[2]  # drop the model's and the main layer's scopes
+    (`encoder.blocks.0.1.attention.q_head.weight`, True: a Dense kernel, stored [in, out]); the main layer's
+    scope becomes the head's `prefix`, a head layer's scope stays (`lm_head/bias:0` -> `lm_head.bias`)."""
+    layer, path = weight_name.split(":")[0].split("/", 2)[1:]  # drop the model's scope
+    path = prefix + path if layer == "funnel" else f"{layer}/{path}"
     stem, leaf = path.replace("_._", ".").replace("/", ".").rsplit(".", 1)
     return f"{stem}.{KERAS_LEAVES.get(leaf, leaf)}", leaf == "kernel"
 
 
 def _oracle_transformers_tf(job: Job) -> dict:
-    """transformers' TFFunnelModel / TFFunnelBaseModel, every Keras weight set from a canonical one."""
+    """transformers' TF class of the head, every Keras weight set from a canonical one."""
     import tensorflow as tf
     import transformers
 
@@ -251,7 +269,7 @@ def _oracle_transformers_tf(job: Job) -> dict:
     model(feed, training=False)  # creates the weights
     loaded = set()
     for weight in model.weights:
-        name, is_kernel = keras_to_canonical(weight.name)
+        name, is_kernel = keras_to_canonical(weight.name, HEAD_PREFIX[job.head])
         weight.assign((params[name].T if is_kernel else params[name]).astype(np.float32))
         loaded.add(name)
     check_keys(params, loaded, "transformers-tf weights")
@@ -260,7 +278,8 @@ def _oracle_transformers_tf(job: Job) -> dict:
 
 
 def _oracle_paddlenlp(job: Job) -> dict:
-    """PaddleNLP's FunnelModel / FunnelBaseModel: canonical names, Linear weights [in, out] (our paddle rules)."""
+    """PaddleNLP's class of the head: canonical names, Linear weights [in, out] (our paddle rules). Its MLM head
+    lists the tied lm_head weight as a key of its own and returns bare logits (no hidden states)."""
     import paddle
     from paddlenlp.transformers.funnel import modeling
 
@@ -271,12 +290,14 @@ def _oracle_paddlenlp(job: Job) -> dict:
     params, inputs = job.arrays()
     model = getattr(modeling, ORACLE_CLASSES[job.head])(modeling.FunnelConfig(**job.config.to_dict()))
     model.eval()
+    if job.head == "mlm":
+        params["lm_head.weight"] = params["funnel.embeddings.word_embeddings.weight"]
     check_keys(model.state_dict(), params, "PaddleNLP weights")
     rules = SPEC.port_rules["paddle"]
     model.set_state_dict({name: rules.to_target(name, array)[1].astype(np.float32) for name, array in params.items()})
     output = model(**{name: paddle.to_tensor(array) for name, array in inputs.items()},
                    output_hidden_states=True, output_attentions=True, return_dict=True)
-    return _oracle_outputs(output, lambda t: t.numpy())
+    return _oracle_outputs(output if hasattr(output, "keys") else {"logits": output}, lambda t: t.numpy())
 
 
 ORACLE_RUNNERS = {"transformers": _oracle_transformers, "transformers-tf": _oracle_transformers_tf,
@@ -466,6 +487,12 @@ def test_keras_names_map_to_canonical_names():
         "encoder.blocks.0.1.attention.q_head.weight", True)
     assert keras_to_canonical("tf_funnel_base_model_1/funnel/decoder/layers_._1/ffn/layer_norm/beta:0") == (
         "decoder.layers.1.ffn.layer_norm.bias", False)
+    assert keras_to_canonical("tf_funnel_for_masked_lm/funnel/embeddings/word_embeddings/weight:0", "funnel.") == (
+        "funnel.embeddings.word_embeddings.weight", False)
+    assert keras_to_canonical("tf_funnel_for_masked_lm/lm_head/bias:0", "funnel.") == ("lm_head.bias", False)
+    assert keras_to_canonical(
+        "tf_funnel_for_pre_training/discriminator_predictions/dense_prediction/kernel:0", "funnel.") == (
+        "discriminator_predictions.dense_prediction.weight", True)
 
 
 if __name__ == "__main__":

@@ -123,3 +123,53 @@ def write_tf1(directory: str, variables: dict) -> None:
         with tf1.Session() as session:
             session.run(tf1.global_variables_initializer())
             tf1.train.Saver(var_list=var_list).save(session, f"{directory}/bert_model.ckpt")
+
+
+def _perturbed(name: str, array: np.ndarray, rng: np.random.Generator, pad_token_id) -> np.ndarray:
+    """A library's init plus seeded noise, so zero biases and unit LayerNorm scales are not constants; the
+    word-embedding padding row stays zero (PaddleNLP's padding_idx looks it up as zeros whatever it holds)."""
+    array = array + 0.1 * rng.standard_normal(array.shape).astype(array.dtype)
+    if "word_embeddings" in name and pad_token_id is not None:
+        array[pad_token_id] = 0
+    return array
+
+
+def save_transformers_torch(directory: str, class_name: str, config: dict, seed: int = 0) -> None:
+    """A checkpoint written by transformers' own PyTorch class (`save_pretrained`), its init perturbed."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    model = getattr(transformers, class_name)(transformers.AutoConfig.for_model(**config))
+    rng = np.random.default_rng(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():  # a tied weight is listed once
+            param.copy_(torch.from_numpy(_perturbed(name, param.numpy(), rng, config.get("pad_token_id"))))
+    model.save_pretrained(directory)
+
+
+def save_transformers_tf(directory: str, class_name: str, config: dict, seed: int = 0) -> None:
+    """A checkpoint written by transformers' own TF class (`save_pretrained`: tf_model.h5), its init perturbed."""
+    import tensorflow as tf
+    import transformers
+
+    tf.random.set_seed(seed)
+    model = getattr(transformers, "TF" + class_name)(transformers.AutoConfig.for_model(**config))
+    model(model.dummy_inputs, training=False)  # creates the weights
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        weight.assign(_perturbed(weight.name, weight.numpy(), rng, config.get("pad_token_id")))
+    model.save_pretrained(directory)
+
+
+def save_paddlenlp(directory: str, class_name: str, config: dict, seed: int = 0) -> None:
+    """A checkpoint written by PaddleNLP's own class (`save_pretrained`: model_state.pdparams), its init perturbed."""
+    import paddle
+
+    paddle.seed(seed)
+    cls = _paddlenlp_class(class_name)
+    model = cls(cls.config_class(**config))
+    rng = np.random.default_rng(seed)
+    for name, param in model.named_parameters():  # a tied weight is listed once
+        param.set_value(_perturbed(name, param.numpy(), rng, config.get("pad_token_id")))
+    model.save_pretrained(directory)
