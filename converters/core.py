@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import shutil
 import sys
 import time
@@ -44,7 +45,13 @@ class VerifyFailed(Exception):
 
 @dataclass
 class Checkpoint:
-    """A checkpoint in some format, seen through canonical names and layouts."""
+    """A checkpoint in some format, seen through canonical names and layouts.
+
+    `head` is the head whose parameters it holds; `stored` maps every canonical parameter it holds (the
+    head's own and optional parts such as a pooler the head does not use) to its stored name; `absent`
+    lists the head's parameters it lacks (optional parts: `params()` gives them the family's init);
+    `left_out` the stored parameters of other heads that --head dropped; `skipped` stored entries that
+    are not parameters (buffers, optimizer slots, tied copies)."""
 
     fmt: str
     source: formats.Source
@@ -54,6 +61,8 @@ class Checkpoint:
     rules: FormatRules
     stored: dict  # canonical name -> stored name
     skipped: list = field(default_factory=list)  # stored names that are not parameters (allowed by name)
+    absent: list = field(default_factory=list)  # canonical names of the head's optional parameters not held
+    left_out: list = field(default_factory=list)  # stored names of parameters of other heads (--head)
 
     def ref(self, canonical: str) -> formats.TensorRef:
         return self.source.tensors[self.stored[canonical]]
@@ -62,33 +71,55 @@ class Checkpoint:
         """One parameter in the canonical layout."""
         return self.rules.rules.to_canonical(canonical, self.ref(canonical).load())
 
-    def params(self) -> Mapping:
-        """canonical name -> array, read when asked for (what `backends.build.build_model` takes)."""
-        return _LazyParams(self)
+    def params(self, seed: int = 0) -> Mapping:
+        """canonical name -> array for every parameter of our port of `head`, read when asked for (what
+        `backends.build.build_model` takes): optional parts the checkpoint lacks get the family's seeded init,
+        optional parts the port does not use are left out."""
+        return _LazyParams(self, seed)
+
+    def holds(self, head: str) -> dict:
+        """canonical name of `head` -> the canonical name this checkpoint holds it under, for every parameter of
+        `head` it holds: a base model's parameters match with or without the family's prefix (`bert.`), so a
+        pre-training checkpoint's body serves a classification head (whose own parameters are then absent)."""
+        spec = backends.family(self.family)
+        prefix = self.family + "."
+        held = {name.removeprefix(prefix): name for name in self.stored}
+        wanted = {**spec.param_shapes(self.config, head), **spec.optional_shapes(self.config, head)}
+        return {name: held[name.removeprefix(prefix)] for name in wanted if name.removeprefix(prefix) in held}
 
     def close(self) -> None:
         self.source.close()
 
 
 class _LazyParams(Mapping):
-    def __init__(self, checkpoint: Checkpoint):
-        self.checkpoint = checkpoint
+    def __init__(self, checkpoint: Checkpoint, seed: int):
+        self.checkpoint, self.seed, self.init = checkpoint, seed, None
+        spec = backends.family(checkpoint.family)
+        self.names = list(spec.param_shapes(checkpoint.config, checkpoint.head))
 
     def __getitem__(self, name):
-        return self.checkpoint.load(name)
+        if name in self.checkpoint.stored:
+            return self.checkpoint.load(name)
+        if name not in self.names:
+            raise KeyError(name)
+        if self.init is None:
+            spec, c = backends.family(self.checkpoint.family), self.checkpoint
+            self.init = spec.init_params(c.config, c.head, np.random.default_rng(self.seed))
+        return self.init[name]
 
     def __iter__(self):
-        return iter(self.checkpoint.stored)
+        return iter(self.names)
 
     def __len__(self):
-        return len(self.checkpoint.stored)
+        return len(self.names)
 
 
 def open_checkpoint(fmt: str, path, family: str | None = None, head: str | None = None,
                     allow_unknown=()) -> Checkpoint:
     """Open the checkpoint directory `path` stored in format `fmt`, match its keys to a head of its
-    family (every parameter present, anything else a known non-parameter or allowed by name) and check
-    every shape against the config."""
+    family (every required parameter present, anything else an optional part, a known non-parameter, a
+    tied copy or allowed by name; with `head`, parameters of other heads are left out) and check every
+    shape against the config."""
     source = formats.get(fmt).read(Path(path))
     try:
         family = _family(fmt, source, family)
@@ -100,14 +131,16 @@ def open_checkpoint(fmt: str, path, family: str | None = None, head: str | None 
                                   f"(only {value!r})")
         config_dict = {k: v for k, v in source.config.items() if k not in rules.config and k != "architectures"}
         config = spec.config_class.from_dict(config_dict, source=str(source.config_file))
-        head, stored, skipped = _match(spec, config, rules, source, head, allow_unknown)
-        shapes = spec.param_shapes(config, head)
-        check_shapes(shapes, stored, str(source.weights_file),
-                     shape_of=lambda name: _canonical_shape(rules, name, source.tensors[stored[name]].shape))
+        checkpoint = _match(fmt, spec, config, rules, source, head, allow_unknown)
+        shapes = {**spec.optional_shapes(config, checkpoint.head), **spec.param_shapes(config, checkpoint.head)}
+        check_shapes({name: shapes[name] for name in checkpoint.stored}, checkpoint.stored,
+                     str(source.weights_file), shape_of=lambda name: _canonical_shape(
+                         rules, name, source.tensors[checkpoint.stored[name]].shape))
+        _check_tied_copies(checkpoint)
     except BaseException:
         source.close()
         raise
-    return Checkpoint(fmt, source, family, config, head, rules, stored, skipped)
+    return checkpoint
 
 
 def _family(fmt: str, source: formats.Source, family: str | None) -> str:
@@ -130,25 +163,63 @@ def _family(fmt: str, source: formats.Source, family: str | None) -> str:
     raise BadInput(f"{source.config_file}: no model_type or known architecture; pass --family")
 
 
-def _match(spec, config, rules: FormatRules, source: formats.Source, head, allow_unknown):
-    """(head, canonical -> stored name, skipped stored names) for the head the checkpoint holds: fewest
-    missing parameters, then shape mismatches, then unknown entries; the config's architecture breaks ties."""
+def _match(fmt, spec, config, rules: FormatRules, source: formats.Source, head, allow_unknown) -> Checkpoint:
+    """The checkpoint as the head it holds: fewest missing required parameters, then shape mismatches, then
+    unknown entries; the config's architecture breaks ties. With `head` given, stored parameters of the
+    family's other heads are left out instead of failing."""
     if head is not None and head not in rules.classes:
         raise BadInput(f"family {spec.name} has no head {head!r} in this format; heads: {', '.join(rules.classes)}")
     found = set(source.tensors)
     named = {h for h, cls in rules.classes.items() if cls in (source.config.get("architectures") or [])}
     candidates = []
     for name in [head or rules.default_head] if head or rules.default_head else list(rules.classes):
-        shapes = spec.param_shapes(config, name)
-        expected = rules.rules.target_names(shapes)  # stored -> canonical
-        mismatched = sum(_canonical_shape(rules, c, source.tensors[s].shape) != tuple(shapes[c])
+        shapes, optional = spec.param_shapes(config, name), spec.optional_shapes(config, name)
+        expected = _stored_names(rules, {**optional, **shapes}, optional)  # stored -> canonical
+        required = {stored for stored, canonical in expected.items() if canonical not in optional}
+        mismatched = sum(_canonical_shape(rules, c, source.tensors[s].shape) != tuple({**optional, **shapes}[c])
                          for s, c in expected.items() if s in found)
-        score = (len(set(expected) - found), mismatched, len(found - set(expected)), name not in named)
-        candidates.append((score, name, expected))
-    _, head, expected = min(candidates, key=lambda c: c[0])
-    allowed = [*rules.ignore, *allow_unknown]
-    check_keys(expected, found, f"{source.weights_file} (as {spec.name} {head})", allow_unexpected=allowed)
-    return head, {canonical: name for name, canonical in expected.items()}, sorted(found - set(expected))
+        score = (len(required - found), mismatched, len(found - set(expected)), name not in named)
+        candidates.append((score, name, expected, required))
+    _, head_found, expected, required = min(candidates, key=lambda c: c[0])
+    copies = {copy for tied in rules.tied.values() for copy in tied}
+    allowed = [*rules.ignore, *map(re.escape, copies), *allow_unknown]
+    others = set()
+    if head is not None:  # the user picked one head: other heads' parameters are left out, not errors
+        for other in rules.classes:
+            other_shapes = {**spec.optional_shapes(config, other), **spec.param_shapes(config, other)}
+            others |= set(_stored_names(rules, other_shapes, other_shapes))
+    left_out = sorted((found - set(expected)) & others)
+    check_keys(required, found - set(left_out), f"{source.weights_file} (as {spec.name} {head_found})",
+               allow_unexpected=[*allowed, *map(re.escape, set(expected) - required)])
+    stored = {canonical: name for name, canonical in expected.items() if name in found}
+    absent = [canonical for canonical in spec.param_shapes(config, head_found) if canonical not in stored]
+    skipped = sorted(found - set(expected) - set(left_out))
+    return Checkpoint(fmt, source, spec.name, config, head_found, rules, stored, skipped, absent, left_out)
+
+
+def _stored_names(rules: FormatRules, shapes: Mapping, optional: Mapping) -> dict:
+    """stored name -> canonical name of `shapes`; optional parameters the format has no name for are left out."""
+    names = {}
+    for canonical in shapes:
+        try:
+            rules.rules.rule_for(canonical)
+        except WeightsError:
+            if canonical in optional:
+                continue
+            raise
+        names[canonical] = canonical
+    return rules.rules.target_names(names)
+
+
+def _check_tied_copies(checkpoint: Checkpoint) -> None:
+    """A stored tied copy (PaddleNLP's `cls.predictions.decoder.weight`, an old transformers file's decoder) must
+    hold the values of the parameter it repeats: otherwise the checkpoint is untied and its config says tied."""
+    held = set(checkpoint.stored.values())
+    for copy, canonical in checkpoint.rules.tied.get(checkpoint.head, {}).items():
+        if copy in checkpoint.source.tensors and canonical in checkpoint.stored and copy not in held:
+            if not np.array_equal(checkpoint.source.tensors[copy].load(), checkpoint.ref(canonical).load()):
+                raise WeightsError(f"{checkpoint.source.weights_file}: {copy} is a tied copy of {canonical} but holds "
+                                   "other values (an untied decoder needs tie_word_embeddings: false in the config)")
 
 
 def _canonical_shape(rules: FormatRules, canonical: str, stored_shape: tuple) -> tuple:
@@ -192,11 +263,19 @@ def convert(command: str, src, dst, options: Options | None = None, warn=None) -
         if checkpoint.skipped:
             warn(f"{checkpoint.source.weights_file}: not converted ({len(checkpoint.skipped)} stored entries that "
                  f"are not parameters): {', '.join(checkpoint.skipped)}")
+        if checkpoint.left_out:
+            warn(f"{checkpoint.source.weights_file}: --head {checkpoint.head} leaves out {len(checkpoint.left_out)} "
+                 f"parameters of other heads: {_short(checkpoint.left_out)}")
         tokenizer = _tokenizer_files(src, required=options.tokenizer or src_fmt == "tf1bert")
         target = format_rules(checkpoint.family, dst_fmt)
         if checkpoint.head not in target.classes:
             raise BadInput(f"format {dst_fmt} has no class for {checkpoint.family} head {checkpoint.head}")
-        plan, specs = _plan(checkpoint, target, options.dtype)
+        notes = optional_part_notes(checkpoint, target, dst_fmt)
+        if notes and options.strict:
+            raise WeightsError(f"{notes[0]} (--strict)")
+        for note in notes:
+            warn(note)
+        plan, specs = _plan(checkpoint, target, dst_fmt, options.dtype)
         config = {**checkpoint.config.to_dict(), **target.config, "architectures": [target.classes[checkpoint.head]]}
         if options.dtype and dst_fmt in ("hf", "tf"):
             config["torch_dtype"] = options.dtype
@@ -213,23 +292,58 @@ def convert(command: str, src, dst, options: Options | None = None, warn=None) -
         "command": command, "source": str(src), "destination": str(dst), "family": checkpoint.family,
         "head": checkpoint.head, "tensors": len(specs),
         "bytes": int(sum(np.prod(shape, dtype=np.int64) * dtype.itemsize for _, dtype, shape in specs)),
-        "dtype": options.dtype or "as stored", "skipped": checkpoint.skipped, "warnings": warnings,
-        "tokenizer_files": [file.name for file in tokenizer], "verify": report,
+        "dtype": options.dtype or "as stored", "skipped": checkpoint.skipped, "left_out": checkpoint.left_out,
+        "notes": notes, "warnings": warnings, "tokenizer_files": [file.name for file in tokenizer], "verify": report,
         "seconds": round(time.perf_counter() - started, 3),
     }
 
 
-def _plan(checkpoint: Checkpoint, target: FormatRules, dtype: str | None):
-    """target name -> (canonical, source action, target action, output dtype), and the writer's specs."""
+def optional_part_notes(checkpoint: Checkpoint, target: FormatRules, fmt: str) -> list[str]:
+    """One line per optional part the target's class treats differently from the checkpoint: parts it builds
+    and the checkpoint lacks (the class initialises them, as transformers' from_pretrained reports newly
+    initialised weights), and parts the checkpoint holds and the class does not build (carried along for round
+    trips; the class reports them unused)."""
+    spec = backends.family(checkpoint.family)
+    optional = spec.optional_shapes(checkpoint.config, checkpoint.head)
+    built = [name for name in optional if re.fullmatch(target.builds.get(checkpoint.head, "(?!)"), name)]
+    cls = f"{formats.get(fmt).TITLE} {target.classes[checkpoint.head]}"
+    lacking = [name for name in built if name not in checkpoint.stored]
+    unused = [name for name in optional if name in checkpoint.stored and name not in built]
+    notes = []
+    if lacking:
+        notes.append(f"{checkpoint.source.weights_file} lacks {_short(lacking)}: {cls} will initialise them")
+    if unused:
+        notes.append(f"{checkpoint.source.weights_file} holds {_short(unused)}, which {cls} does not use: "
+                     "written all the same (it reports them unused)")
+    return notes
+
+
+def _short(names: list, limit: int = 4) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _plan(checkpoint: Checkpoint, target: FormatRules, fmt: str, dtype: str | None):
+    """target name -> (canonical, source action, target action, output dtype), and the writer's specs: every
+    parameter the checkpoint holds, then the tied copies the target format stores too."""
     plan, specs = {}, []
-    shapes = backends.family(checkpoint.family).param_shapes(checkpoint.config, checkpoint.head)
-    for canonical, shape in shapes.items():
-        name, action = target.rules.rule_for(canonical)
+    spec = backends.family(checkpoint.family)
+    shapes = {**spec.optional_shapes(checkpoint.config, checkpoint.head),
+              **spec.param_shapes(checkpoint.config, checkpoint.head)}
+    for canonical in checkpoint.stored:
+        try:
+            name, action = target.rules.rule_for(canonical)
+        except WeightsError:
+            raise BadInput(f"{checkpoint.source.weights_file}: {canonical} has no place in {formats.get(fmt).TITLE}'s "
+                           f"{target.classes[checkpoint.head]}") from None
         stored = checkpoint.ref(canonical).dtype
         out = formats.bfloat16() if dtype == "bfloat16" else np.dtype(dtype) if dtype else stored
         out = out if _floating(stored) else stored
         plan[name] = (canonical, checkpoint.rules.rules.rule_for(canonical)[1], action, out)
-        specs.append((name, out, _target_shape(target, canonical, shape)))
+        specs.append((name, out, _target_shape(target, canonical, shapes[canonical])))
+    for copy, canonical in target.tied.get(checkpoint.head, {}).items():
+        if canonical in checkpoint.stored and copy not in plan:
+            plan[copy] = plan[target.rules.rule_for(canonical)[0]]
+            specs.append((copy, plan[copy][3], _target_shape(target, canonical, shapes[canonical])))
     return plan, specs
 
 
