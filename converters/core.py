@@ -237,7 +237,7 @@ class Options:
     head: str | None = None
     dtype: str | None = None  # cast floating tensors; None keeps the stored dtypes
     force: bool = False
-    strict: bool = False  # NaN/Inf fail instead of warning
+    strict: bool = False  # NaN/Inf and optional-part notes fail instead of warning
     verify: bool = False
     allow_unknown: tuple = ()
     tokenizer: bool = True  # carry the tokenizer files (and require a vocabulary)

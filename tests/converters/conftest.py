@@ -26,10 +26,22 @@ FAMILIES = [name for name in REGISTERED if importlib.util.find_spec(f"converters
 FAMILY_HEADS = [(name, head) for name in FAMILIES for head in format_rules(name, "hf").classes]
 
 
-def tiny_config(family_name: str, **changes):
+def tiny_config(family_name: str, head: str | None = None, **changes):
+    """The family's first preset at tiny size. PaddleNLP's BERT LM head normalises with epsilon 1e-5 whatever
+    layer_norm_eps says (transformers and our ports use layer_norm_eps): BERT's LM heads get 1e-5, so that
+    PaddleNLP's classes compute the same function."""
     spec = family(family_name)
     preset = next(p for p in spec.presets.values())
+    if family_name == "bert" and head in ("mlm", "pretraining"):
+        changes = {"layer_norm_eps": 1e-5, **changes}
     return spec.shrink(preset.config).replace(**changes)
+
+
+def unpadded(outputs: dict, inputs: dict) -> dict:
+    """Per-token outputs at real tokens only: PaddleNLP's RoBERTa embeds the padding id as zeros whatever its
+    row holds (paddle's Embedding padding_idx), transformers uses the row; no real token sees padding."""
+    mask = inputs["attention_mask"].astype(bool)
+    return {name: value[mask] if value.shape[:mask.ndim] == mask.shape else value for name, value in outputs.items()}
 
 
 def random_params(family_name: str, config, head: str, seed: int = 0, dtype=np.float32) -> dict:
