@@ -132,7 +132,7 @@ def open_checkpoint(fmt: str, path, family: str | None = None, head: str | None 
         config_dict = {k: v for k, v in source.config.items() if k not in rules.config and k != "architectures"}
         config = spec.config_class.from_dict(config_dict, source=str(source.config_file))
         checkpoint = _match(fmt, spec, config, rules, source, head, allow_unknown)
-        shapes = {**spec.optional_shapes(config, checkpoint.head), **spec.param_shapes(config, checkpoint.head)}
+        shapes = {**spec.param_shapes(config, checkpoint.head), **spec.optional_shapes(config, checkpoint.head)}
         check_shapes({name: shapes[name] for name in checkpoint.stored}, checkpoint.stored,
                      str(source.weights_file), shape_of=lambda name: _canonical_shape(
                          rules, name, source.tensors[checkpoint.stored[name]].shape))
@@ -173,10 +173,11 @@ def _match(fmt, spec, config, rules: FormatRules, source: formats.Source, head, 
     named = {h for h, cls in rules.classes.items() if cls in (source.config.get("architectures") or [])}
     candidates = []
     for name in [head or rules.default_head] if head or rules.default_head else list(rules.classes):
-        shapes, optional = spec.param_shapes(config, name), spec.optional_shapes(config, name)
-        expected = _stored_names(rules, {**optional, **shapes}, optional)  # stored -> canonical
+        optional = spec.optional_shapes(config, name)
+        shapes = {**spec.param_shapes(config, name), **optional}  # the port's parameters first
+        expected = _stored_names(rules, shapes, optional)  # stored -> canonical
         required = {stored for stored, canonical in expected.items() if canonical not in optional}
-        mismatched = sum(_canonical_shape(rules, c, source.tensors[s].shape) != tuple({**optional, **shapes}[c])
+        mismatched = sum(_canonical_shape(rules, c, source.tensors[s].shape) != tuple(shapes[c])
                          for s, c in expected.items() if s in found)
         score = (len(required - found), mismatched, len(found - set(expected)), name not in named)
         candidates.append((score, name, expected, required))
@@ -186,7 +187,7 @@ def _match(fmt, spec, config, rules: FormatRules, source: formats.Source, head, 
     others = set()
     if head is not None:  # the user picked one head: other heads' parameters are left out, not errors
         for other in rules.classes:
-            other_shapes = {**spec.optional_shapes(config, other), **spec.param_shapes(config, other)}
+            other_shapes = {**spec.param_shapes(config, other), **spec.optional_shapes(config, other)}
             others |= set(_stored_names(rules, other_shapes, other_shapes))
     left_out = sorted((found - set(expected)) & others)
     check_keys(required, found - set(left_out), f"{source.weights_file} (as {spec.name} {head_found})",
@@ -327,8 +328,8 @@ def _plan(checkpoint: Checkpoint, target: FormatRules, fmt: str, dtype: str | No
     parameter the checkpoint holds, then the tied copies the target format stores too."""
     plan, specs = {}, []
     spec = backends.family(checkpoint.family)
-    shapes = {**spec.optional_shapes(checkpoint.config, checkpoint.head),
-              **spec.param_shapes(checkpoint.config, checkpoint.head)}
+    shapes = {**spec.param_shapes(checkpoint.config, checkpoint.head),
+              **spec.optional_shapes(checkpoint.config, checkpoint.head)}
     for canonical in checkpoint.stored:
         try:
             name, action = target.rules.rule_for(canonical)

@@ -76,7 +76,7 @@ class RobertaForTokenClassification(RobertaPreTrainedHead, bert.BertForTokenClas
 
 
 class RobertaLMHead(nn.Layer):
-    """dense, exact GELU (whatever hidden_act), layer_norm, then the decoder (tied unless tie_word_embeddings is false)."""
+    """dense, exact GELU (whatever hidden_act), layer_norm, then the decoder (tied unless the config unties it)."""
 
     def __init__(self, config):
         super().__init__()
