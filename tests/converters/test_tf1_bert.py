@@ -76,7 +76,7 @@ def test_tf1_bert_converts_and_matches(tmp_path, google, run, head, class_name):
     assert run("tf", main, argv) == 0  # the TF worker: TensorFlow reads the checkpoint
     report = json.loads(summary.read_text())
     assert report["head"] == (head or "pretraining") and (report["verify"] is not None) == (head is None)
-    assert report["skipped"] == ["global_step"] + sorted(s for s in report["skipped"] if "adam" in s)
+    assert "global_step" in report["skipped"] and len([s for s in report["skipped"] if "adam" in s]) == 6
     assert len(report["skipped"]) == 7
     if head is None:  # BertForPreTraining: everything
         expected, left_out = params, []
