@@ -171,16 +171,22 @@ def _match(fmt, spec, config, rules: FormatRules, source: formats.Source, head, 
         raise BadInput(f"family {spec.name} has no head {head!r} in this format; heads: {', '.join(rules.classes)}")
     found = set(source.tensors)
     named = {h for h, cls in rules.classes.items() if cls in (source.config.get("architectures") or [])}
-    candidates = []
+    candidates, unplaceable = [], []
     for name in [head or rules.default_head] if head or rules.default_head else list(rules.classes):
         optional = spec.optional_shapes(config, name)
         shapes = {**spec.param_shapes(config, name), **optional}  # the port's parameters first
-        expected = _stored_names(rules, shapes, optional)  # stored -> canonical
+        try:
+            expected = _stored_names(rules, shapes, optional)  # stored -> canonical
+        except WeightsError as exc:  # the format cannot hold this head as configured (an untied decoder in TF)
+            unplaceable.append(exc)
+            continue
         required = {stored for stored, canonical in expected.items() if canonical not in optional}
         mismatched = sum(_canonical_shape(rules, c, source.tensors[s].shape) != tuple(shapes[c])
                          for s, c in expected.items() if s in found)
         score = (len(required - found), mismatched, len(found - set(expected)), name not in named)
         candidates.append((score, name, expected, required))
+    if not candidates:
+        raise unplaceable[0]
     _, head_found, expected, required = min(candidates, key=lambda c: c[0])
     copies = {copy for tied in rules.tied.values() for copy in tied}
     allowed = [*rules.ignore, *map(re.escape, copies), *allow_unknown]
