@@ -44,3 +44,6 @@ class FamilySpec:
     shrink: Callable[[object], object]
     # heads whose inputs carry a choices axis: [batch, choices, seq]
     choice_heads: tuple[str, ...] = field(default=())
+    # canonical name -> shape of the parameters a checkpoint of a head may hold or lack (a pooler the head
+    # does not use, a part only another ecosystem's class builds); param_shapes lists the port's own
+    optional_shapes: Callable[[object, str], dict] = field(default=lambda config, head: {})

@@ -56,13 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("src", metavar="SRC", help=f"source directory ({src})")
         sub.add_argument("dst", metavar="DST", help=f"directory to create ({dst})")
         sub.add_argument("--family", help="model family (default: the config's model_type)")
-        sub.add_argument("--head", help="head to convert (default: the one whose parameters the checkpoint holds)")
+        sub.add_argument("--head", help="head to convert (default: the one whose parameters the checkpoint holds); "
+                                        "parameters of the checkpoint's other heads are left out and reported")
         sub.add_argument("--dtype", choices=DTYPES, help="cast floating tensors (default: keep the stored dtypes)")
         sub.add_argument("--verify", action="store_true",
                          help="run source and result through our ports (PyTorch and the target's framework) "
                               "and fail (exit 1) if the outputs differ")
         sub.add_argument("--force", action="store_true", help="replace DST if it exists")
-        sub.add_argument("--strict", action="store_true", help="NaN or Inf in a weight is an error, not a warning")
+        sub.add_argument("--strict", action="store_true",
+                         help="NaN or Inf in a weight, or an optional part the target class treats otherwise than the "
+                              "checkpoint (a pooler it must initialise or does not use), is an error, not a note")
         sub.add_argument("--allow-unknown", action="append", default=[], metavar="REGEX",
                          help="skip stored entries whose stored name matches REGEX instead of failing (repeatable)")
         sub.add_argument("--no-tokenizer", action="store_true",

@@ -8,6 +8,7 @@ import ctypes
 import errno
 import multiprocessing
 import os
+import re
 import shutil
 import sys
 import time
@@ -54,7 +55,7 @@ class Options:
     head: str | None = None
     dtype: str | None = None  # cast floating tensors; None keeps the stored dtypes
     force: bool = False
-    strict: bool = False  # NaN/Inf fail instead of warning
+    strict: bool = False  # NaN/Inf and optional-part notes fail instead of warning
     verify: bool = False
     allow_unknown: tuple = ()
     tokenizer: bool = True  # carry the tokenizer files (and require a vocabulary)
@@ -77,11 +78,19 @@ def convert(command: str, src, dst, options: Options | None = None, warn=None) -
         if checkpoint.skipped:
             warn(f"{checkpoint.source.weights_file}: not converted ({len(checkpoint.skipped)} stored entries that "
                  f"are not parameters): {', '.join(checkpoint.skipped)}")
+        if checkpoint.left_out:
+            warn(f"{checkpoint.source.weights_file}: --head {checkpoint.head} leaves out {len(checkpoint.left_out)} "
+                 f"parameters of other heads: {_short(checkpoint.left_out)}")
         tokenizer = _tokenizer_files(src, required=options.tokenizer or src_fmt == "tf1bert")
         target = format_rules(checkpoint.family, dst_fmt)
         if checkpoint.head not in target.classes:
             raise BadInput(f"format {dst_fmt} has no class for {checkpoint.family} head {checkpoint.head}")
-        plan, specs = _plan(checkpoint, target, options.dtype)
+        notes = optional_part_notes(checkpoint, target, dst_fmt)
+        if notes and options.strict:
+            raise WeightsError(f"{notes[0]} (--strict)")
+        for note in notes:
+            warn(note)
+        plan, specs = _plan(checkpoint, target, dst_fmt, options.dtype)
         config = {**checkpoint.config.to_dict(), **target.config, "architectures": [target.classes[checkpoint.head]]}
         if options.dtype and dst_fmt in ("hf", "tf"):
             config["torch_dtype"] = options.dtype
@@ -98,8 +107,8 @@ def convert(command: str, src, dst, options: Options | None = None, warn=None) -
         "command": command, "source": str(src), "destination": str(dst), "family": checkpoint.family,
         "head": checkpoint.head, "tensors": len(specs),
         "bytes": int(sum(np.prod(shape, dtype=np.int64) * dtype.itemsize for _, dtype, shape in specs)),
-        "dtype": options.dtype or "as stored", "skipped": checkpoint.skipped, "warnings": warnings,
-        "tokenizer_files": [file.name for file in tokenizer], "verify": report,
+        "dtype": options.dtype or "as stored", "skipped": checkpoint.skipped, "left_out": checkpoint.left_out,
+        "notes": notes, "warnings": warnings, "tokenizer_files": [file.name for file in tokenizer], "verify": report,
         "seconds": round(time.perf_counter() - started, 3),
     }
 
@@ -153,17 +162,52 @@ def _resolved(path: Path, real: Path) -> str:
     return f" (it resolves to {real})" if path.absolute() != real else ""
 
 
-def _plan(checkpoint: Checkpoint, target: FormatRules, dtype: str | None):
-    """target name -> (canonical, source action, target action, output dtype), and the writer's specs."""
+def optional_part_notes(checkpoint: Checkpoint, target: FormatRules, fmt: str) -> list[str]:
+    """One line per optional part the target's class treats differently from the checkpoint: parts it builds
+    and the checkpoint lacks (the class initialises them, as transformers' from_pretrained reports newly
+    initialised weights), and parts the checkpoint holds and the class does not build (carried along for round
+    trips; the class reports them unused)."""
+    spec = backends.family(checkpoint.family)
+    optional = spec.optional_shapes(checkpoint.config, checkpoint.head)
+    built = [name for name in optional if re.fullmatch(target.builds.get(checkpoint.head, "(?!)"), name)]
+    cls = f"{formats.get(fmt).TITLE} {target.classes[checkpoint.head]}"
+    lacking = [name for name in built if name not in checkpoint.stored]
+    unused = [name for name in optional if name in checkpoint.stored and name not in built]
+    notes = []
+    if lacking:
+        notes.append(f"{checkpoint.source.weights_file} lacks {_short(lacking)}: {cls} will initialise them")
+    if unused:
+        notes.append(f"{checkpoint.source.weights_file} holds {_short(unused)}, which {cls} does not use: "
+                     "written all the same (it reports them unused)")
+    return notes
+
+
+def _short(names: list, limit: int = 4) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _plan(checkpoint: Checkpoint, target: FormatRules, fmt: str, dtype: str | None):
+    """target name -> (canonical, source action, target action, output dtype), and the writer's specs: every
+    parameter the checkpoint holds, then the tied copies the target format stores too."""
     plan, specs = {}, []
-    shapes = backends.family(checkpoint.family).param_shapes(checkpoint.config, checkpoint.head)
-    for canonical, shape in shapes.items():
-        name, action = target.rules.rule_for(canonical)
+    spec = backends.family(checkpoint.family)
+    shapes = {**spec.param_shapes(checkpoint.config, checkpoint.head),
+              **spec.optional_shapes(checkpoint.config, checkpoint.head)}
+    for canonical in checkpoint.stored:
+        try:
+            name, action = target.rules.rule_for(canonical)
+        except WeightsError:
+            raise BadInput(f"{checkpoint.source.weights_file}: {canonical} has no place in {formats.get(fmt).TITLE}'s "
+                           f"{target.classes[checkpoint.head]}") from None
         stored = checkpoint.ref(canonical).dtype
         out = formats.bfloat16() if dtype == "bfloat16" else np.dtype(dtype) if dtype else stored
         out = out if _floating(stored) else stored
         plan[name] = (canonical, checkpoint.rules.rules.rule_for(canonical)[1], action, out)
-        specs.append((name, out, _target_shape(target, canonical, shape)))
+        specs.append((name, out, _target_shape(target, canonical, shapes[canonical])))
+    for copy, canonical in target.tied.get(checkpoint.head, {}).items() if target.writes_tied else ():
+        if canonical in checkpoint.stored and copy not in plan:
+            plan[copy] = plan[target.rules.rule_for(canonical)[0]]
+            specs.append((copy, plan[copy][3], _target_shape(target, canonical, shapes[canonical])))
     return plan, specs
 
 

@@ -138,8 +138,10 @@ def write_checkpoint_weights(target: Target, path: Path) -> None:
     """The checkpoint's parameters in canonical names and layouts, one tensor at a time."""
     shapes = get_family(target.family).param_shapes(target.config, target.head)
     checkpoint = target.checkpoint
-    specs = [(n, np.float64 if checkpoint.ref(n).dtype == np.float64 else np.float32, s) for n, s in shapes.items()]
-    write_safetensors(path, specs, checkpoint.load)
+    params = checkpoint.params()  # optional parts the checkpoint lacks (a pooler) get the family's seeded init
+    specs = [(n, np.float64 if n in checkpoint.stored and checkpoint.ref(n).dtype == np.float64 else np.float32, s)
+             for n, s in shapes.items()]
+    write_safetensors(path, specs, params.__getitem__)
 
 
 def write_inputs(target: Target, path: Path, batch: int, seq_len: int, seed: int) -> None:
@@ -328,6 +330,8 @@ def _write_target_files(target: Target, folder: Path, batch, seq_len, seed, say)
     weights, inputs = folder / "weights.safetensors", folder / "inputs.safetensors"
     if target.checkpoint is not None:
         say(f"reading {target.label}")
+        if target.checkpoint.absent:
+            say(f"{target.label} lacks {', '.join(target.checkpoint.absent)}: the family's seeded init stands in")
         write_checkpoint_weights(target, weights)
     else:
         say(f"writing seeded weights of {target.label}")

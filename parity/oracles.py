@@ -15,7 +15,8 @@ TRANSFORMERS_CLASSES = {
                "qa": "FunnelForQuestionAnswering", "mc": "FunnelForMultipleChoice",
                "pretraining": "FunnelForPreTraining", "mlm": "FunnelForMaskedLM"},
     "bert": {"base": "BertModel", "seqcls": "BertForSequenceClassification", "qa": "BertForQuestionAnswering",
-             "mc": "BertForMultipleChoice", "mlm": "BertForMaskedLM", "tokcls": "BertForTokenClassification"},
+             "mc": "BertForMultipleChoice", "mlm": "BertForMaskedLM", "tokcls": "BertForTokenClassification",
+             "pretraining": "BertForPreTraining"},
     "roberta": {"base": "RobertaModel", "seqcls": "RobertaForSequenceClassification",
                 "qa": "RobertaForQuestionAnswering", "mc": "RobertaForMultipleChoice", "mlm": "RobertaForMaskedLM",
                 "tokcls": "RobertaForTokenClassification"},
@@ -23,7 +24,9 @@ TRANSFORMERS_CLASSES = {
 ORACLES = {"transformers": "transformers (PyTorch classes)"}
 # our output names -> transformers' output attribute names
 OUTPUT_NAMES = {"last_hidden_state": "last_hidden_state", "logits": "logits", "start_logits": "start_logits",
-                "end_logits": "end_logits", "hidden_states": "hidden_states", "attentions": "attentions"}
+                "end_logits": "end_logits", "prediction_logits": "prediction_logits",
+                "seq_relationship_logits": "seq_relationship_logits", "hidden_states": "hidden_states",
+                "attentions": "attentions"}
 
 
 def run_transformers(family_name: str, config, head: str, params, inputs: dict, dtype: str) -> dict:

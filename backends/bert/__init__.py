@@ -19,6 +19,7 @@ def family_spec(name, config_class, presets, weights, port_rules) -> FamilySpec:
         hidden_state_names=weights.hidden_state_names,
         shrink=weights.shrink,
         choice_heads=weights.choice_heads,
+        optional_shapes=weights.optional_shapes,
     )
 
 

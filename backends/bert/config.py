@@ -67,6 +67,11 @@ class BertConfig(ConfigBase):
                               "(encoder only)")
 
     @property
+    def tie_word_embeddings(self) -> bool:
+        """The MLM decoder is the word-embedding matrix (transformers' default) unless the config says false."""
+        return bool(self.extra.get("tie_word_embeddings", True))
+
+    @property
     def head_size(self) -> int:
         return self.hidden_size // self.num_attention_heads
 

@@ -271,6 +271,18 @@ def tied_decoder(hidden_states, word_embeddings, bias):
     return torch.matmul(hidden_states, word_embeddings.t()) + bias
 
 
+def untied_decoder(config):
+    """The decoder's own [vocab, hidden] matrix when tie_word_embeddings is false; None when it is tied."""
+    return None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+
+
+def decode(hidden_states, decoder, word_embeddings, bias):
+    """Vocabulary scores through the untied decoder, or the word embeddings when tied."""
+    if decoder is None:
+        return tied_decoder(hidden_states, word_embeddings, bias)
+    return decoder(hidden_states) + bias
+
+
 class BertPredictionHeadTransform(nn.Module):
     def __init__(self, config):
         super().__init__()
@@ -283,13 +295,16 @@ class BertPredictionHeadTransform(nn.Module):
 
 
 class BertLMPredictionHead(nn.Module):
+    """transform, then the decoder: the word embeddings (tied), or its own matrix when tie_word_embeddings is false."""
+
     def __init__(self, config):
         super().__init__()
         self.transform = BertPredictionHeadTransform(config)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.decoder = untied_decoder(config)
 
     def forward(self, hidden_states, word_embeddings):
-        return tied_decoder(self.transform(hidden_states), word_embeddings, self.bias)
+        return decode(self.transform(hidden_states), self.decoder, word_embeddings, self.bias)
 
 
 class BertOnlyMLMHead(nn.Module):
@@ -316,6 +331,32 @@ class BertForMaskedLM(BertPreTrainedHead):
         return {"logits": logits, **outputs}
 
 
+class BertPreTrainingHeads(nn.Module):
+    """The MLM head and the next-sentence classifier over the pooled first token."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.predictions = BertLMPredictionHead(config)
+        self.seq_relationship = nn.Linear(config.hidden_size, 2)
+
+    def forward(self, sequence_output, pooled_output, word_embeddings):
+        return self.predictions(sequence_output, word_embeddings), self.seq_relationship(pooled_output)
+
+
+class BertForPreTraining(BertPreTrainedHead):
+    """Vocabulary scores for every token (MLM) and next-sentence scores (Google's pre-training heads)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.cls = BertPreTrainingHeads(config)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None):
+        outputs = self.base_model(input_ids, attention_mask, token_type_ids, inputs_embeds)
+        prediction_logits, seq_relationship_logits = self.cls(
+            outputs["last_hidden_state"], outputs["pooler_output"], self.get_input_embeddings().weight)
+        return {"prediction_logits": prediction_logits, "seq_relationship_logits": seq_relationship_logits, **outputs}
+
+
 HEADS = {
     "base": BertModel,
     "seqcls": BertForSequenceClassification,
@@ -323,4 +364,5 @@ HEADS = {
     "mc": BertForMultipleChoice,
     "mlm": BertForMaskedLM,
     "tokcls": BertForTokenClassification,
+    "pretraining": BertForPreTraining,
 }

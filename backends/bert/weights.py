@@ -51,6 +51,13 @@ def paddlenlp_rules(family: str) -> RuleSet:
         Rule(r"(.*)embeddings\.LayerNorm\.(weight|bias)", r"\1embeddings.layer_norm.\2"),
         Rule(r"qa_outputs\.weight", "classifier.weight", "transpose"),
         Rule(r"qa_outputs\.bias", "classifier.bias"),
+        # BERT's LM head: `transform` is the Linear itself, its LayerNorm sits beside it, the bias is `decoder_bias`
+        Rule(r"cls\.predictions\.transform\.dense\.weight", "cls.predictions.transform.weight", "transpose"),
+        Rule(r"cls\.predictions\.transform\.dense\.bias", "cls.predictions.transform.bias"),
+        Rule(r"cls\.predictions\.transform\.LayerNorm\.(weight|bias)", r"cls.predictions.layer_norm.\1"),
+        Rule(r"cls\.predictions\.bias", "cls.predictions.decoder_bias"),
+        # an untied decoder is a TransposedLinear: [vocab, hidden], torch's layout
+        Rule(r"(cls\.predictions|lm_head)\.decoder\.weight", r"\g<0>"),
         *port_rules(family)["paddle"].rules,
     ]
     return RuleSet(rules, f"{family} PaddleNLP checkpoint")
@@ -88,12 +95,16 @@ class BertWeights:
     family = "bert"
     config_class = BertConfig
     base_model_prefix = "bert."  # heads hold the base model under this attribute; the base model has no prefix
-    heads = ("base", "seqcls", "qa", "mc", "mlm", "tokcls")
-    pooler_heads = ("base", "seqcls", "mc")  # transformers builds the others with add_pooling_layer=False
+    heads = ("base", "seqcls", "qa", "mc", "mlm", "tokcls", "pretraining")
+    # heads whose port builds the pooler (transformers builds the others with add_pooling_layer=False)
+    pooler_heads = ("base", "seqcls", "mc", "pretraining")
+    # heads whose outputs use the pooler: every other head's checkpoint may hold one or not
+    pooled_heads = ("seqcls", "mc", "pretraining")
     choice_heads = ("mc",)
     final_outputs = {
         "base": ("last_hidden_state", "pooler_output"), "seqcls": ("logits",), "mc": ("logits",),
         "qa": ("start_logits", "end_logits"), "mlm": ("logits",), "tokcls": ("logits",),
+        "pretraining": ("prediction_logits", "seq_relationship_logits"),
     }
     # checkpoint name -> the parameter it is tied to: transformers' state_dict lists the MLM decoder twice,
     # its save_pretrained (and our canonical set) once; a checkpoint may carry the alias if it holds the same values
@@ -135,14 +146,30 @@ class BertWeights:
         if head == "qa":
             return {"qa_outputs.weight": (2, h), "qa_outputs.bias": (2,)}
         if head == "mlm":
-            t = "cls.predictions.transform."
-            return {"cls.predictions.bias": (c.vocab_size,), t + "dense.weight": (h, h), t + "dense.bias": (h,),
-                    t + "LayerNorm.weight": (h,), t + "LayerNorm.bias": (h,)}
+            return self.lm_shapes(c)
+        if head == "pretraining":  # BertForPreTraining: the MLM head and the next-sentence classifier
+            return {**self.lm_shapes(c), "cls.seq_relationship.weight": (2, h), "cls.seq_relationship.bias": (2,)}
         return {}
 
+    def lm_shapes(self, c) -> dict:
+        """The language-model head: transform, output bias and, when untied, its own decoder matrix."""
+        t, h = "cls.predictions.transform.", c.hidden_size
+        shapes = {"cls.predictions.bias": (c.vocab_size,), t + "dense.weight": (h, h), t + "dense.bias": (h,),
+                  t + "LayerNorm.weight": (h,), t + "LayerNorm.bias": (h,)}
+        return shapes if c.tie_word_embeddings else {**shapes, "cls.predictions.decoder.weight": (c.vocab_size, h)}
+
     def param_shapes(self, config, head: str) -> dict:
-        """Canonical (transformers) parameter names and shapes of a head."""
+        """Canonical (transformers) parameter names and shapes of a head (what our port of it holds)."""
         return {**self.base_shapes(config, head), **self.head_shapes(config, head)}
+
+    def optional_shapes(self, config, head: str) -> dict:
+        """Parameters a checkpoint of `head` may hold or lack: the pooler of heads that do not use it
+        (transformers saves BertModel with or without it and its QA/token/MLM heads without, PaddleNLP
+        always builds it)."""
+        if head in self.pooled_heads:
+            return {}
+        p, h = self.prefix(head), config.hidden_size
+        return {p + "pooler.dense.weight": (h, h), p + "pooler.dense.bias": (h,)}
 
     def padding_rows(self, config, head: str) -> dict:
         """Embedding tables with a padding_idx -> that row (zero at init, no gradient), as transformers."""
@@ -218,7 +245,7 @@ class BertWeights:
         for name, array in arrays.items():
             if any(re.fullmatch(pattern, name) for pattern in self.buffers):
                 continue
-            if self.tied_aliases.get(name) in shapes:
+            if name not in stored and self.tied_aliases.get(name) in shapes:
                 aliases[name] = np.asarray(array)
             elif name not in stored:
                 unexpected.append(name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+import re
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,13 @@ def detect_format(path) -> str:
 
 @dataclass
 class Checkpoint:
-    """A checkpoint in some format, seen through canonical names and layouts."""
+    """A checkpoint in some format, seen through canonical names and layouts.
+
+    `head` is the head whose parameters it holds; `stored` maps every canonical parameter it holds (the
+    head's own and optional parts such as a pooler the head does not use) to its stored name; `absent`
+    lists the head's parameters it lacks (optional parts: `params()` gives them the family's init);
+    `left_out` the stored parameters of other heads that --head dropped; `skipped` stored entries that
+    are not parameters (buffers, optimizer slots, tied copies)."""
 
     fmt: str
     source: formats.Source
@@ -50,7 +57,8 @@ class Checkpoint:
     rules: FormatRules
     stored: dict  # canonical name -> stored name
     skipped: list = field(default_factory=list)  # stored names that are not parameters (allowed by name)
-    missing: list = field(default_factory=list)  # canonical names of the head not stored (partial opening only)
+    absent: list = field(default_factory=list)  # canonical names of the head's optional parameters not held
+    left_out: list = field(default_factory=list)  # stored names of parameters of other heads (--head)
 
     def ref(self, canonical: str) -> formats.TensorRef:
         return self.source.tensors[self.stored[canonical]]
@@ -59,60 +67,78 @@ class Checkpoint:
         """One parameter in the canonical layout."""
         return self.rules.rules.to_canonical(canonical, self.ref(canonical).load())
 
-    def params(self) -> Mapping:
-        """canonical name -> array, read when asked for (what `backends.build.build_model` takes)."""
-        return _LazyParams(self)
+    def params(self, seed: int = 0) -> Mapping:
+        """canonical name -> array for every parameter of our port of `head`, read when asked for (what
+        `backends.build.build_model` takes): optional parts the checkpoint lacks get the family's seeded init,
+        optional parts the port does not use are left out."""
+        return _LazyParams(self, seed)
+
+    def holds(self, head: str) -> dict:
+        """canonical name of `head` -> the canonical name this checkpoint holds it under, for every parameter of
+        `head` it holds: a base model's parameters match with or without the family's prefix (`bert.`), so a
+        pre-training checkpoint's body serves a classification head (whose own parameters are then absent)."""
+        spec = backends.family(self.family)
+        return self._held({**spec.param_shapes(self.config, head), **spec.optional_shapes(self.config, head)})
+
+    def _held(self, names) -> dict:
+        prefix = self.family + "."  # task heads hold the body under the family's name, a bare body does not
+        held = {name.removeprefix(prefix): name for name in self.stored}
+        return {name: held[name.removeprefix(prefix)] for name in names if name.removeprefix(prefix) in held}
 
     def params_for(self, head: str, shapes: Mapping) -> tuple[dict, list, list]:
         """(params, missing, unused): the stored parameters another head of the family (canonical names and
-        shapes in `shapes`) takes, the names it lacks, and the stored canonical names it does not use.
-        A taken parameter holding NaN or Inf is an error.
-
-        A task head holds the body under one attribute (`bert.`, `funnel.` ...) that a bare body's names
-        lack, so a name is looked up as it is, then without that first component.
-        """
-        params, missing, used = {}, [], set()
+        shapes in `shapes`, e.g. a task head with its own label count) takes (see `holds`), the names it
+        lacks, and the stored canonical names it does not use. A taken parameter holding NaN or Inf is an
+        error: training from it runs on to an all-NaN model."""
+        held, params = self._held(shapes), {}
         for name, shape in shapes.items():
-            found = next((key for key in (name, name.partition(".")[2]) if key in self.stored), None)
-            if found is None:
-                missing.append(name)
+            if name not in held:
                 continue
-            stored_shape = _canonical_shape(self.rules, found, self.ref(found).shape)
+            stored_shape = _canonical_shape(self.rules, held[name], self.ref(held[name]).shape)
             if stored_shape != tuple(shape):
-                raise WeightsError(f"{self.source.weights_file}: {self.stored[found]} has shape {list(stored_shape)}, "
-                                   f"the {self.family} {head} head needs {list(shape)}")
-            params[name] = self.load(found)
-            # training from NaN/Inf weights runs on to an all-NaN model
-            check_finite(self.stored[found], params[name], str(self.source.weights_file))
-            used.add(found)
-        return params, missing, [key for key in self.stored if key not in used]
+                raise WeightsError(f"{self.source.weights_file}: {self.stored[held[name]]} has shape "
+                                   f"{list(stored_shape)}, the {self.family} {head} head needs {list(shape)}")
+            params[name] = self.load(held[name])
+            check_finite(self.stored[held[name]], params[name], str(self.source.weights_file))
+        used = set(held.values())
+        return params, [name for name in shapes if name not in held], [key for key in self.stored if key not in used]
 
     def close(self) -> None:
         self.source.close()
 
 
 class _LazyParams(Mapping):
-    def __init__(self, checkpoint: Checkpoint):
-        self.checkpoint = checkpoint
+    def __init__(self, checkpoint: Checkpoint, seed: int):
+        self.checkpoint, self.seed, self.init = checkpoint, seed, None
+        spec = backends.family(checkpoint.family)
+        self.names = list(spec.param_shapes(checkpoint.config, checkpoint.head))
 
     def __getitem__(self, name):
-        return self.checkpoint.load(name)
+        if name in self.checkpoint.stored:
+            return self.checkpoint.load(name)
+        if name not in self.names:
+            raise KeyError(name)
+        if self.init is None:
+            spec, c = backends.family(self.checkpoint.family), self.checkpoint
+            self.init = spec.init_params(c.config, c.head, np.random.default_rng(self.seed))
+        return self.init[name]
 
     def __iter__(self):
-        return iter(self.checkpoint.stored)
+        return iter(self.names)
 
     def __len__(self):
-        return len(self.checkpoint.stored)
+        return len(self.names)
 
 
 def open_checkpoint(fmt: str, path, family: str | None = None, head: str | None = None,
                     allow_unknown=(), partial: bool = False) -> Checkpoint:
     """Open the checkpoint directory `path` stored in format `fmt`, match its keys to a head of its
-    family (every parameter present, anything else a known non-parameter or allowed by name) and check
-    every shape against the config.
+    family (every required parameter present, anything else an optional part, a known non-parameter, a
+    tied copy or allowed by name; with `head`, parameters of other heads are left out) and check every
+    shape against the config.
 
-    `partial` (starting training from a checkpoint): parameters of the head may be missing (listed in
-    `Checkpoint.missing`) and unknown entries are skipped, not errors."""
+    `partial` (starting training from a checkpoint): any parameter of the head may be absent (listed in
+    `Checkpoint.absent`) and unknown entries are skipped, not errors."""
     source = formats.get(fmt).read(Path(path))
     try:
         family = _family(fmt, source, family)
@@ -124,16 +150,16 @@ def open_checkpoint(fmt: str, path, family: str | None = None, head: str | None 
                                   f"(only {value!r})")
         config_dict = {k: v for k, v in source.config.items() if k not in rules.config and k != "architectures"}
         config = spec.config_class.from_dict(config_dict, source=str(source.config_file))
-        head, stored, skipped = _match(spec, config, rules, source, head, (".*",) if partial else allow_unknown,
-                                       partial)
-        shapes = {name: shape for name, shape in spec.param_shapes(config, head).items() if name in stored}
-        check_shapes(shapes, stored, str(source.weights_file),
-                     shape_of=lambda name: _canonical_shape(rules, name, source.tensors[stored[name]].shape))
+        checkpoint = _match(fmt, spec, config, rules, source, head, (".*",) if partial else allow_unknown, partial)
+        shapes = {**spec.param_shapes(config, checkpoint.head), **spec.optional_shapes(config, checkpoint.head)}
+        check_shapes({name: shapes[name] for name in checkpoint.stored}, checkpoint.stored,
+                     str(source.weights_file), shape_of=lambda name: _canonical_shape(
+                         rules, name, source.tensors[checkpoint.stored[name]].shape))
+        _check_tied_copies(checkpoint)
     except BaseException:
         source.close()
         raise
-    missing = [name for name in spec.param_shapes(config, head) if name not in stored]
-    return Checkpoint(fmt, source, family, config, head, rules, stored, skipped, missing)
+    return checkpoint
 
 
 def _family(fmt: str, source: formats.Source, family: str | None) -> str:
@@ -156,26 +182,72 @@ def _family(fmt: str, source: formats.Source, family: str | None) -> str:
     raise BadInput(f"{source.config_file}: no model_type or known architecture; pass --family")
 
 
-def _match(spec, config, rules: FormatRules, source: formats.Source, head, allow_unknown, partial: bool = False):
-    """(head, canonical -> stored name, skipped stored names) for the head the checkpoint holds: fewest
-    missing parameters, then shape mismatches, then unknown entries; the config's architecture breaks ties."""
+def _match(fmt, spec, config, rules: FormatRules, source: formats.Source, head, allow_unknown,
+           partial: bool = False) -> Checkpoint:
+    """The checkpoint as the head it holds: fewest missing required parameters, then shape mismatches, then
+    unknown entries; the config's architecture breaks ties. With `head` given, stored parameters of the
+    family's other heads are left out instead of failing."""
     if head is not None and head not in rules.classes:
         raise BadInput(f"family {spec.name} has no head {head!r} in this format; heads: {', '.join(rules.classes)}")
     found = set(source.tensors)
     named = {h for h, cls in rules.classes.items() if cls in (source.config.get("architectures") or [])}
-    candidates = []
+    candidates, unplaceable = [], []
     for name in [head or rules.default_head] if head or rules.default_head else list(rules.classes):
-        shapes = spec.param_shapes(config, name)
-        expected = rules.rules.target_names(shapes)  # stored -> canonical
+        optional = spec.optional_shapes(config, name)
+        shapes = {**spec.param_shapes(config, name), **optional}  # the port's parameters first
+        try:
+            expected = _stored_names(rules, shapes, optional)  # stored -> canonical
+        except WeightsError as exc:  # the format cannot hold this head as configured (an untied decoder in TF)
+            unplaceable.append(exc)
+            continue
+        required = {stored for stored, canonical in expected.items() if canonical not in optional}
         mismatched = sum(_canonical_shape(rules, c, source.tensors[s].shape) != tuple(shapes[c])
                          for s, c in expected.items() if s in found)
-        score = (len(set(expected) - found), mismatched, len(found - set(expected)), name not in named)
-        candidates.append((score, name, expected))
-    _, head, expected = min(candidates, key=lambda c: c[0])
-    allowed = [*rules.ignore, *allow_unknown]
-    check_keys(expected, found, f"{source.weights_file} (as {spec.name} {head})", allow_unexpected=allowed,
+        score = (len(required - found), mismatched, len(found - set(expected)), name not in named)
+        candidates.append((score, name, expected, required))
+    if not candidates:
+        raise unplaceable[0]
+    _, head_found, expected, required = min(candidates, key=lambda c: c[0])
+    copies = {copy for tied in rules.tied.values() for copy in tied}
+    allowed = [*rules.ignore, *map(re.escape, copies), *allow_unknown]
+    others = set()
+    if head is not None:  # the user picked one head: other heads' parameters are left out, not errors
+        for other in rules.classes:
+            other_shapes = {**spec.param_shapes(config, other), **spec.optional_shapes(config, other)}
+            others |= set(_stored_names(rules, other_shapes, other_shapes))
+    left_out = sorted((found - set(expected)) & others)
+    check_keys(required, found - set(left_out), f"{source.weights_file} (as {spec.name} {head_found})",
+               allow_unexpected=[*allowed, *map(re.escape, set(expected) - required)],
                allow_missing=(".*",) if partial else ())
-    return head, {canonical: name for name, canonical in expected.items() if name in found}, sorted(found - set(expected))
+    stored = {canonical: name for name, canonical in expected.items() if name in found}
+    absent = [canonical for canonical in spec.param_shapes(config, head_found) if canonical not in stored]
+    skipped = sorted(found - set(expected) - set(left_out) - copies)  # tied copies: checked equal, not reported
+    return Checkpoint(fmt, source, spec.name, config, head_found, rules, stored, skipped, absent, left_out)
+
+
+def _stored_names(rules: FormatRules, shapes: Mapping, optional: Mapping) -> dict:
+    """stored name -> canonical name of `shapes`; optional parameters the format has no name for are left out."""
+    names = {}
+    for canonical in shapes:
+        try:
+            rules.rules.rule_for(canonical)
+        except WeightsError:
+            if canonical in optional:
+                continue
+            raise
+        names[canonical] = canonical
+    return rules.rules.target_names(names)
+
+
+def _check_tied_copies(checkpoint: Checkpoint) -> None:
+    """A stored tied copy (PaddleNLP's `cls.predictions.decoder.weight`, an old transformers file's decoder) must
+    hold the values of the parameter it repeats: otherwise the checkpoint is untied and its config says tied."""
+    held = set(checkpoint.stored.values())
+    for copy, canonical in checkpoint.rules.tied.get(checkpoint.head, {}).items():
+        if copy in checkpoint.source.tensors and canonical in checkpoint.stored and copy not in held:
+            if not np.array_equal(checkpoint.source.tensors[copy].load(), checkpoint.ref(canonical).load()):
+                raise WeightsError(f"{checkpoint.source.weights_file}: {copy} is a tied copy of {canonical} but holds "
+                                   "other values (an untied decoder needs tie_word_embeddings: false in the config)")
 
 
 def _canonical_shape(rules: FormatRules, canonical: str, stored_shape: tuple) -> tuple:

@@ -78,7 +78,7 @@ class RobertaForTokenClassification(RobertaPreTrainedHead, bert.BertForTokenClas
 
 
 class RobertaLMHead(nn.Layer):
-    """dense, exact GELU (whatever hidden_act), layer_norm, then the tied decoder."""
+    """dense, exact GELU (whatever hidden_act), layer_norm, then the decoder (tied unless the config unties it)."""
 
     def __init__(self, config):
         super().__init__()
@@ -86,10 +86,11 @@ class RobertaLMHead(nn.Layer):
         self.layer_norm = LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
         self.bias = self.create_parameter([config.vocab_size], is_bias=True)
         self.gelu = activation("gelu")
+        self.decoder = bert.untied_decoder(config)
 
     def forward(self, features, word_embeddings):
         x = self.layer_norm(self.gelu(self.dense(features)))
-        return bert.tied_decoder(x, word_embeddings, self.bias)
+        return bert.decode(x, self.decoder, word_embeddings, self.bias)
 
 
 class RobertaForMaskedLM(RobertaPreTrainedHead):

@@ -77,7 +77,7 @@ class RobertaForTokenClassification(RobertaPreTrainedHead, bert.BertForTokenClas
 
 
 class RobertaLMHead(nn.Module):
-    """dense, exact GELU (whatever hidden_act), layer_norm, then the tied decoder."""
+    """dense, exact GELU (whatever hidden_act), layer_norm, then the decoder (tied unless the config unties it)."""
 
     def __init__(self, config):
         super().__init__()
@@ -85,10 +85,11 @@ class RobertaLMHead(nn.Module):
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
         self.gelu = activation("gelu")
+        self.decoder = bert.untied_decoder(config)
 
     def forward(self, features, word_embeddings):
         x = self.layer_norm(self.gelu(self.dense(features)))
-        return bert.tied_decoder(x, word_embeddings, self.bias)
+        return bert.decode(x, self.decoder, word_embeddings, self.bias)
 
 
 class RobertaForMaskedLM(RobertaPreTrainedHead):

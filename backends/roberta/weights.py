@@ -9,7 +9,9 @@ class RobertaWeights(BertWeights):
     family = "roberta"
     config_class = RobertaConfig
     base_model_prefix = "roberta."
+    heads = ("base", "seqcls", "qa", "mc", "mlm", "tokcls")
     pooler_heads = ("base", "mc")  # transformers builds the others with add_pooling_layer=False
+    pooled_heads = ("mc",)
     tied_aliases = {"lm_head.decoder.weight": "roberta.embeddings.word_embeddings.weight",
                     "lm_head.decoder.bias": "lm_head.bias"}
 
@@ -18,10 +20,13 @@ class RobertaWeights(BertWeights):
         if head == "seqcls":
             return {"classifier.dense.weight": (h, h), "classifier.dense.bias": (h,),
                     "classifier.out_proj.weight": (c.num_labels, h), "classifier.out_proj.bias": (c.num_labels,)}
-        if head == "mlm":
-            return {"lm_head.bias": (c.vocab_size,), "lm_head.dense.weight": (h, h), "lm_head.dense.bias": (h,),
-                    "lm_head.layer_norm.weight": (h,), "lm_head.layer_norm.bias": (h,)}
         return super().head_shapes(c, head)
+
+    def lm_shapes(self, c) -> dict:
+        h = c.hidden_size
+        shapes = {"lm_head.bias": (c.vocab_size,), "lm_head.dense.weight": (h, h), "lm_head.dense.bias": (h,),
+                  "lm_head.layer_norm.weight": (h,), "lm_head.layer_norm.bias": (h,)}
+        return shapes if c.tie_word_embeddings else {**shapes, "lm_head.decoder.weight": (c.vocab_size, h)}
 
     def padding_rows(self, config, head: str) -> dict:
         """The position table has a padding row too (padding tokens take position pad_token_id)."""

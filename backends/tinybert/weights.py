@@ -13,6 +13,7 @@ class TinyBertWeights(BertWeights):
     base_model_prefix = "tinybert."
     heads = ("base", "seqcls", "qa", "mc")
     pooler_heads = heads  # PaddleNLP's TinyBertModel always has its pooler
+    pooled_heads = ("seqcls", "mc")
     final_outputs = {  # TinyBERT's losses use the fitted hidden states of every head
         "base": ("last_hidden_state", "pooler_output", "fit_hidden_states"), "seqcls": ("logits", "fit_hidden_states"),
         "mc": ("logits", "fit_hidden_states"), "qa": ("start_logits", "end_logits", "fit_hidden_states"),
@@ -24,6 +25,14 @@ class TinyBertWeights(BertWeights):
         return {**super().base_shapes(c, head),
                 p + "fit_dense.weight": (c.fit_size, c.hidden_size), p + "fit_dense.bias": (c.fit_size,)}
 
+    def optional_shapes(self, config, head: str) -> dict:
+        """Besides the pooler, PaddleNLP's per-layer `fit_denses` (General TinyBERT's students fit every hidden
+        state with its own dense): carried by the converters, not used by our ports."""
+        p, fit = self.prefix(head), (config.fit_size, config.hidden_size)
+        fit_denses = {f"{p}fit_denses.{i}.{part}": shape for i in range(config.num_hidden_layers + 1)
+                      for part, shape in (("weight", fit), ("bias", fit[:1]))}
+        return {**super().optional_shapes(config, head), **fit_denses}
+
     def shrink(self, config):
         """BERT's tiny size, fitted to a 24-wide teacher."""
         return super().shrink(config).replace(fit_size=24)
@@ -31,8 +40,8 @@ class TinyBertWeights(BertWeights):
 
 WEIGHTS = TinyBertWeights()
 PORT_RULES = port_rules("tinybert")
-# PaddleNLP's TinyBertModel also holds `fit_denses` (one per layer, for its "-v2" students): not modeled here,
-# so reading its checkpoints needs allow_unexpected=PADDLENLP_UNUSED
+# PaddleNLP's TinyBertModel also holds `fit_denses` (one per layer, for its "-v2" students): not used by our
+# ports (optional parameters); `canonical_params` readers skip them with allow_unexpected=PADDLENLP_UNUSED
 PADDLENLP_UNUSED = (r"(tinybert\.)?fit_denses\.\d+\.(weight|bias)",)
 CHECKPOINT_RULES = {
     "paddlenlp": paddlenlp_rules("tinybert"),

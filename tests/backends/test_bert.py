@@ -38,9 +38,11 @@ SWITCHES = {
     "gelu_new": {"hidden_act": "gelu_new", "layer_norm_eps": 1e-5},
     "relu": {"hidden_act": "relu", "layer_norm_eps": 1e-7, "num_labels": 1},
     "no_padding_id": {"pad_token_id": None, "type_vocab_size": 1, "classifier_dropout": 0.3},
+    "untied_decoder": {"extra": {"tie_word_embeddings": False}},  # LM heads get their own decoder matrix
 }
 HF_HEAD_CLASSES = {"base": "Model", "seqcls": "ForSequenceClassification", "qa": "ForQuestionAnswering",
-                   "mc": "ForMultipleChoice", "mlm": "ForMaskedLM", "tokcls": "ForTokenClassification"}
+                   "mc": "ForMultipleChoice", "mlm": "ForMaskedLM", "tokcls": "ForTokenClassification",
+                   "pretraining": "ForPreTraining"}
 
 pytestmark = pytest.mark.skipif("torch" not in BACKENDS, reason="the torch reference is not installed")
 
@@ -169,7 +171,8 @@ def check_transformers_torch(family_name: str, preset_name: str, head: str, dtyp
                for name in spec.final_outputs[head])
     loss.backward()
     oracle = {"loss": loss.detach().numpy(), **{f"grad.{k}": p.grad.numpy() for k, p in model.named_parameters()}}
-    for name in ("last_hidden_state", "pooler_output", "logits", "start_logits", "end_logits"):
+    for name in ("last_hidden_state", "pooler_output", "logits", "start_logits", "end_logits", "prediction_logits",
+                 "seq_relationship_logits"):
         if outputs.get(name) is not None:
             oracle[name] = outputs[name].detach().numpy()
     for kind in ("hidden_states", "attentions"):

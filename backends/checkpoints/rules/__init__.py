@@ -32,6 +32,13 @@ class FormatRules:
     # Keras h5: layer -> regex of stored names it lists too (a layer holding a shared sublayer, e.g. an
     # MLM head holding the tied input embeddings, lists that sublayer's weights)
     shared: Mapping[str, str] = field(default_factory=dict)
+    # head -> regex of the optional parameters (`FamilySpec.optional_shapes`) the ecosystem's class builds:
+    # absent from a checkpoint, the class initialises them (a note); held but not built, it reports them unused
+    builds: Mapping[str, str] = field(default_factory=dict)
+    # head -> {stored name of a tied copy: canonical name it repeats}: checked equal and dropped on reading
+    tied: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # write the tied copies too (PaddleNLP's classes list them in their state dict; transformers' drop them)
+    writes_tied: bool = False
 
 
 def format_rules(family: str, fmt: str) -> FormatRules:

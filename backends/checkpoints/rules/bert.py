@@ -3,23 +3,28 @@
 The body rows for PaddleNLP and Keras live with the family (`backends/bert/weights.py`); here are the
 head rows, the TF1 names and what each ecosystem calls its classes.
 """
-import re
-
 from backends.bert.weights import CHECKPOINT_RULES, WEIGHTS
 from backends.weights import Rule, RuleSet, SAME_NAMES
 
 from . import FormatRules, dense, norm
 
 CLASSES = {"base": "BertModel", "seqcls": "BertForSequenceClassification", "qa": "BertForQuestionAnswering",
-           "mc": "BertForMultipleChoice", "mlm": "BertForMaskedLM", "tokcls": "BertForTokenClassification"}
-# non-parameters a transformers checkpoint may hold: buffers, and tied copies of parameters
-HF_IGNORE = (*WEIGHTS.buffers, *map(re.escape, WEIGHTS.tied_aliases))
-# transformers' Keras heads: Dense `classifier` / `qa_outputs`, the MLM head inside layer "mlm___cls"
+           "mc": "BertForMultipleChoice", "mlm": "BertForMaskedLM", "tokcls": "BertForTokenClassification",
+           "pretraining": "BertForPreTraining"}
+LM_HEADS = ("mlm", "pretraining")
+# a language-model head's tied copies (transformers' state_dict and PaddleNLP's files list the decoder apart)
+TIED = {head: WEIGHTS.tied_aliases for head in LM_HEADS}
+POOLER = r"(bert\.)?pooler\.dense\.(weight|bias)"
+# transformers builds the pooler in BertModel only (its other heads use add_pooling_layer=False); PaddleNLP in all
+TRANSFORMERS_BUILDS = {"base": POOLER}
+# transformers' Keras heads: Dense `classifier` / `qa_outputs`, the MLM head inside layer "mlm___cls", the
+# next-sentence head inside "nsp___cls"
 KERAS_HEADS = [
     *dense(r"classifier", "classifier", ":0"), *dense(r"qa_outputs", "qa_outputs", ":0"),
     Rule(r"cls\.predictions\.bias", "mlm___cls/predictions/bias:0"),
     *dense(r"cls\.predictions\.transform\.dense", "mlm___cls/predictions/transform/dense", ":0"),
     *norm(r"cls\.predictions\.transform\.LayerNorm", "mlm___cls/predictions/transform/LayerNorm", ":0"),
+    *dense(r"cls\.seq_relationship", "nsp___cls/seq_relationship", ":0"),
 ]
 
 
@@ -39,18 +44,24 @@ def tf1_rules() -> RuleSet:
         Rule(r"cls\.predictions\.bias", "cls/predictions/output_bias"),
         *dense(r"cls\.predictions\.transform\.dense", "cls/predictions/transform/dense"),
         *norm(r"cls\.predictions\.transform\.LayerNorm", "cls/predictions/transform/LayerNorm"),
+        # the next-sentence classifier is a bare [2, hidden] matrix (torch's layout), not a Dense
+        Rule(r"cls\.seq_relationship\.weight", "cls/seq_relationship/output_weights"),
+        Rule(r"cls\.seq_relationship\.bias", "cls/seq_relationship/output_bias"),
     ], "bert Google TF1 checkpoint")
 
 
 FORMATS = {
-    "hf": FormatRules(RuleSet([SAME_NAMES], "bert transformers"), CLASSES, HF_IGNORE),
-    # the MLM head holds the tied input embeddings, so Keras lists them under its layer too
+    "hf": FormatRules(RuleSet([SAME_NAMES], "bert transformers"), CLASSES, WEIGHTS.buffers,
+                      builds=TRANSFORMERS_BUILDS, tied=TIED),
+    # the MLM head holds the tied input embeddings, so Keras lists them under its layer too; transformers' TF
+    # classes always tie the decoder (an untied one has no place: a clear error)
     "tf": FormatRules(RuleSet(KERAS_HEADS + list(CHECKPOINT_RULES["keras"].rules), "bert transformers-tf"),
-                      CLASSES, shared={"mlm___cls": r"bert/embeddings/.*"}),
-    # PaddleNLP's MLM head has another layout (decoder_bias, a tied decoder): not converted
-    "paddle": FormatRules(CHECKPOINT_RULES["paddlenlp"], {h: c for h, c in CLASSES.items() if h != "mlm"},
-                          config={"pool_act": "tanh", "fuse": False}),
-    # pretraining checkpoints: the next-sentence head, optimizer slots and step are not parameters of any head
-    "tf1bert": FormatRules(tf1_rules(), {"base": "BertModel", "mlm": "BertForMaskedLM"},
-                           (r"cls/.*", r"bert/pooler/.*", r".*/adam_[mv]", r"global_step"), default_head="base"),
+                      CLASSES, shared={"mlm___cls": r"bert/embeddings/.*"}, builds=TRANSFORMERS_BUILDS),
+    # PaddleNLP's pre-training class is BertForPretraining; its LM head stores the tied decoder and its bias twice
+    "paddle": FormatRules(CHECKPOINT_RULES["paddlenlp"], {**CLASSES, "pretraining": "BertForPretraining"},
+                          config={"pool_act": "tanh", "fuse": False}, builds={h: POOLER for h in CLASSES}, tied=TIED,
+                          writes_tied=True),
+    # Google's pre-training checkpoints (MLM and next-sentence heads); optimizer slots and step are not parameters
+    "tf1bert": FormatRules(tf1_rules(), {"base": "BertModel", "mlm": "BertForMaskedLM",
+                                         "pretraining": "BertForPreTraining"}, (r".*/adam_[mv]", r"global_step")),
 }

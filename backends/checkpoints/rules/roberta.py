@@ -1,6 +1,4 @@
 """RoBERTa in transformers PyTorch (canonical), transformers TF (h5) and PaddleNLP checkpoints."""
-import re
-
 from backends.roberta.weights import CHECKPOINT_RULES, WEIGHTS
 from backends.weights import Rule, RuleSet, SAME_NAMES
 
@@ -9,7 +7,9 @@ from . import FormatRules, dense, norm
 CLASSES = {"base": "RobertaModel", "seqcls": "RobertaForSequenceClassification",
            "qa": "RobertaForQuestionAnswering", "mc": "RobertaForMultipleChoice", "mlm": "RobertaForMaskedLM",
            "tokcls": "RobertaForTokenClassification"}
-HF_IGNORE = (*WEIGHTS.buffers, *map(re.escape, WEIGHTS.tied_aliases))
+TIED = {"mlm": WEIGHTS.tied_aliases}  # the LM head's tied decoder and bias, listed apart by transformers and PaddleNLP
+POOLER = r"(roberta\.)?pooler\.dense\.(weight|bias)"
+BUILDS = {"base": POOLER}  # transformers' and PaddleNLP's heads use add_pooling_layer=False (mc uses the pooler)
 # transformers' Keras heads: `classifier` (a Dense, or dense + out_proj for sequence classification),
 # `qa_outputs`, and `lm_head`
 KERAS_HEADS = [
@@ -20,10 +20,10 @@ KERAS_HEADS = [
 ]
 
 FORMATS = {
-    "hf": FormatRules(RuleSet([SAME_NAMES], "roberta transformers"), CLASSES, HF_IGNORE),
+    "hf": FormatRules(RuleSet([SAME_NAMES], "roberta transformers"), CLASSES, WEIGHTS.buffers, builds=BUILDS,
+                      tied=TIED),
     # the LM head holds the tied input embeddings, so Keras lists them under its layer too
     "tf": FormatRules(RuleSet(KERAS_HEADS + list(CHECKPOINT_RULES["keras"].rules), "roberta transformers-tf"),
-                      CLASSES, shared={"lm_head": r"roberta/embeddings/.*"}),
-    # PaddleNLP's MLM head ties its decoder differently: not converted
-    "paddle": FormatRules(CHECKPOINT_RULES["paddlenlp"], {h: c for h, c in CLASSES.items() if h != "mlm"}),
+                      CLASSES, shared={"lm_head": r"roberta/embeddings/.*"}, builds=BUILDS),
+    "paddle": FormatRules(CHECKPOINT_RULES["paddlenlp"], CLASSES, builds=BUILDS, tied=TIED, writes_tied=True),
 }
