@@ -426,6 +426,7 @@ def run_parity_many(targets: list[Target], backends: list[str], reference: str =
     _check_backends(backends, reference, against)
     for target in targets:
         check_run_shape(target, batch, seq_len)
+        _check_oracles(target, against)
     check_workdir(workdir)
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                 or not math.isfinite(timeout) or timeout <= 0):
@@ -500,6 +501,15 @@ def _check_backends(backends, reference, against) -> None:
             raise BadInput(f"--against {oracle!r}: known oracles are {', '.join(ORACLES)}")
     if not [fw for fw in backends if fw != reference] and not against:
         raise BadInput(f"nothing to compare: --backends names only the reference {reference!r}")
+
+
+def _check_oracles(target: Target, against) -> None:
+    from .oracles import unsupported
+
+    for oracle in against:
+        problem = unsupported(oracle, target.family, target.config, target.head)
+        if problem:
+            raise BadInput(f"--against {oracle}: {problem}")
 
 
 def _write_target_files(target: Target, folder: Path, batch, seq_len, seed, say) -> tuple[Path, Path]:
