@@ -11,11 +11,14 @@ import math
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -268,18 +271,42 @@ def run_worker(jobs: list[dict], workdir: Path, timeout: float | None = None,
     env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONHASHSEED": "0",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
                                                        os.environ.get("PYTHONPATH")]))}
+    process = None
     with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "parity.worker", str(job_path)], stdout=log,
-                                   stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
+            with _signals_held():
+                process = subprocess.Popen([sys.executable, "-m", "parity.worker", str(job_path)], stdout=log,
+                                           stderr=subprocess.STDOUT, env=env, start_new_session=True)
             code = _wait(process, f"{backend} worker ({dtype})", timeout, stall_seconds)
         finally:
-            if process.poll() is None:
+            if process is not None and process.poll() is None:
                 _kill(process)
     if code != 0:
         tail = log_path.read_text().strip().splitlines()[-8:]
         raise WorkerFailed(f"{backend} worker ({dtype}) failed with exit code {code}:\n" + "\n".join(tail))
     return [read_run_record(job) for job in jobs]
+
+
+@contextmanager
+def _signals_held():
+    """Ctrl-C or SIGTERM arriving inside the block acts when the block ends: interrupted inside Popen,
+    the parent would lose a worker that already runs. (Python runs signal handlers in the main thread
+    only; elsewhere there is nothing to hold.)"""
+    held = (signal.SIGINT, signal.SIGTERM)
+    current = [signal.getsignal(signum) for signum in held]
+    if threading.current_thread() is not threading.main_thread() or None in current:
+        yield
+        return
+    caught = []
+    for signum in held:
+        signal.signal(signum, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for signum, handler in zip(held, current):
+            signal.signal(signum, handler)
+        for signum in caught:
+            signal.raise_signal(signum)
 
 
 def _wait(process: subprocess.Popen, what: str, timeout: float | None, stall_seconds: float) -> int:
@@ -315,7 +342,7 @@ def _cpu_seconds(pid: int) -> float | None:
 def _kill(process: subprocess.Popen) -> None:
     """SIGKILL the worker's process group (a stopped process is killed too) and reap it."""
     try:
-        os.killpg(process.pid, 9)
+        os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     process.wait()
