@@ -149,6 +149,8 @@ def resolve_target(name, head: str | None = None, tiny: bool = False) -> Target:
     read (transformers, PaddleNLP)."""
     name = os.fspath(name)
     if os.path.isdir(name):
+        if tiny:
+            raise BadInput(f"--tiny shrinks a preset; {name} is a checkpoint directory (its config is used as is)")
         from converters import open_checkpoint
 
         fmt = next((f for file, f in CHECKPOINT_FORMATS if os.path.isfile(os.path.join(name, file))), None)

@@ -132,3 +132,8 @@ def test_against_paddlenlp_oracle():
         assert {r.tensor for r in oracle} >= expected, (name, head)
         assert report.passed, (name, head, report.first_divergence)
         assert max(r.max_abs for r in oracle) <= 1e-5, (name, head)
+
+
+def test_tiny_with_a_checkpoint_directory_is_bad_input(tmp_path):
+    with pytest.raises(BadInput, match="--tiny shrinks a preset"):
+        compare(tmp_path, tiny=True)
