@@ -80,7 +80,8 @@ def test_family_names_are_targets_and_list_shows_exactly_them():
     assert resolve_target("funnel").label == "funnel-small-base"  # 116M parameters, the first of two equals
     listed = subprocess.run([sys.executable, "-m", "parity", "list"], capture_output=True, text=True, cwd=REPO)
     assert listed.returncode == 0
-    first_column = {line.split("│")[1].strip() for line in listed.stdout.splitlines() if line.startswith("│")} - {""}
+    rows = [line.split("│") for line in listed.stdout.splitlines() if line.startswith("│")]
+    first_column = {row[1].strip() for row in rows} - {""}  # "": a wrapped description's next line
     assert first_column == set(targets()) and set(FAMILIES) <= first_column
 
 
