@@ -11,29 +11,30 @@ import math
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from backends import family as get_family, installed_frameworks, preset as get_preset, presets
+from backends import FAMILIES, family as get_family, installed_frameworks, preset as get_preset, presets
 from backends.errors import BadInput
 from backends.run import GRAD_PREFIX, INPUT_EMBEDS
 from backends.tensorfile import SafetensorsReader, save_arrays, write_safetensors
 
-from .compare import TensorResult, common_names, diff_stats, float32_errors, kind_of, pooled_noise_ratio, ratio
+from .errors import ParityFailure, WorkerFailed, WorkerTimeout
+from .metrics import TensorResult, common_names, diff_stats, float32_errors, kind_of, pooled_noise_ratio, ratio
 from .tolerances import Tolerances
 
 DTYPES = ("float64", "float32")
-
-
-class WorkerFailed(RuntimeError):
-    """A backend's worker process exited with an error (its log tail is in the message)."""
 
 
 @dataclass
@@ -42,7 +43,8 @@ class Target:
     config: object
     head: str
     label: str
-    checkpoint: object = None  # a converters.Checkpoint to read weights from; None: seeded random weights
+    checkpoint: object = None  # a backends.checkpoints.Checkpoint to read weights from; None: seeded random weights
+    note: str = ""  # how the name was read, when not a preset or directory (a family: which preset runs)
 
 
 @dataclass
@@ -79,6 +81,35 @@ class Report:
         largest = max((r.max_rss_bytes for r in self.runs), default=0)
         return (largest + self.peak_bytes_parent) / largest if largest else math.inf
 
+    def divergence_text(self) -> str:
+        """The first tensor that diverges, in one line ("" when none does)."""
+        d = self.first_divergence
+        if not d:
+            return ""
+        return (f"{d['backend']} {d['dtype']} {d['tensor']} (layer {d['layer']}), "
+                f"max |diff| {d['max_abs']:.3g}")
+
+    def describe(self) -> str:
+        """A compact summary: the verdict, the first divergence, one line per backend, dtype and kind."""
+        lines = [f"{self.target}: {'PASSED' if self.passed else 'FAILED'} against {self.reference} "
+                 f"({self.family}, head {self.head}, {', '.join(self.dtypes)})"]
+        if self.first_divergence:
+            lines.append(f"first divergence: {self.divergence_text()}")
+        for row in self.summary:
+            noise = row.get("noise_ratio")
+            lines.append(f"  {row['backend']:<12} {row['dtype']} {row['kind']:<6} {row['tensors']:>4} tensors  "
+                         f"max |diff| {row['max_abs']:.2e}" + ("" if noise is None else f"  noise ratio {noise:.2f}")
+                         + ("" if row["passed"] else f"  FAILED (worst {row['worst']})"))
+        return "\n".join(lines)
+
+    def raise_for_failure(self) -> "Report":
+        """Raise `ParityFailure` (first divergence and summary in its message) unless the run passed;
+        returns the report when it did."""
+        if not self.passed:
+            raise ParityFailure(f"parity failed: {self.target}: first divergence: {self.divergence_text() or '-'}"
+                                f"\n{self.describe()}", self)
+        return self
+
     def to_json(self) -> dict:
         return {
             "passed": self.passed, "target": self.target, "family": self.family, "head": self.head,
@@ -91,23 +122,74 @@ class Report:
         }
 
 
-def resolve_target(name: str, head: str | None = None, tiny: bool = False) -> Target:
-    """A preset name, or a checkpoint directory in any format backends.checkpoints reads."""
+def smallest_preset(family_name: str):
+    """The family's preset with the fewest parameters (the first of equals)."""
+    presets_ = get_family(family_name).presets.values()
+    return min(presets_, key=lambda p: parameter_count(Target(p.family, p.config, p.head, p.name)))
+
+
+def targets() -> dict:
+    """Every name `resolve_target` accepts besides a directory: name -> description. A family name
+    stands for its smallest preset."""
+    found = {}
+    for family_name in FAMILIES:
+        found[family_name] = f"family: its smallest preset, {smallest_preset(family_name).name}"
+        found.update({name: preset.description for name, preset in get_family(family_name).presets.items()})
+    return found
+
+
+def resolve_target(name, head: str | None = None, tiny: bool = False) -> Target:
+    """A preset name, a family name (its smallest preset), or a checkpoint directory in any format
+    backends.checkpoints reads (transformers PyTorch or TF, PaddleNLP, our own saves)."""
+    name = os.fspath(name)
     if os.path.isdir(name):
+        if tiny:
+            raise BadInput(f"--tiny shrinks a preset; {name} is a checkpoint directory (its config is used as is)")
         from backends.checkpoints import detect_format, open_checkpoint
 
         checkpoint = open_checkpoint(detect_format(name), name, head=head)
         return Target(checkpoint.family, checkpoint.config, checkpoint.head, name, checkpoint)
-    if name not in presets():
-        raise BadInput(f"unknown target {name!r}: not a directory and not a preset "
-                       f"(python -m parity list shows {len(presets())} presets)")
-    found = get_preset(name)
+    note = ""
+    if name in FAMILIES:
+        found = smallest_preset(name)
+        note = f"{name} is a family: running its smallest preset, {found.name}"
+    elif name in presets():
+        found = get_preset(name)
+    else:
+        raise BadInput(f"unknown target {name!r}: not a directory, a family or a preset "
+                       f"(python -m parity list shows the {len(targets())} names)")
     spec = get_family(found.family)
     config = spec.shrink(found.config) if tiny else found.config
     head = head or found.head
     if head not in spec.heads:
         raise BadInput(f"--head {head!r}: family {found.family} has heads {', '.join(spec.heads)}")
-    return Target(found.family, config, head, name + (" (tiny)" if tiny else ""))
+    return Target(found.family, config, head, found.name + (" (tiny)" if tiny else ""), note=note)
+
+
+# families whose position ids do not start at 0: RoBERTa's count from pad_token_id + 1
+POSITION_OFFSETS = {"roberta": lambda config: config.pad_token_id + 1}
+
+
+def max_seq_len(target: Target) -> int | None:
+    """The longest sequence the model takes: its position table's rows (max_position_embeddings, less
+    RoBERTa's offset); Funnel's relative sinusoids are computed for any length, but its config declares
+    the length it was built for in max_position_embeddings too. None: no limit (the BiLSTM)."""
+    positions = getattr(target.config, "max_position_embeddings", None)
+    if positions is None:
+        return None
+    offset = POSITION_OFFSETS.get(target.family)
+    return positions - (offset(target.config) if offset else 0)
+
+
+def check_run_shape(target: Target, batch: int, seq_len: int) -> None:
+    """Bad input (before any worker starts) for a batch or sequence length the model cannot take."""
+    for option, value, least in (("--batch", batch, 1), ("--seq-len", seq_len, 2)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise BadInput(f"{option} {value!r}: must be an integer >= {least}")
+    limit = max_seq_len(target)
+    if limit is not None and seq_len > limit:
+        raise BadInput(f"--seq-len {seq_len}: {target.label} takes at most {limit} positions "
+                       f"(max_position_embeddings {target.config.max_position_embeddings})")
 
 
 def parity_tensor(name: str, shape: tuple, seed: int) -> np.ndarray:
@@ -149,8 +231,34 @@ def write_inputs(target: Target, path: Path, batch: int, seq_len: int, seed: int
     save_arrays(path, spec.make_inputs(target.config, target.head, batch, seq_len, np.random.default_rng(seed)))
 
 
-def run_worker(jobs: list[dict], workdir: Path) -> list[RunRecord]:
-    """Run one backend's jobs in a fresh Python process; raise with its last log lines if it fails."""
+# a worker that uses no CPU time for this long is stopped (SIGSTOP) or hung: reading weights, computing and
+# writing results all take CPU time
+STALL_SECONDS = 120.0
+POLL_SECONDS = 0.2
+# the default time limit of a worker: starting its framework, then forward and backward (about 6 flops
+# per parameter and token) at a pessimistic float64 speed, far below what a busy 2-core machine does
+WORKER_START_SECONDS = 300.0
+SLOW_FLOPS = 3e8
+
+
+def default_timeout(targets: list[Target], tokens: list[int]) -> float:
+    """Seconds one worker (running every target, `tokens` per target) may take by default."""
+    work = sum(6 * parameter_count(t) * n for t, n in zip(targets, tokens))
+    return WORKER_START_SECONDS + work / SLOW_FLOPS
+
+
+def parameter_count(target: Target) -> int:
+    shapes = get_family(target.family).param_shapes(target.config, target.head)
+    return sum(int(np.prod(shape)) for shape in shapes.values())
+
+
+def run_worker(jobs: list[dict], workdir: Path, timeout: float | None = None,
+               stall_seconds: float = STALL_SECONDS) -> list[RunRecord]:
+    """Run one backend's jobs in a fresh Python process; raise with its last log lines if it fails.
+
+    The worker is killed (and `WorkerTimeout` raised) when it runs longer than `timeout` seconds or
+    uses no CPU time for `stall_seconds`; on any exception here (Ctrl-C included) it is killed too.
+    It runs in its own session: a Ctrl-C in the terminal reaches the parent only, which ends it."""
     backend, dtype = jobs[0]["backend"], jobs[0]["dtype"]
     job_path = workdir / f"jobs-{backend}-{dtype}.json"
     job_path.write_text(json.dumps({"jobs": jobs}))
@@ -158,13 +266,81 @@ def run_worker(jobs: list[dict], workdir: Path) -> list[RunRecord]:
     env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONHASHSEED": "0",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
                                                        os.environ.get("PYTHONPATH")]))}
+    process = None
     with open(log_path, "w") as log:
-        code = subprocess.call([sys.executable, "-m", "parity.worker", str(job_path)], stdout=log,
-                               stderr=subprocess.STDOUT, env=env)
+        try:
+            with _signals_held():
+                process = subprocess.Popen([sys.executable, "-m", "parity.worker", str(job_path)], stdout=log,
+                                           stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            code = _wait(process, f"{backend} worker ({dtype})", timeout, stall_seconds)
+        finally:
+            if process is not None and process.poll() is None:
+                _kill(process)
     if code != 0:
         tail = log_path.read_text().strip().splitlines()[-8:]
         raise WorkerFailed(f"{backend} worker ({dtype}) failed with exit code {code}:\n" + "\n".join(tail))
     return [read_run_record(job) for job in jobs]
+
+
+@contextmanager
+def _signals_held():
+    """Ctrl-C or SIGTERM arriving inside the block acts when the block ends: interrupted inside Popen,
+    the parent would lose a worker that already runs. (Python runs signal handlers in the main thread
+    only; elsewhere there is nothing to hold.)"""
+    held = (signal.SIGINT, signal.SIGTERM)
+    current = [signal.getsignal(signum) for signum in held]
+    if threading.current_thread() is not threading.main_thread() or None in current:
+        yield
+        return
+    caught = []
+    for signum in held:
+        signal.signal(signum, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for signum, handler in zip(held, current):
+            signal.signal(signum, handler)
+        for signum in caught:
+            signal.raise_signal(signum)
+
+
+def _wait(process: subprocess.Popen, what: str, timeout: float | None, stall_seconds: float) -> int:
+    """The worker's exit code, or WorkerTimeout when it runs too long or makes no progress."""
+    started = last_progress = time.monotonic()
+    cpu = _cpu_seconds(process.pid)
+    while True:
+        try:
+            return process.wait(timeout=POLL_SECONDS)
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        if timeout is not None and now - started > timeout:
+            raise WorkerTimeout(f"{what} ran past its time limit of {timeout:g} s and was killed "
+                                "(--timeout SECONDS sets the limit)")
+        used = _cpu_seconds(process.pid)
+        if used is None or used != cpu:
+            cpu, last_progress = used, now
+        elif now - last_progress > stall_seconds:
+            raise WorkerTimeout(f"{what} used no CPU time for {stall_seconds:g} s (stopped or hung) and was killed")
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process and its waited-for children (Linux /proc; None elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _kill(process: subprocess.Popen) -> None:
+    """SIGKILL the worker's process group (a stopped process is killed too) and reap it."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
 
 
 def read_run_record(job: dict) -> RunRecord:
@@ -258,23 +434,36 @@ def run_parity(target: Target, backends: list[str], **options) -> Report:
 def run_parity_many(targets: list[Target], backends: list[str], reference: str = "torch", dtypes=DTYPES,
                     batch: int = 2, seq_len: int = 128, seed: int = 0, backward: bool = True,
                     tolerances: Tolerances = Tolerances(), workdir: str | None = None, progress=None, runner=None,
-                    against: tuple = ()) -> list[Report]:
+                    against: tuple = (), timeout: float | None = None) -> list[Report]:
     """Weights and inputs per target, one worker process per backend and dtype running every target,
     and a streaming comparison; one report per target.
 
-    `runner(jobs, workdir) -> [RunRecord]` runs one backend's jobs (default: one fresh process).
+    `runner(jobs, workdir) -> [RunRecord]` runs one backend's jobs (default: one fresh process, killed
+    after `timeout` seconds; None: `default_timeout`, scaled to the models).
     `against` names third-party oracles (parity/oracles.py), compared in float32 on their outputs.
+    Bad input (backends, sequence length, workdir) is refused before anything is written.
     """
-    runner = runner or run_worker
     started = time.perf_counter()
     say = progress or (lambda message: None)
     _check_backends(backends, reference, against)
+    for target in targets:
+        check_run_shape(target, batch, seq_len)
+        _check_oracles(target, against)
+    check_workdir(workdir)
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not math.isfinite(timeout) or timeout <= 0):
+        raise BadInput(f"--timeout {timeout!r}: must be a positive number of seconds")
     others = [fw for fw in backends if fw != reference]
     reports = [Report(t.label, t.family, t.head, reference, list(dtypes), others + list(against)) for t in targets]
     hidden_names = [get_family(t.family).hidden_state_names(t.config, t.head) for t in targets]
-    tmp = Path(tempfile.mkdtemp(prefix="parity-", dir=workdir))
-    try:
+    tmp = None
+    try:  # from the mkdtemp on: an interruption at any point still removes the folder
+        tmp = Path(tempfile.mkdtemp(prefix="parity-", dir=workdir))
         files = [_write_target_files(t, tmp / f"target{i}", batch, seq_len, seed, say) for i, t in enumerate(targets)]
+        if runner is None:
+            readers = [SafetensorsReader(inputs) for _, inputs in files]
+            tokens = [max(int(np.prod(r.shape(name))) for name in r) for r in readers]
+            runner = partial(run_worker, timeout=timeout or default_timeout(targets, tokens))
 
         def run(fw, dtype, backward=backward):
             say(f"running {fw} in {dtype}")
@@ -302,13 +491,24 @@ def run_parity_many(targets: list[Target], backends: list[str], reference: str =
         for oracle in against:
             compare(oracle, "float32", run(oracle, "float32", backward=False), partial=True)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     elapsed = time.perf_counter() - started
     for report in reports:
         _conclude(report, tolerances)
         report.wall_seconds = elapsed / len(reports)
         report.peak_bytes_parent = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return reports
+
+
+def check_workdir(workdir) -> None:
+    """--workdir must be an existing, writable directory."""
+    if workdir is None:
+        return
+    if not os.path.isdir(workdir):
+        raise BadInput(f"--workdir {workdir}: {'not a directory' if os.path.exists(workdir) else 'no such directory'}")
+    if not os.access(workdir, os.W_OK | os.X_OK):
+        raise BadInput(f"--workdir {workdir}: not writable")
 
 
 def _check_backends(backends, reference, against) -> None:
@@ -323,6 +523,15 @@ def _check_backends(backends, reference, against) -> None:
             raise BadInput(f"--against {oracle!r}: known oracles are {', '.join(ORACLES)}")
     if not [fw for fw in backends if fw != reference] and not against:
         raise BadInput(f"nothing to compare: --backends names only the reference {reference!r}")
+
+
+def _check_oracles(target: Target, against) -> None:
+    from .oracles import unsupported
+
+    for oracle in against:
+        problem = unsupported(oracle, target.family, target.config, target.head)
+        if problem:
+            raise BadInput(f"--against {oracle}: {problem}")
 
 
 def _write_target_files(target: Target, folder: Path, batch, seq_len, seed, say) -> tuple[Path, Path]:

@@ -1,10 +1,13 @@
 """Show a parity report: rich tables grouped by layer, JSON, and per-layer error plots."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import tempfile
 from pathlib import Path
 
+from backends.errors import BadInput
 from backends.tensorfile import atomic_path
 
 from .harness import Report
@@ -61,9 +64,7 @@ def print_report(report: Report, console=None) -> None:
                         "[green]yes[/]" if row["passed"] else "[red]NO[/]")
     console.print(summary)
     if report.first_divergence:
-        d = report.first_divergence
-        console.print(f"[red]first divergence[/]: {d['backend']} {d['dtype']} {d['tensor']} (layer {d['layer']}), "
-                      f"max |diff| {_fmt(d['max_abs'])}")
+        console.print(f"[red]first divergence[/]: {report.divergence_text()}")
     console.print(f"cost: wall {report.wall_seconds:.1f} s = {report.time_ratio:.2f} x the backends' own "
                   f"load+forward+backward time; peak memory {report.memory_ratio:.2f} x the largest worker")
     console.print("[green]PASSED[/]" if report.passed else "[red]FAILED[/]")
@@ -74,6 +75,23 @@ def _cell(result) -> str:
         return "-"
     text = _fmt(result.max_abs)
     return text if result.passed else f"[red]{text}[/]"
+
+
+def check_writable(path, option: str, needs: str | None = None) -> None:
+    """Bad input unless a file can be written at `path` (and module `needs` is installed): checked
+    before a run, not found out after it."""
+    path = Path(path)
+    if needs and importlib.util.find_spec(needs) is None:
+        raise BadInput(f"{option} needs {needs}, which is not installed")
+    if path.is_dir():
+        raise BadInput(f"{option} {path}: is a directory")
+    if not path.parent.is_dir():
+        raise BadInput(f"{option} {path}: no such directory {path.parent}")
+    try:  # what the writer does: a temporary file beside `path`, renamed onto it
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.check-"):
+            pass
+    except OSError as exc:
+        raise BadInput(f"{option} {path}: cannot write there ({exc.strerror})") from None
 
 
 def write_json(report: Report, path) -> None:

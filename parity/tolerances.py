@@ -11,6 +11,8 @@ can be added.
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 
 from backends.errors import BadInput
@@ -25,16 +27,32 @@ class Tolerances:
     float32_max_abs: float | None = None
     float32_mean_abs: float | None = None
 
-    def with_overrides(self, items: list[str]) -> "Tolerances":
-        """Apply `--tolerance key=value` options."""
-        known = {f.name for f in fields(self)}
-        changes = {}
-        for item in items:
-            key, sep, value = item.partition("=")
-            if not sep or key not in known:
-                raise BadInput(f"--tolerance {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(known))}")
-            try:
-                changes[key] = float(value)
-            except ValueError:
-                raise BadInput(f"--tolerance {item!r}: {value!r} is not a number") from None
-        return replace(self, **changes)
+    def with_overrides(self, items) -> "Tolerances":
+        """Apply `--tolerance KEY=VALUE` options (strings), or a mapping {key: value} (the Python API).
+
+        Each value must be a finite number >= 0; an unknown key, a missing `=`, NaN, infinity, a negative
+        or non-numeric value is bad input naming the option."""
+        pairs = items.items() if isinstance(items, Mapping) else [_split(item) for item in items]
+        return replace(self, **{key: _value(key, value) for key, value in pairs})
+
+
+KNOWN = tuple(f.name for f in fields(Tolerances))
+
+
+def _split(item: str) -> tuple[str, str]:
+    key, sep, value = str(item).partition("=")
+    if not sep:
+        raise BadInput(f"--tolerance {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(KNOWN))}")
+    return key.strip(), value.strip()
+
+
+def _value(key: str, value) -> float:
+    if key not in KNOWN:
+        raise BadInput(f"--tolerance {key}: unknown key; known: {', '.join(sorted(KNOWN))}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise BadInput(f"--tolerance {key}={value!r}: {value!r} is not a number") from None
+    if isinstance(value, bool) or not math.isfinite(number) or number < 0:
+        raise BadInput(f"--tolerance {key}={value}: must be a finite number >= 0")
+    return number

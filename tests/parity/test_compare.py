@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from backends.errors import BadInput
-from parity.compare import diff_stats, noise_ratio
+from parity.metrics import diff_stats, noise_ratio
 from parity.harness import forward_order, layer_of
 from parity.tolerances import Tolerances
 
