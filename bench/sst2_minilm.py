@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minilm_sst2 import REPO, model_dir, transformers_accuracy
+from _sst2_minilm_helpers import REPO, model_dir, transformers_accuracy
 
 GOAL_ACCURACY, GOAL_SPREAD = 0.84, 0.005
 SETTINGS = ["--epochs", "1", "--learning-rate", "5e-5", "--batch-size", "32", "--max-seq-length", "64",

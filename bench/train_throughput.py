@@ -20,8 +20,8 @@ import sys
 import tempfile
 import time
 
-from minilm_sst2 import (REPO, SEQ_LEN, in_batch_order, model_dir, model_source, sst2_features,
-                         transformers_trainer)
+from _sst2_minilm_helpers import (REPO, SEQ_LEN, in_batch_order, model_dir, model_source, sst2_features,
+                                  transformers_trainer)
 
 GOAL = 1.0
 OPTIMIZER = dict(learning_rate=5e-5, warmup_ratio=0.06, weight_decay=0.01, max_grad_norm=1.0, seed=42)
