@@ -94,54 +94,6 @@ def our_port(fmt: str, directory: str, fw: str, inputs: dict, head: str | None =
     return port_outputs(fmt, directory, family, head, fw, inputs)
 
 
-def _perturbed(arrays, rng) -> list:
-    """(index, new value) of every constant parameter (unit LayerNorm scales, zero biases) given noise, so a
-    dropped or swapped tensor changes the outputs."""
-    return [(i, a + 0.1 * rng.standard_normal(a.shape).astype(a.dtype)) for i, a in enumerate(arrays)
-            if a.size and np.all(a == a.flat[0])]
-
-
-def save_transformers(directory: str, class_name: str, config: dict, seed: int = 0, **kwargs) -> None:
-    """A checkpoint saved by transformers' own PyTorch class (`save_pretrained`), seeded, constants perturbed."""
-    import torch
-    import transformers
-
-    torch.manual_seed(seed)
-    model = getattr(transformers, class_name)(transformers.AutoConfig.for_model(**config), **kwargs)
-    params = list(model.parameters())
-    with torch.no_grad():
-        for i, value in _perturbed([p.numpy() for p in params], np.random.default_rng(seed)):
-            params[i].copy_(torch.from_numpy(value))
-    model.save_pretrained(directory)
-
-
-def save_transformers_tf(directory: str, class_name: str, config: dict, seed: int = 0) -> None:
-    """A checkpoint saved by transformers' own TF class (`TF<class_name>`, tf_model.h5)."""
-    import tensorflow as tf
-    import transformers
-
-    tf.random.set_seed(seed)
-    model = getattr(transformers, "TF" + class_name)(transformers.AutoConfig.for_model(**config))
-    model(model.dummy_inputs, training=False)
-    for i, value in _perturbed([w.numpy() for w in model.weights], np.random.default_rng(seed)):
-        model.weights[i].assign(value)
-    model.save_pretrained(directory)
-
-
-def save_paddlenlp(directory: str, class_name: str, config: dict, seed: int = 0) -> None:
-    """A checkpoint saved by PaddleNLP's own class (`save_pretrained`: model_state.pdparams + config.json)."""
-    import paddle
-    import paddlenlp.transformers as transformers
-
-    cls = getattr(transformers, class_name)
-    paddle.seed(seed)
-    model = cls(cls.config_class(**config))
-    params = model.parameters()
-    for i, value in _perturbed([p.numpy() for p in params], np.random.default_rng(seed)):
-        params[i].set_value(value)
-    model.save_pretrained(directory)
-
-
 def max_diff(a: dict, b: dict, names=None) -> float:
     names = names or sorted(set(a) & set(b))
     assert names, (sorted(a), sorted(b))
@@ -183,13 +135,14 @@ def _perturbed(name: str, array: np.ndarray, rng: np.random.Generator, pad_token
     return array
 
 
-def save_transformers_torch(directory: str, class_name: str, config: dict, seed: int = 0) -> None:
-    """A checkpoint written by transformers' own PyTorch class (`save_pretrained`), its init perturbed."""
+def save_transformers_torch(directory: str, class_name: str, config: dict, seed: int = 0, **kwargs) -> None:
+    """A checkpoint written by transformers' own PyTorch class (`save_pretrained`), its init perturbed;
+    `kwargs` go to the class (e.g. add_pooling_layer=False for a pooler-less export)."""
     import torch
     import transformers
 
     torch.manual_seed(seed)
-    model = getattr(transformers, class_name)(transformers.AutoConfig.for_model(**config))
+    model = getattr(transformers, class_name)(transformers.AutoConfig.for_model(**config), **kwargs)
     rng = np.random.default_rng(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():  # a tied weight is listed once

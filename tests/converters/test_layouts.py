@@ -16,7 +16,7 @@ from backends.checkpoints.rules import format_rules
 from parity.harness import resolve_target, run_parity_many
 
 from .conftest import convert, real_text_inputs, tiny_config, unpadded
-from .oracles import (max_diff, our_port, paddlenlp, save_paddlenlp, save_transformers, save_transformers_tf,
+from .oracles import (max_diff, our_port, paddlenlp, save_paddlenlp, save_transformers_tf, save_transformers_torch,
                       transformers_tf, transformers_torch)
 
 pytestmark = pytest.mark.oracle
@@ -62,7 +62,7 @@ def sources(tmp_path_factory, workers):
             if lib == "paddle":
                 workers["paddle"].submit(save_paddlenlp, str(path), class_name, config.to_dict()).result()
             else:
-                save = save_transformers if lib == "hf" else save_transformers_tf
+                save = save_transformers_torch if lib == "hf" else save_transformers_tf
                 workers["torch" if lib == "hf" else "tf"].submit(save, str(path), class_name, config.to_dict(),
                                                                  0, **kwargs).result()
             built[name] = path

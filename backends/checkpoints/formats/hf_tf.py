@@ -55,8 +55,10 @@ def read(path: Path) -> Source:
                     raise WeightsError(f"{weights}: {dataset.name} is a group, not a weight")
                 _check_dataset(dataset, weights, size)
                 name = weight.partition("/")[2] or weight  # drop the model scope, as transformers does
-                if name in datasets:  # a tied weight: listed in two layers, one dataset (hard links)
-                    if datasets[name] != dataset:
+                if name in datasets:  # a tied weight listed in two layers: one dataset (hard links), or, as
+                    # Keras' save_weights writes a layer holding a shared sublayer, a copy in each layer's group
+                    if datasets[name] != dataset and not _same_values(datasets[name], dataset, tensors[name],
+                                                                      _loader(dataset, raw, weights)):
                         raise WeightsError(f"{weights}: two different weights are named {name} (in {layer})")
                     continue
                 datasets[name] = dataset
@@ -67,6 +69,13 @@ def read(path: Path) -> Source:
             raise WeightsError(f"{weights}: not a Keras h5 weights file ({exc})") from None
         raise
     return Source(path, config, path / CONFIG, tensors, weights, close)
+
+
+def _same_values(first, second, first_ref: TensorRef, load_second) -> bool:
+    """Whether two policy-checked datasets hold the same shape, dtype and bytes (a tied weight's copies)."""
+    if first.shape != second.shape or first.dtype != second.dtype:
+        return False
+    return bool(np.array_equal(first_ref.load(), load_second()))
 
 
 # ---- what we read from an h5 file: its own bytes, nothing else ----
