@@ -5,6 +5,8 @@ import argparse
 import os
 import sys
 
+from backends import FRAMEWORKS
+
 DEFAULT_TARGET = "funnel-xlarge"
 
 
@@ -21,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("target", nargs="?", default=DEFAULT_TARGET,
                          help=f"a preset (python -m parity list) or a checkpoint directory (default: {DEFAULT_TARGET})")
     compare.add_argument("--backends", default=None,
-                         help="comma-separated backends among torch,paddle,tf (default: every installed one)")
+                         help=f"comma-separated backends among {','.join(FRAMEWORKS)} (default: every installed one)")
     compare.add_argument("--reference", default="torch", help="the backend others are compared with (default torch)")
     compare.add_argument("--dtype", choices=("float32", "float64", "both"), default="both",
                          help="precision(s) to run; float32 also needs the float64 reference run (default both)")
