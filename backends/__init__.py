@@ -12,10 +12,11 @@ import pkgutil
 from pathlib import Path
 from types import ModuleType
 
+from ._fw import FRAMEWORKS as FRAMEWORK_REGISTRY  # framework-free data: key -> Framework
+
 # what the user set, read before any framework loads (paddle sets OMP_NUM_THREADS to 1 when it is unset)
 USER_THREAD_SETTINGS = any(name in os.environ for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"))
-FRAMEWORKS = ("torch", "paddle", "tf")
-FRAMEWORK_PACKAGES = {"torch": "torch", "paddle": "paddle", "tf": "tensorflow"}
+FRAMEWORKS = tuple(FRAMEWORK_REGISTRY)  # framework keys, in the order a process may import them
 # every sub-package of backends/ holding a PyTorch reference (modeling_torch.py) is a family (its __init__
 # defines SPEC); the others (checkpoints/, _fw/) are shared machinery
 FAMILIES = tuple(sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
@@ -35,13 +36,18 @@ def modeling(family_name: str, fw: str) -> ModuleType:
 
 
 def framework(fw: str) -> ModuleType:
-    """The small adapter surface of framework `fw` (`backends/_fw/<package>.py`)."""
-    return importlib.import_module(f"backends._fw.{FRAMEWORK_PACKAGES[_check_fw(fw)]}")
+    """The adapter surface of framework `fw` (`backends/_fw/<fw>/__init__.py`, `backends._fw.contract.Adapter`)."""
+    return importlib.import_module(f"backends._fw.{_check_fw(fw)}")
+
+
+def import_framework(fw: str) -> ModuleType:
+    """The Python package of framework `fw` itself (torch, paddle, tensorflow), imported."""
+    return importlib.import_module(FRAMEWORK_REGISTRY[_check_fw(fw)].package)
 
 
 def installed_frameworks() -> list[str]:
     """Frameworks whose package is installed, found without importing them."""
-    return [fw for fw in FRAMEWORKS if importlib.util.find_spec(FRAMEWORK_PACKAGES[fw]) is not None]
+    return [fw for fw in FRAMEWORKS if importlib.util.find_spec(FRAMEWORK_REGISTRY[fw].package) is not None]
 
 
 def presets() -> dict:

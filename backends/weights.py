@@ -13,6 +13,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ._fw import CANONICAL_LINEAR_KERNEL, FRAMEWORKS
 from .errors import WeightsError
 
 
@@ -30,11 +31,6 @@ ACTIONS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarra
     # Linear/Dense kernels: torch stores [out, in]; paddle Linear and Keras Dense store [in, out]
     "transpose": (_transpose, _transpose),
 }
-
-
-def register_action(name: str, to_target, to_canonical) -> None:
-    """Add a named action (families with special layouts, e.g. LSTM gate order, register theirs)."""
-    ACTIONS[name] = (to_target, to_canonical)
 
 
 @dataclass(frozen=True)
@@ -84,6 +80,24 @@ class RuleSet:
 
 
 SAME_NAMES = Rule(r"(.*)", r"\1")
+
+
+def port_rules(family: str, linear_kernels: str, own_rows: Mapping[str, Sequence[Rule]] | None = None) -> dict:
+    """framework key -> RuleSet of that framework's port, from what the family declares once and what each
+    framework declares (backends/_fw/__init__.py): the ports keep the canonical names, and the parameters
+    matching `linear_kernels` (a regex of canonical names) are transposed for a framework whose Linear kernel
+    layout is not the canonical [out, in]. `own_rows` adds rows a port needs for its own layers (the TF
+    BiLSTM's Keras-layout LSTM) after those."""
+    own_rows = own_rows or {}
+    unknown = set(own_rows) - set(FRAMEWORKS)
+    if unknown:
+        raise ValueError(f"{family} port rules: unknown framework {', '.join(sorted(unknown))}")
+    rules = {}
+    for key, framework in FRAMEWORKS.items():
+        transposed = framework.linear_kernel != CANONICAL_LINEAR_KERNEL
+        rows = [Rule(linear_kernels, r"\g<0>", "transpose")] if transposed else []
+        rules[key] = RuleSet(rows + list(own_rows.get(key, ())) + [SAME_NAMES], f"{family} {key} port")
+    return rules
 
 
 def check_keys(expected: Iterable[str], found: Iterable[str], source: str,

@@ -4,6 +4,8 @@
 import signal
 import sys
 
+from backends import FRAMEWORKS
+
 DEFAULT_TARGET = "funnel-xlarge"
 # signal -> exit code (128 + the signal's number, as a shell reports a process it ended)
 STOP_SIGNALS = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -40,7 +42,7 @@ def build_parser():
                          help="a preset, a family (its smallest preset; python -m parity list shows both) or a "
                               f"checkpoint directory (default: {DEFAULT_TARGET})")
     compare.add_argument("--backends", default=None,
-                         help="comma-separated backends among torch,paddle,tf (default: every installed one)")
+                         help=f"comma-separated backends among {','.join(FRAMEWORKS)} (default: every installed one)")
     compare.add_argument("--reference", default="torch", help="the backend others are compared with (default torch)")
     compare.add_argument("--dtype", choices=("float32", "float64", "both"), default="both",
                          help="precision(s) to run; float32 also needs the float64 reference run (default both)")

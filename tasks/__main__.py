@@ -10,7 +10,8 @@ import json
 import os
 import sys
 
-BACKENDS = ("torch", "paddle", "tf")
+from backends import FRAMEWORKS as BACKENDS  # the registry (framework-free: imports no framework)
+
 DROPOUT_MODES = ("shared", "native")  # tasks.train.dropout.MODES, repeated so that --help imports nothing
 
 

@@ -1,4 +1,4 @@
-"""Knowledge distillation, written once over a backend's op set (tasks/train/<framework>.py).
+"""Knowledge distillation, written once over a backend's op set (backends/_fw/<framework>/train.py).
 
 - Prediction layer (Hinton et al. 2015): alpha * T^2 * CE(softmax(teacher / T), softmax(student / T))
   + (1 - alpha) * the task's hard-label loss. Regression tasks (STS-B) regress the teacher's score.

@@ -10,13 +10,13 @@ import pytest
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from backends import installed_frameworks  # noqa: E402
+from backends import import_framework, installed_frameworks  # noqa: E402
 
 BACKENDS = installed_frameworks()
-# Tests that use two frameworks in this process must find them imported in this order: importing
-# paddle after tensorflow segfaults (paddle 3.3.1 with tensorflow 2.21), the other order works.
+# Tests that use two frameworks in this process must find them imported in the registry's order
+# (backends/_fw/__init__.py): importing paddle after tensorflow segfaults, the other order works.
 for _fw in BACKENDS:
-    __import__({"torch": "torch", "paddle": "paddle", "tf": "tensorflow"}[_fw])
+    import_framework(_fw)
 BACKEND_PAIRS = list(combinations(BACKENDS, 2))
 REPO = Path(__file__).resolve().parents[1]
 

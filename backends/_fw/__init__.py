@@ -1,16 +1,39 @@
-"""Framework adapters: the same small surface in each of torch.py, paddle.py and tensorflow.py.
+"""The framework registry: one package per framework, `backends/_fw/<key>/`, and what each one declares.
 
-    set_default_dtype(name)   dtype new parameters and tensors get ("float32" or "float64")
-    seed(n), deterministic()  reproducibility
-    to_numpy(t), from_numpy(a, dtype=None)
-    named_parameters(model)   canonical name -> parameter (the port's own layout)
-    assign(param, array), shape(param)
-    value_and_grads(model, fn) run fn() -> (loss, outputs, watched) and return loss, outputs,
-                              parameter gradients by name and gradients of the watched tensors
-    dot(tensor, array)        sum(tensor * array), the scalar parity loss of one output
-    no_grad()                 context for forward-only runs
-    activation(name)          hidden_act name -> function
+A framework package holds
+    __init__.py   the adapter surface (`contract.Adapter`): dtype, seeding, numpy in and out, parameters,
+                  gradients, the parity loss, activations, tanh/sigmoid
+    nn.py         torch-like layers where the framework's own differ from torch's (paddle, tf)
+    train.py      the op set the framework-free losses call (`contract.TrainOps`), SharedDropout and the
+                  fine-tuning `Runner` (`contract.Runner`); it imports tasks.train, so only training loads it
+and the ports of a family are `backends/<family>/modeling_<key>.py`. Nothing here imports a framework.
 """
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Linear kernel layouts; the canonical one (transformers' PyTorch state_dict) is torch's
+OUT_IN = "[out, in]"
+IN_OUT = "[in, out]"
+CANONICAL_LINEAR_KERNEL = OUT_IN
+
+
+@dataclass(frozen=True)
+class Framework:
+    """What a framework declares, framework-free (the registry row of `backends/_fw/<key>/`)."""
+
+    key: str  # folder name, `modeling_<key>.py` suffix, --backend value
+    package: str  # the Python package to import
+    linear_kernel: str  # how its ports store a Linear weight (OUT_IN or IN_OUT); the port rules follow it
+
+
+# In import order: a process that uses several frameworks imports them in this order (importing paddle
+# after tensorflow segfaults, paddle 3.3.1 with tensorflow 2.21; the other order works).
+FRAMEWORKS = {fw.key: fw for fw in (
+    Framework("torch", "torch", OUT_IN),
+    Framework("paddle", "paddle", IN_OUT),  # paddle.nn.Linear stores [in, out]
+    Framework("tf", "tensorflow", IN_OUT),  # our nn.Linear keeps Keras' Dense layout
+)}
 
 # hidden_act values every port implements (transformers' names)
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish", "tanh")

@@ -12,7 +12,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from .._fw.paddle import activation
-from .._fw.paddle_nn import Embedding, LayerNorm
+from .._fw.paddle.nn import Embedding, LayerNorm
 
 # added to the scores of masked keys (see modeling_torch.py)
 MASK_BIAS = -10000.0

@@ -1,7 +1,7 @@
 """BERT in TensorFlow: the PyTorch reference (modeling_torch.py), class by class.
 
-Built on `tf_nn` layers (plain tf.Module objects, no Keras), so parameter names are attribute paths
-exactly as in torch; comments mark where TF needs something different. tf_nn.Linear stores its
+Built on `_fw.tf.nn` layers (plain tf.Module objects, no Keras), so parameter names are attribute paths
+exactly as in torch; comments mark where TF needs something different. nn.Linear stores its
 weight [in, out] (the port rules transpose it).
 """
 from __future__ import annotations
@@ -10,8 +10,7 @@ import math
 
 import tensorflow as tf
 
-from .._fw import tf_nn as nn
-from .._fw.tensorflow import activation, tanh
+from .._fw.tf import activation, nn, tanh
 
 # added to the scores of masked keys (see modeling_torch.py)
 MASK_BIAS = -10000.0

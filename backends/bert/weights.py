@@ -11,22 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import WeightsError
-from ..weights import Rule, RuleSet, SAME_NAMES, check_finite, check_keys, check_shapes
+from ..weights import Rule, RuleSet, SAME_NAMES, check_finite, check_keys, check_shapes, port_rules
 from .config import BertConfig
 
 
-def port_rules(family: str) -> dict:
-    """Per framework: paddle Linear and our TF Linear (Keras layout) store kernels [in, out], torch [out, in].
-
-    Every `.weight` of the BERT families is a Linear kernel except embedding tables and LayerNorm scales.
-    """
-    linear = [Rule(r".*(_embeddings|LayerNorm|layer_norm)\.weight", r"\g<0>"),
-              Rule(r".*\.weight", r"\g<0>", "transpose")]
-    return {
-        "torch": RuleSet([SAME_NAMES], f"{family} torch port"),
-        "paddle": RuleSet(linear + [SAME_NAMES], f"{family} paddle port"),
-        "tf": RuleSet(linear + [SAME_NAMES], f"{family} tf port"),
-    }
+# the Linear kernels of the BERT families (port_rules): every `.weight` but embedding tables and LayerNorm scales
+LINEAR_KERNELS = r"(?!.*(_embeddings|LayerNorm|layer_norm)\.weight$).*\.weight"
 
 
 # PaddleNLP builds the encoder from paddle.nn.TransformerEncoder: canonical layer module -> PaddleNLP name
@@ -58,7 +48,7 @@ def paddlenlp_rules(family: str) -> RuleSet:
         Rule(r"cls\.predictions\.bias", "cls.predictions.decoder_bias"),
         # an untied decoder is a TransposedLinear: [vocab, hidden], torch's layout
         Rule(r"(cls\.predictions|lm_head)\.decoder\.weight", r"\g<0>"),
-        *port_rules(family)["paddle"].rules,
+        *port_rules(family, LINEAR_KERNELS)["paddle"].rules,
     ]
     return RuleSet(rules, f"{family} PaddleNLP checkpoint")
 
@@ -282,5 +272,5 @@ class BertWeights:
 
 
 WEIGHTS = BertWeights()
-PORT_RULES = port_rules("bert")
+PORT_RULES = port_rules("bert", LINEAR_KERNELS)
 CHECKPOINT_RULES = {"paddlenlp": paddlenlp_rules("bert"), "keras": keras_rules("bert", "bert")}

@@ -11,7 +11,7 @@ import paddle
 from paddle import nn
 
 from .._fw.paddle import sigmoid, tanh
-from .._fw.paddle_nn import Embedding
+from .._fw.paddle.nn import Embedding
 from .weights import LSTM_DIRECTIONS
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from .._fw.tensorflow import sigmoid, tanh
-from .._fw.tf_nn import Dropout, Embedding, Layer, Linear
+from .._fw.tf import sigmoid, tanh
+from .._fw.tf.nn import Dropout, Embedding, Layer, Linear
 from .weights import LSTM_DIRECTIONS
 
 

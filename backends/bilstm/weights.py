@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..weights import Rule, RuleSet, SAME_NAMES
+from ..weights import Rule, port_rules
 
 FINAL_OUTPUTS = {"seqcls": ("logits",)}
 LSTM_DIRECTIONS = ("", "_reverse")
@@ -15,20 +15,14 @@ LINEAR_WEIGHT = r"(fc|classifier)\.weight"
 LSTM_WEIGHT = r"lstm\.weight_(ih|hh)_l0(_reverse)?"
 LSTM_BIAS = r"lstm\.bias_(ih|hh)_l0(_reverse)?"
 
-PORT_RULES = {
-    "torch": RuleSet([SAME_NAMES], "bilstm torch port"),
-    # the paddle LSTM keeps torch's names, [4h, in] layout and gate order; paddle Linear is [in, out]
-    "paddle": RuleSet([Rule(LINEAR_WEIGHT, r"\g<0>", "transpose"), SAME_NAMES], "bilstm paddle port"),
-    "tf": RuleSet([
-        Rule(LINEAR_WEIGHT, r"\g<0>", "transpose"),
-        # Keras LSTMCell: kernel [in, 4h], recurrent_kernel [h, 4h]; its gates i, f, c, o are torch's i, f, g, o
-        Rule(LSTM_WEIGHT, r"\g<0>", "transpose"),
-        # Keras' one bias is named by both torch biases (modeling_tf.LSTM.named_parameters): loading sums
-        # them; reading it back gives it whole to bias_ih and zeros to bias_hh; its gradient is both biases'
-        Rule(LSTM_BIAS, r"\g<0>", "identity"),
-        SAME_NAMES,
-    ], "bilstm tf port"),
-}
+# the paddle LSTM keeps torch's names, [4h, in] layout and gate order: only the Linear kernels differ
+PORT_RULES = port_rules("bilstm", LINEAR_WEIGHT, own_rows={"tf": [
+    # Keras LSTMCell: kernel [in, 4h], recurrent_kernel [h, 4h]; its gates i, f, c, o are torch's i, f, g, o
+    Rule(LSTM_WEIGHT, r"\g<0>", "transpose"),
+    # Keras' one bias is named by both torch biases (modeling_tf.LSTM.named_parameters): loading sums
+    # them; reading it back gives it whole to bias_ih and zeros to bias_hh; its gradient is both biases'
+    Rule(LSTM_BIAS, r"\g<0>", "identity"),
+]})
 
 
 def _lstm_shapes(config) -> dict:

@@ -10,7 +10,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from .._fw.paddle import activation
-from .._fw.paddle_nn import Embedding, LayerNorm
+from .._fw.paddle.nn import Embedding, LayerNorm
 from . import positions
 
 INF = 1e6  # masked attention scores get -INF, as in transformers

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..weights import Rule, RuleSet, SAME_NAMES
+from ..weights import port_rules
 
 HEAD_PREFIX = {"model": "", "base": "", "seqcls": "funnel.", "mc": "funnel.", "qa": "funnel.",
                "pretraining": "funnel.", "mlm": "funnel."}
@@ -13,17 +13,11 @@ FINAL_OUTPUTS = {
     "model": ("last_hidden_state",), "base": ("last_hidden_state",), "seqcls": ("logits",),
     "mc": ("logits",), "qa": ("start_logits", "end_logits"), "pretraining": ("logits",), "mlm": ("logits",),
 }
-# Linear weights ([out, in] in torch); lm_head.weight is not one: it keeps the [vocab, d_model] layout of the
-# word embeddings it is tied to (or stands in for) in every port and format
+# the Linear kernels (port_rules transposes them for frameworks storing [in, out]); lm_head.weight is not one:
+# it keeps the [vocab, d_model] layout of the word embeddings it is tied to (or stands in for) in every port and format
 LINEAR_WEIGHT = (r"(.*\.(q_head|k_head|v_head|post_proj|linear_1|linear_2|linear_hidden|linear_out)|qa_outputs"
                  r"|discriminator_predictions\.(dense|dense_prediction))\.weight")
-
-# paddle Linear and our TF Linear (Keras layout) store kernels [in, out]; torch stores [out, in]
-PORT_RULES = {
-    "torch": RuleSet([SAME_NAMES], "funnel torch port"),
-    "paddle": RuleSet([Rule(LINEAR_WEIGHT, r"\g<0>", "transpose"), SAME_NAMES], "funnel paddle port"),
-    "tf": RuleSet([Rule(LINEAR_WEIGHT, r"\g<0>", "transpose"), SAME_NAMES], "funnel tf port"),
-}
+PORT_RULES = port_rules("funnel", LINEAR_WEIGHT)
 
 
 def _layer_shapes(prefix: str, c) -> dict:

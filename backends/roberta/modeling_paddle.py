@@ -9,7 +9,7 @@ import paddle
 from paddle import nn
 
 from .._fw.paddle import activation
-from .._fw.paddle_nn import Embedding, LayerNorm
+from .._fw.paddle.nn import Embedding, LayerNorm
 from ..bert import modeling_paddle as bert
 
 

@@ -1,7 +1,8 @@
 """RoBERTa weights: BERT's tables with the `roberta.` prefix, RoBERTa's heads and padded position table."""
 from __future__ import annotations
 
-from ..bert.weights import BertWeights, keras_rules, paddlenlp_rules, port_rules
+from ..bert.weights import LINEAR_KERNELS, BertWeights, keras_rules, paddlenlp_rules
+from ..weights import port_rules
 from .config import RobertaConfig
 
 
@@ -35,5 +36,5 @@ class RobertaWeights(BertWeights):
 
 
 WEIGHTS = RobertaWeights()
-PORT_RULES = port_rules("roberta")
+PORT_RULES = port_rules("roberta", LINEAR_KERNELS)
 CHECKPOINT_RULES = {"paddlenlp": paddlenlp_rules("roberta"), "keras": keras_rules("roberta", "roberta")}

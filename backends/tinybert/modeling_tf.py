@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from .._fw import tf_nn as nn
+from .._fw.tf import nn
 from ..bert import modeling_tf as bert
 
 

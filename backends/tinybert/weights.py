@@ -2,8 +2,8 @@
 `fit_dense`; reading PaddleNLP and Huawei (transformers-style: `bert.` prefix, top-level fit_dense) checkpoints."""
 from __future__ import annotations
 
-from ..bert.weights import BertWeights, paddlenlp_rules, port_rules
-from ..weights import Rule, RuleSet, SAME_NAMES
+from ..bert.weights import LINEAR_KERNELS, BertWeights, paddlenlp_rules
+from ..weights import Rule, RuleSet, SAME_NAMES, port_rules
 from .config import TinyBertConfig
 
 
@@ -39,7 +39,7 @@ class TinyBertWeights(BertWeights):
 
 
 WEIGHTS = TinyBertWeights()
-PORT_RULES = port_rules("tinybert")
+PORT_RULES = port_rules("tinybert", LINEAR_KERNELS)
 # PaddleNLP's TinyBertModel also holds `fit_denses` (one per layer, for its "-v2" students): not used by our
 # ports (optional parameters); `canonical_params` readers skip them with allow_unexpected=PADDLENLP_UNUSED
 PADDLENLP_UNUSED = (r"(tinybert\.)?fit_denses\.\d+\.(weight|bias)",)

@@ -1,15 +1,17 @@
 """Fine-tuning on any backend: a framework-free driver (`loop.py`) over one small step module per framework.
 
-`torch.py`, `paddle.py` and `tensorflow.py` each define the same `Runner` (model, AdamW, clipping,
+Each framework's `backends/_fw/<key>/train.py` defines the same `Runner` (model, AdamW, clipping,
 optimizer state by canonical name) and the same op set the framework-free losses call
-(`losses.py`, `tasks/distill.py`). `runner_class(backend)` imports only the chosen framework.
+(`losses.py`, `tasks/distill.py`): `backends._fw.contract` writes both down. `runner_class(backend)`
+imports only the chosen framework.
 """
 from __future__ import annotations
 
 import importlib
 import inspect
 
-STEP_MODULES = {"torch": "torch", "paddle": "paddle", "tf": "tensorflow"}
+from backends import FRAMEWORKS
+
 # model inputs a batch may carry, in the order the ports' forward() takes them
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # the final outputs tasks decode (a head may have more, e.g. TinyBERT's fit_hidden_states)
@@ -17,10 +19,10 @@ PREDICTION_OUTPUTS = ("logits", "start_logits", "end_logits")
 
 
 def step_module(backend: str):
-    """tasks.train.<framework>: the Runner and op set of `backend` (imports that framework only)."""
-    if backend not in STEP_MODULES:
-        raise KeyError(f"unknown backend {backend!r}; known: {', '.join(STEP_MODULES)}")
-    return importlib.import_module(f"tasks.train.{STEP_MODULES[backend]}")
+    """backends/_fw/<backend>/train.py: the Runner and op set of `backend` (imports that framework only)."""
+    if backend not in FRAMEWORKS:
+        raise KeyError(f"unknown backend {backend!r}; known: {', '.join(FRAMEWORKS)}")
+    return importlib.import_module(f"backends._fw.{backend}.train")
 
 
 def runner_class(backend: str):

@@ -1,4 +1,4 @@
-"""The framework-free training driver over a step module's Runner (tasks/train/<framework>.py).
+"""The framework-free training driver over a step module's Runner (backends/_fw/<framework>/train.py).
 
 Everything that decides the trajectory lives here, the same for every backend: the batch order (a numpy
 permutation seeded by (seed, epoch)), gradient accumulation, the learning rate of each update, the dropout

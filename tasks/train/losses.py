@@ -1,4 +1,4 @@
-"""Task losses, written once over a backend's op set (`ops`: a step module of tasks/train).
+"""Task losses, written once over a backend's op set (`ops`: backends/_fw/<framework>/train.py).
 
 Each loss is `loss(ops, outputs, batch)`: the model's outputs and the batch as framework tensors.
 """

@@ -1,4 +1,4 @@
-"""Paddle's CPU threads: MKL gets every usable core unless the user set thread counts (backends/_fw/paddle.py)."""
+"""Paddle's CPU threads: MKL gets every usable core unless the user set thread counts (backends/_fw/paddle)."""
 from __future__ import annotations
 
 import os

@@ -12,6 +12,8 @@ import os
 
 import numpy as np
 
+from backends import import_framework
+
 FIELDS = ("last_hidden_state", "pooler_output", "logits", "start_logits", "end_logits", "prediction_logits",
           "seq_relationship_logits")
 
@@ -20,7 +22,7 @@ def import_first(fw: str) -> None:
     """A worker imports its framework before anything else (Paddle crashes when TensorFlow came first),
     and keeps transformers and datasets from importing the others."""
     os.environ.update(USE_TF="1" if fw == "tf" else "0", USE_TORCH="1" if fw == "torch" else "0", USE_FLAX="0")
-    importlib.import_module({"torch": "torch", "paddle": "paddle", "tf": "tensorflow"}[fw])
+    import_framework(fw)
 
 
 def _outputs(out, to_numpy, names=()) -> dict:

@@ -13,7 +13,7 @@ from .test_train_support import losses, make_runner, make_trainer, seeded_data, 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 FRAMEWORK_DROPOUT = {"torch": ("torch.nn", "Dropout"), "paddle": ("paddle.nn", "Dropout"),
-                     "tf": ("backends._fw.tf_nn", "Dropout")}
+                     "tf": ("backends._fw.tf.nn", "Dropout")}
 
 
 def test_masks_are_seeded_scaled_and_dtype_free():

@@ -18,7 +18,6 @@ from typing import Callable
 import numpy as np
 
 from backends.errors import BadInput, ConfigError
-from backends.tensorfile import read_exact  # noqa: F401 (the formats read through it)
 
 # format name -> module (hf: transformers PyTorch, tf: transformers TF h5, paddle: PaddleNLP, tf1bert: Google)
 MODULES = {"hf": "hf_torch", "tf": "hf_tf", "paddle": "paddlenlp", "tf1bert": "tf1_bert"}

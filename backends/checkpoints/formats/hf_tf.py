@@ -18,7 +18,9 @@ import numpy as np
 
 from backends.errors import BadInput, WeightsError
 
-from . import Source, TensorRef, is_bfloat16, read_exact, read_json, write_at, write_json
+from backends.tensorfile import read_exact
+
+from . import Source, TensorRef, is_bfloat16, read_json, write_at, write_json
 
 TITLE = "transformers TensorFlow"
 FRAMEWORK = "tf"

@@ -24,7 +24,9 @@ import numpy as np
 from backends.errors import WeightsError
 from backends.tensorfile import array_fits
 
-from . import Source, TensorRef, bfloat16, first_file, is_bfloat16, read_exact, read_json, write_json
+from backends.tensorfile import read_exact
+
+from . import Source, TensorRef, bfloat16, first_file, is_bfloat16, read_json, write_json
 
 TITLE = "PaddleNLP"
 FRAMEWORK = "paddle"

@@ -1,4 +1,4 @@
-"""PyTorch adapter (see backends/_fw/__init__.py for the surface)."""
+"""PyTorch adapter (the surface: backends/_fw/contract.py, Adapter)."""
 from __future__ import annotations
 
 import numpy as np
@@ -14,6 +14,15 @@ _ACTIVATIONS = {
     "swish": F.silu,
     "tanh": torch.tanh,
 }
+
+
+def in_float64(fn):
+    """fn evaluated in float64 and rounded back to the input's dtype."""
+    return lambda x: fn(x) if x.dtype == torch.float64 else fn(x.to(torch.float64)).to(x.dtype)
+
+
+# torch's float32 tanh and sigmoid are within about one ulp: the reference needs no float64 detour
+tanh, sigmoid = torch.tanh, torch.sigmoid
 
 
 def set_default_dtype(name: str) -> None:

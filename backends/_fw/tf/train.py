@@ -1,4 +1,4 @@
-"""TensorFlow step module: the Runner and op set of tasks/train/torch.py, method by method.
+"""TensorFlow step module: the Runner and op set of backends/_fw/torch/train.py, method by method.
 
 Keras' Adam/AdamW add epsilon to sqrt(v) and fold both bias corrections into the step size
 (lr * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps)), torch adds it to the corrected
@@ -20,13 +20,13 @@ import tensorflow as tf
 from tensorflow.python.eager import context
 
 from backends import family as get_family
-from backends._fw import tf_nn
 from backends.build import build_model, export_params, load_params
+from tasks.train import model_inputs, prediction_outputs
+from tasks.train.dropout import mask_stream, share_dropout
 
-from . import model_inputs, prediction_outputs
-from .dropout import mask_stream, share_dropout
+from . import nn
 
-# ---- the op set the framework-free losses (losses.py, tasks/distill.py) call ---------------------------
+# ---- the op set (contract.TrainOps) the framework-free losses (tasks/train/losses.py, tasks/distill.py) call
 
 
 def cross_entropy(logits, labels):
@@ -65,7 +65,7 @@ TRIM_EVERY = 8  # updates between returns of freed heap memory (release_freed_me
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c"))
 
 
-class SharedDropout(tf_nn.Dropout):
+class SharedDropout(nn.Dropout):
     """nn.Dropout whose masks come from a MaskStream (tasks/train/dropout.py), the same in every backend."""
 
     def forward(self, x):
@@ -94,7 +94,7 @@ class Runner:
     def __init__(self, family: str, config, head: str, params=None, dtype: str = "float32", device: str = "cpu",
                  bf16: bool = False, seed: int = 0, dropout_masks: str = "shared"):
         if bf16:
-            # the TF ports compute in their parameters' dtype (tf_nn layers have no autocast policy)
+            # the TF ports compute in their parameters' dtype (nn layers have no autocast policy)
             raise ValueError("--bf16 is not supported by the tf backend")
         self.family, self.head = family, head
         self.device = "/GPU:0" if device == "gpu" else "/CPU:0"  # unplaced, TF would pick a GPU by itself
@@ -118,7 +118,7 @@ class Runner:
         self.input_names = model_inputs(self.model.forward)
         self.masks = mask_stream(dropout_masks, seed)
         if self.masks is not None:
-            share_dropout(self.model.modules(), tf_nn.Dropout, SharedDropout, self.masks)
+            share_dropout(self.model.modules(), nn.Dropout, SharedDropout, self.masks)
         self.grads = [None] * len(self.variables)
 
     # ---- data and mode ----

@@ -1,4 +1,4 @@
-"""PaddlePaddle adapter (see backends/_fw/__init__.py for the surface)."""
+"""PaddlePaddle adapter (the surface: backends/_fw/contract.py, Adapter)."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,7 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from .. import USER_THREAD_SETTINGS
+from backends import USER_THREAD_SETTINGS
 
 _ACTIVATIONS = {
     "gelu": F.gelu,

@@ -1,6 +1,6 @@
-"""TensorFlow adapter (see backends/_fw/__init__.py for the surface).
+"""TensorFlow adapter (the surface: backends/_fw/contract.py, Adapter).
 
-The TF ports are built from `tf_nn` layers (plain tf.Module objects) so that parameter names are
+The TF ports are built from the `nn` layers of this package (plain tf.Module objects) so that parameter names are
 attribute paths, exactly as in torch and paddle.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from . import tf_nn
+from . import nn
 
 
 # tf.nn.gelu is off by up to 5e-9 (erf) and 9e-10 (tanh) in float64, float32-level accuracy; the same
@@ -47,7 +47,7 @@ _ACTIVATIONS = {
 
 
 def set_default_dtype(name: str) -> None:
-    tf_nn.set_default_dtype(name)
+    nn.set_default_dtype(name)
 
 
 def seed(n: int) -> None:

@@ -1,4 +1,4 @@
-"""PaddlePaddle step module: the Runner and op set of tasks/train/torch.py, method by method.
+"""PaddlePaddle step module: the Runner and op set of backends/_fw/torch/train.py, method by method.
 
 paddle.optimizer.AdamW computes torch's AdamW update (its docstring writes the bias corrections and
 the decay differently; the kernel matches torch, see tests/tasks/test_train_parity.py); what differs
@@ -15,11 +15,10 @@ import paddle.nn.functional as F
 
 from backends import family as get_family
 from backends.build import build_model, export_params, load_params
+from tasks.train import model_inputs, prediction_outputs
+from tasks.train.dropout import mask_stream, share_dropout
 
-from . import model_inputs, prediction_outputs
-from .dropout import mask_stream, share_dropout
-
-# ---- the op set the framework-free losses (losses.py, tasks/distill.py) call ---------------------------
+# ---- the op set (contract.TrainOps) the framework-free losses (tasks/train/losses.py, tasks/distill.py) call
 
 
 def cross_entropy(logits, labels):

@@ -1,6 +1,6 @@
 """PyTorch step module: a Runner (model, torch.optim.AdamW, clipping, state by canonical name) and the op set.
 
-tasks/train/paddle.py and tasks/train/tensorflow.py mirror this module function by function and
+backends/_fw/paddle/train.py and backends/_fw/tf/train.py mirror this module function by function and
 method by method; their comments mark each real framework difference. The framework-free driver is
 tasks/train/loop.py.
 """
@@ -15,11 +15,10 @@ import torch.nn.functional as F
 
 from backends import family as get_family
 from backends.build import build_model, export_params, load_params
+from tasks.train import model_inputs, prediction_outputs
+from tasks.train.dropout import mask_stream, share_dropout
 
-from . import model_inputs, prediction_outputs
-from .dropout import mask_stream, share_dropout
-
-# ---- the op set the framework-free losses (losses.py, tasks/distill.py) call ---------------------------
+# ---- the op set (contract.TrainOps) the framework-free losses (tasks/train/losses.py, tasks/distill.py) call
 
 
 def cross_entropy(logits, labels):

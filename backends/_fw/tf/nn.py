@@ -16,10 +16,6 @@ def set_default_dtype(name: str) -> None:
     _default_dtype = tf.as_dtype(name)
 
 
-def default_dtype():
-    return _default_dtype
-
-
 class Layer(tf.Module):
     """torch.nn.Module-like base: `__call__` runs `forward`; `training` toggles dropout."""
 
