@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from backends.errors import BadInput, WeightsError
-
 from backends.tensorfile import read_exact
 
 from . import Source, TensorRef, is_bfloat16, read_json, write_at, write_json

@@ -22,9 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from backends.errors import WeightsError
-from backends.tensorfile import array_fits
-
-from backends.tensorfile import read_exact
+from backends.tensorfile import array_fits, read_exact
 
 from . import Source, TensorRef, bfloat16, first_file, is_bfloat16, read_json, write_json
 
