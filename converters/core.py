@@ -111,18 +111,11 @@ def open_checkpoint(fmt: str, path, family: str | None = None, head: str | None 
 
 
 def _family(fmt: str, source: formats.Source, family: str | None) -> str:
-    """--family, else the config's model_type, else the family whose classes name its architecture."""
-    if family:
-        if family not in backends.FAMILIES:
-            raise BadInput(f"unknown family {family!r}; known: {', '.join(backends.FAMILIES)}")
-        return family
-    model_type = source.config.get("model_type")
-    by_type = {backends.family(name).config_class.model_type: name for name in backends.FAMILIES}
-    if model_type:
-        if model_type not in by_type:
-            raise BadInput(f"{source.config_file}: model_type {model_type!r} is not a family we convert; "
-                           f"known: {', '.join(sorted(by_type))}")
-        return by_type[model_type]
+    """--family, else the config's family key or model_type (backends.family_of_config), else the family
+    whose classes name its architecture."""
+    found = backends.family_of_config(source.config, str(source.config_file), family)
+    if found:
+        return found
     for architecture in source.config.get("architectures") or []:
         found = family_of_class(fmt, architecture, backends.FAMILIES)
         if found:
@@ -197,7 +190,8 @@ def convert(command: str, src, dst, options: Options | None = None, warn=None) -
         if checkpoint.head not in target.classes:
             raise BadInput(f"format {dst_fmt} has no class for {checkpoint.family} head {checkpoint.head}")
         plan, specs = _plan(checkpoint, target, options.dtype)
-        config = {**checkpoint.config.to_dict(), **target.config, "architectures": [target.classes[checkpoint.head]]}
+        config = {**checkpoint.config.to_dict(), **backends.family_marker(checkpoint.family), **target.config,
+                  "architectures": [target.classes[checkpoint.head]]}
         if options.dtype and dst_fmt in ("hf", "tf"):
             config["torch_dtype"] = options.dtype
         warnings: list[str] = []

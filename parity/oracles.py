@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-# family -> head -> transformers class name
-TRANSFORMERS_CLASSES = {
-    "funnel": {"model": "FunnelModel", "base": "FunnelBaseModel", "seqcls": "FunnelForSequenceClassification",
-               "qa": "FunnelForQuestionAnswering", "mc": "FunnelForMultipleChoice"},
-    "bert": {"base": "BertModel", "seqcls": "BertForSequenceClassification", "qa": "BertForQuestionAnswering",
-             "mc": "BertForMultipleChoice", "mlm": "BertForMaskedLM", "tokcls": "BertForTokenClassification"},
-    "roberta": {"base": "RobertaModel", "seqcls": "RobertaForSequenceClassification",
-                "qa": "RobertaForQuestionAnswering", "mc": "RobertaForMultipleChoice", "mlm": "RobertaForMaskedLM",
-                "tokcls": "RobertaForTokenClassification"},
-}
+from backends import FAMILIES, family
+
+# family -> head -> transformers class name (the families' head registries, backends/<family>/heads.py)
+TRANSFORMERS_CLASSES = {name: classes for name in FAMILIES
+                        if (classes := {head: spec.transformers for head, spec in family(name).head_registry.items()
+                                        if spec.transformers})}
 ORACLES = {"transformers": "transformers (PyTorch classes)"}
 # our output names -> transformers' output attribute names
 OUTPUT_NAMES = {"last_hidden_state": "last_hidden_state", "logits": "logits", "start_logits": "start_logits",

@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..spec import token_inputs
 from ..weights import Rule, RuleSet, SAME_NAMES
+from .heads import HEADS
 
 HEAD_PREFIX = {"model": "", "base": "", "seqcls": "funnel.", "mc": "funnel.", "qa": "funnel."}
 HEAD_HAS_DECODER = {"model": True, "base": False, "seqcls": False, "mc": False, "qa": True}
-FINAL_OUTPUTS = {
-    "model": ("last_hidden_state",), "base": ("last_hidden_state",), "seqcls": ("logits",),
-    "mc": ("logits",), "qa": ("start_logits", "end_logits"),
-}
 LINEAR_WEIGHT = r"(.*\.(q_head|k_head|v_head|post_proj|linear_1|linear_2|linear_hidden|linear_out)|qa_outputs)\.weight"
 
 # paddle Linear and our TF Linear (Keras layout) store kernels [in, out]; torch stores [out, in]
@@ -90,9 +88,14 @@ def init_params(config, head: str, rng: np.random.Generator) -> dict:
     return params
 
 
+def model_inputs(config, head: str) -> tuple:
+    """input_ids, attention_mask and token_type_ids of the texts tokenised together ([B, choices, T] for mc)."""
+    return token_inputs("input_ids", "attention_mask", "token_type_ids", choices=HEADS[head].choices)
+
+
 def make_inputs(config, head: str, batch: int, seq_len: int, rng: np.random.Generator, num_choices: int = 3) -> dict:
     """input_ids, attention_mask (later rows padded) and token_type_ids (<cls>=2, segments 0 and 1)."""
-    lead = (batch, num_choices) if head == "mc" else (batch,)
+    lead = (batch, num_choices) if HEADS[head].choices else (batch,)
     ids = rng.integers(1, config.vocab_size, size=lead + (seq_len,), dtype=np.int64)
     mask = np.ones(lead + (seq_len,), dtype=np.int64)
     types = np.zeros(lead + (seq_len,), dtype=np.int64)

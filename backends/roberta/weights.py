@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from ..bert.weights import BertWeights, keras_rules, paddlenlp_rules, port_rules
 from .config import RobertaConfig
+from .heads import HEADS
 
 
 class RobertaWeights(BertWeights):
     family = "roberta"
     config_class = RobertaConfig
     base_model_prefix = "roberta."
+    head_registry = HEADS
     pooler_heads = ("base", "mc")  # transformers builds the others with add_pooling_layer=False
     tied_aliases = {"lm_head.decoder.weight": "roberta.embeddings.word_embeddings.weight",
                     "lm_head.decoder.bias": "lm_head.bias"}

@@ -5,18 +5,15 @@ from __future__ import annotations
 from ..bert.weights import BertWeights, paddlenlp_rules, port_rules
 from ..weights import Rule, RuleSet, SAME_NAMES
 from .config import TinyBertConfig
+from .heads import HEADS
 
 
 class TinyBertWeights(BertWeights):
     family = "tinybert"
     config_class = TinyBertConfig
     base_model_prefix = "tinybert."
-    heads = ("base", "seqcls", "qa", "mc")
-    pooler_heads = heads  # PaddleNLP's TinyBertModel always has its pooler
-    final_outputs = {  # TinyBERT's losses use the fitted hidden states of every head
-        "base": ("last_hidden_state", "pooler_output", "fit_hidden_states"), "seqcls": ("logits", "fit_hidden_states"),
-        "mc": ("logits", "fit_hidden_states"), "qa": ("start_logits", "end_logits", "fit_hidden_states"),
-    }
+    head_registry = HEADS
+    pooler_heads = tuple(HEADS)  # PaddleNLP's TinyBertModel always has its pooler
     tied_aliases = {}
 
     def base_shapes(self, c, head: str) -> dict:

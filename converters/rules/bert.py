@@ -8,10 +8,9 @@ import re
 from backends.bert.weights import CHECKPOINT_RULES, WEIGHTS
 from backends.weights import Rule, RuleSet, SAME_NAMES
 
-from . import FormatRules, dense, norm
+from . import FormatRules, dense, head_classes, norm
 
-CLASSES = {"base": "BertModel", "seqcls": "BertForSequenceClassification", "qa": "BertForQuestionAnswering",
-           "mc": "BertForMultipleChoice", "mlm": "BertForMaskedLM", "tokcls": "BertForTokenClassification"}
+CLASSES = head_classes("bert", "transformers")
 # non-parameters a transformers checkpoint may hold: buffers, and tied copies of parameters
 HF_IGNORE = (*WEIGHTS.buffers, *map(re.escape, WEIGHTS.tied_aliases))
 # transformers' Keras heads: Dense `classifier` / `qa_outputs`, the MLM head inside layer "mlm___cls"
@@ -47,10 +46,10 @@ FORMATS = {
     # the MLM head holds the tied input embeddings, so Keras lists them under its layer too
     "tf": FormatRules(RuleSet(KERAS_HEADS + list(CHECKPOINT_RULES["keras"].rules), "bert transformers-tf"),
                       CLASSES, shared={"mlm___cls": r"bert/embeddings/.*"}),
-    # PaddleNLP's MLM head has another layout (decoder_bias, a tied decoder): not converted
-    "paddle": FormatRules(CHECKPOINT_RULES["paddlenlp"], {h: c for h, c in CLASSES.items() if h != "mlm"},
+    # PaddleNLP's MLM head has another layout (decoder_bias, a tied decoder): not converted (heads.py)
+    "paddle": FormatRules(CHECKPOINT_RULES["paddlenlp"], head_classes("bert", "paddlenlp"),
                           config={"pool_act": "tanh", "fuse": False}),
     # pretraining checkpoints: the next-sentence head, optimizer slots and step are not parameters of any head
-    "tf1bert": FormatRules(tf1_rules(), {"base": "BertModel", "mlm": "BertForMaskedLM"},
+    "tf1bert": FormatRules(tf1_rules(), {head: CLASSES[head] for head in ("base", "mlm")},
                            (r"cls/.*", r"bert/pooler/.*", r".*/adam_[mv]", r"global_step"), default_head="base"),
 }

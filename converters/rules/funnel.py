@@ -2,10 +2,9 @@
 from backends.funnel.weights import LINEAR_WEIGHT
 from backends.weights import Rule, RuleSet, SAME_NAMES
 
-from . import FormatRules, dense, norm
+from . import FormatRules, dense, head_classes, norm
 
-CLASSES = {"model": "FunnelModel", "base": "FunnelBaseModel", "seqcls": "FunnelForSequenceClassification",
-           "qa": "FunnelForQuestionAnswering", "mc": "FunnelForMultipleChoice"}
+CLASSES = head_classes("funnel", "transformers")
 _BODY = r"(?:funnel\.)?"  # head models hold the body as `funnel.`; transformers' TF main layer is always "funnel"
 
 
@@ -31,5 +30,5 @@ FORMATS = {
     "tf": FormatRules(RuleSet(_keras_rows(), "funnel transformers-tf"), CLASSES),
     # PaddleNLP keeps transformers' names; paddle Linear weights are [in, out]
     "paddle": FormatRules(RuleSet([Rule(LINEAR_WEIGHT, r"\g<0>", "transpose"), SAME_NAMES], "funnel paddlenlp"),
-                          CLASSES),
+                          head_classes("funnel", "paddlenlp")),
 }

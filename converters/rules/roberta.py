@@ -4,11 +4,9 @@ import re
 from backends.roberta.weights import CHECKPOINT_RULES, WEIGHTS
 from backends.weights import Rule, RuleSet, SAME_NAMES
 
-from . import FormatRules, dense, norm
+from . import FormatRules, dense, head_classes, norm
 
-CLASSES = {"base": "RobertaModel", "seqcls": "RobertaForSequenceClassification",
-           "qa": "RobertaForQuestionAnswering", "mc": "RobertaForMultipleChoice", "mlm": "RobertaForMaskedLM",
-           "tokcls": "RobertaForTokenClassification"}
+CLASSES = head_classes("roberta", "transformers")
 HF_IGNORE = (*WEIGHTS.buffers, *map(re.escape, WEIGHTS.tied_aliases))
 # transformers' Keras heads: `classifier` (a Dense, or dense + out_proj for sequence classification),
 # `qa_outputs`, and `lm_head`
@@ -24,6 +22,6 @@ FORMATS = {
     # the LM head holds the tied input embeddings, so Keras lists them under its layer too
     "tf": FormatRules(RuleSet(KERAS_HEADS + list(CHECKPOINT_RULES["keras"].rules), "roberta transformers-tf"),
                       CLASSES, shared={"lm_head": r"roberta/embeddings/.*"}),
-    # PaddleNLP's MLM head ties its decoder differently: not converted
-    "paddle": FormatRules(CHECKPOINT_RULES["paddlenlp"], {h: c for h, c in CLASSES.items() if h != "mlm"}),
+    # PaddleNLP's MLM head ties its decoder differently: not converted (heads.py)
+    "paddle": FormatRules(CHECKPOINT_RULES["paddlenlp"], head_classes("roberta", "paddlenlp")),
 }

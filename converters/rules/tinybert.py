@@ -4,11 +4,10 @@ from backends.bert.weights import keras_rules
 from backends.tinybert.weights import CHECKPOINT_RULES, PADDLENLP_UNUSED, WEIGHTS
 from backends.weights import RuleSet, SAME_NAMES
 
-from . import FormatRules, dense
+from . import FormatRules, dense, head_classes
 from .bert import KERAS_HEADS
 
-CLASSES = {"base": "TinyBertModel", "seqcls": "TinyBertForSequenceClassification",
-           "qa": "TinyBertForQuestionAnswering", "mc": "TinyBertForMultipleChoice"}
+CLASSES = head_classes("tinybert", "transformers")  # our port class names
 KERAS = [*dense(r"(?:tinybert\.)?fit_dense", "tinybert/fit_dense", ":0"), *KERAS_HEADS,
          *keras_rules("tinybert", "tinybert").rules]
 
@@ -16,5 +15,6 @@ FORMATS = {
     "hf": FormatRules(RuleSet([SAME_NAMES], "tinybert safetensors"), CLASSES, WEIGHTS.buffers),
     "tf": FormatRules(RuleSet(KERAS, "tinybert keras"), CLASSES),
     # PaddleNLP's per-layer `fit_denses` (TinyBERT v2 students) are not modeled: skipped on reading
-    "paddle": FormatRules(CHECKPOINT_RULES["paddlenlp"], CLASSES, PADDLENLP_UNUSED, config={"pool_act": "tanh"}),
+    "paddle": FormatRules(CHECKPOINT_RULES["paddlenlp"], head_classes("tinybert", "paddlenlp"), PADDLENLP_UNUSED,
+                          config={"pool_act": "tanh"}),
 }

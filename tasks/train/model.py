@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backends import FAMILIES, family, presets
+from backends import FAMILIES, family, family_marker, family_of_config, presets
 from backends.errors import WeightsError
 from backends.tensorfile import SafetensorsReader, save_arrays
 
@@ -38,15 +38,15 @@ class ModelSource:
 
 
 def family_of(config_path: Path) -> str:
-    """The family whose config class has the model_type of `config_path` (the family named so, if several)."""
+    """The family of a model folder's config.json (backends.family_of_config)."""
     try:
-        model_type = json.loads(config_path.read_text()).get("model_type")
+        data = json.loads(config_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise TaskError(f"{config_path}: not a readable config.json ({exc})") from None
-    matches = [name for name in FAMILIES if family(name).config_class.model_type == model_type]
-    if not matches:
-        raise TaskError(f"{config_path}: model_type {model_type!r} is not one of the families {', '.join(FAMILIES)}")
-    return model_type if model_type in matches else matches[0]
+    name = family_of_config(data, str(config_path))
+    if name is None:
+        raise TaskError(f"{config_path}: no model_type; families: {', '.join(FAMILIES)}")
+    return name
 
 
 def parse_overrides(text: str | None) -> dict:
@@ -115,6 +115,7 @@ def save_model(folder, source: ModelSource, params: dict, tokenizer=None) -> Non
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_arrays(folder / WEIGHTS_FILE, params, metadata={"format": "pt"})  # transformers checks the format tag
-    (folder / CONFIG_FILE).write_text(source.config.to_json_string())
+    config = {**source.config.to_dict(), **family_marker(source.family)}
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     if tokenizer is not None:
         tokenizer.save_pretrained(str(folder))

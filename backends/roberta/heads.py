@@ -1,0 +1,16 @@
+"""RoBERTa's heads: port class, transformers and PaddleNLP classes, final outputs, choices axis."""
+from ..spec import Head
+
+HEADS = {
+    "base": Head("RobertaModel", ("last_hidden_state", "pooler_output"), "RobertaModel", "RobertaModel"),
+    "seqcls": Head("RobertaForSequenceClassification", ("logits",), "RobertaForSequenceClassification",
+                   "RobertaForSequenceClassification"),
+    "qa": Head("RobertaForQuestionAnswering", ("start_logits", "end_logits"), "RobertaForQuestionAnswering",
+               "RobertaForQuestionAnswering"),
+    "mc": Head("RobertaForMultipleChoice", ("logits",), "RobertaForMultipleChoice", "RobertaForMultipleChoice",
+               choices=True),
+    # PaddleNLP's MLM head ties its decoder differently: not converted
+    "mlm": Head("RobertaForMaskedLM", ("logits",), "RobertaForMaskedLM"),
+    "tokcls": Head("RobertaForTokenClassification", ("logits",), "RobertaForTokenClassification",
+                   "RobertaForTokenClassification"),
+}
