@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from backends import presets
+from backends import family, presets
 from tasks.data.features import load_tokenizer
 
 from . import runner_class
@@ -67,8 +67,9 @@ class Job:
         self.check_fits(self.source.config)
         limits = {"train": getattr(args, "max_train_samples", None), "dev": args.max_eval_samples,
                   "test": args.max_predict_samples}
-        try:
-            self.splits = {split: self.task.load(split, self.tokenizer, limits[split]) for split in wanted}
+        self.inputs = family(self.source.family).model_inputs(self.source.config, self.task.head)
+        try:  # the inputs the model declares (a two-tower model: each sentence on its own)
+            self.splits = {split: self.task.load(split, self.tokenizer, limits[split], self.inputs) for split in wanted}
         except (ValueError, KeyError) as exc:  # the readers name the file and line of a bad record
             raise TaskError(str(exc).strip("'\"")) from None
         self.eval_batch_size = args.eval_batch_size or args.batch_size
