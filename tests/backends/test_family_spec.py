@@ -70,6 +70,15 @@ def test_port_heads_come_from_the_registry(name, fw):
     assert {h: cls.__name__ for h, cls in port.items()} == {h: head.port_class for h, head in registry.items()}
 
 
+@pytest.mark.parametrize("fw", BACKENDS)
+def test_task_heads_share_a_base(fw):
+    """BERT's and Funnel's task heads hold the base model through one shared base class in every port."""
+    for name, base in (("bert", "BertPreTrainedHead"), ("funnel", "FunnelPreTrainedHead")):
+        port = modeling(name, fw)
+        for head in ("seqcls", "qa", "mc"):
+            assert issubclass(port.HEADS[head], getattr(port, base)), (name, fw, head)
+
+
 @pytest.mark.parametrize("name", ["bert", "funnel", "roberta", "tinybert"])
 def test_converter_and_oracle_classes_come_from_the_registry(name):
     from parity.oracles import TRANSFORMERS_CLASSES
