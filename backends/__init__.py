@@ -21,6 +21,9 @@ FRAMEWORKS = tuple(FRAMEWORK_REGISTRY)  # framework keys, in the order a process
 # defines SPEC); the others (checkpoints/, _fw/) are shared machinery
 FAMILIES = tuple(sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
                         if m.ispkg and (Path(__file__).parent / m.name / "modeling_torch.py").is_file()))
+# the config.json key our writers (tasks' model folders, converters) add: the family the config belongs to,
+# which its model_type alone may not tell (a DeFormer saved from RoBERTa has model_type "roberta")
+FAMILY_KEY = "parity_family"
 
 
 def family(name: str):
@@ -28,6 +31,38 @@ def family(name: str):
     if name not in FAMILIES:
         raise KeyError(f"unknown family {name!r}; known: {', '.join(FAMILIES)}")
     return importlib.import_module(f"backends.{name}").SPEC
+
+
+def family_of_config(config: dict, source: str = "config", family_name: str | None = None) -> str | None:
+    """The family a config.json dict belongs to: `family_name` when the user chose one (--family), else its
+    FAMILY_KEY, else the one family whose config class has its model_type. None when the config names
+    neither (the caller may look further, e.g. at "architectures"); ConfigError when it is ambiguous or unknown."""
+    from .errors import ConfigError
+
+    chosen, where = (family_name, "--family") if family_name else (config.get(FAMILY_KEY), f"{source}: {FAMILY_KEY}")
+    if chosen:
+        if chosen not in FAMILIES:
+            raise ConfigError(f"{where} {chosen!r} is not a family; known: {', '.join(FAMILIES)}")
+        return chosen
+    model_type = config.get("model_type")
+    if not model_type:
+        return None
+    matches = [name for name in FAMILIES if family(name).config_class.model_type == model_type]
+    if not matches:
+        known = sorted({family(name).config_class.model_type for name in FAMILIES})
+        raise ConfigError(f"{source}: model_type {model_type!r} is not one of our families' ({', '.join(known)})")
+    if len(matches) > 1:
+        raise ConfigError(f"{source}: model_type {model_type!r} is the config of families {', '.join(matches)}; "
+                          f"say which with --family or a {FAMILY_KEY!r} key")
+    return matches[0]
+
+
+def family_marker(family_name: str) -> dict:
+    """What a writer adds to config.json so that family_of_config finds `family_name`: {FAMILY_KEY: name}
+    when another family's config has the same model_type, else nothing (transformers' files stay as they are)."""
+    model_type = family(family_name).config_class.model_type
+    shared = [name for name in FAMILIES if family(name).config_class.model_type == model_type]
+    return {FAMILY_KEY: family_name} if len(shared) > 1 else {}
 
 
 def modeling(family_name: str, fw: str) -> ModuleType:

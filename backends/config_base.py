@@ -33,6 +33,7 @@ class ConfigBase:
     @classmethod
     def from_dict(cls, data: dict, source: str = "config"):
         data = dict(data)
+        data.pop("parity_family", None)  # backends.FAMILY_KEY: which family, read by backends.family_of_config
         model_type = data.pop("model_type", cls.model_type)
         if model_type != cls.model_type:
             raise ConfigError(f"{source}: model_type is {model_type!r}, expected {cls.model_type!r}")

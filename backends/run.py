@@ -43,7 +43,10 @@ def run_backend(family_name: str, fw: str, config, head: str, params, inputs: di
     adapter.deterministic()
     adapter.seed(seed)
     model = build_model(family_name, fw, config, head, params, dtype=dtype)
-    tensors = {name: adapter.from_numpy(array) for name, array in inputs.items()}
+    missing = [name for name in spec.input_names(config, head) if name not in inputs]
+    if missing:
+        raise KeyError(f"{family_name} {head}: inputs lack {', '.join(missing)}")
+    tensors = {name: adapter.from_numpy(inputs[name]) for name in spec.input_names(config, head)}  # declared ones
     final = spec.final_outputs[head]
 
     def forward():

@@ -1,4 +1,8 @@
-"""What every model family declares, framework-free: config class, presets, heads, weights, inputs."""
+"""What every model family declares, framework-free: config class, presets, heads, weights, inputs.
+
+A family's `__init__.py` builds its `SPEC` with `family_spec(...)` from its config class, presets, head
+registry (`heads.py`: `Head` per head name) and weights module (names, shapes, init, inputs).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,6 +11,63 @@ from typing import Callable, Mapping
 import numpy as np
 
 from .weights import RuleSet
+
+# axes an input may have; "choices" is the multiple-choice axis of a head with `choices`
+INPUT_AXES = ("batch", "choices", "seq")
+# what the task layer tokenises for an input: both texts of a pair together ("joint": [CLS] a [SEP] b [SEP]),
+# or one text alone (a two-tower model such as the siamese BiLSTM encodes each sentence on its own)
+INPUT_TEXTS = ("joint", "a", "b")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input: its forward() argument name, numpy dtype, axes, and what fills it.
+
+    `feature` is the tokenizer output it holds (input_ids, attention_mask or token_type_ids) and
+    `text` the text it is computed from (INPUT_TEXTS).
+    """
+
+    name: str
+    dtype: str
+    axes: tuple[str, ...]
+    feature: str
+    text: str = "joint"
+
+    def __post_init__(self):
+        if not set(self.axes) <= set(INPUT_AXES) or self.text not in INPUT_TEXTS:
+            raise ValueError(f"input {self.name}: axes {self.axes} must be among {INPUT_AXES}, "
+                             f"text {self.text!r} one of {INPUT_TEXTS}")
+
+    def shape(self, sizes: Mapping[str, int]) -> tuple[int, ...]:
+        """The array shape for axis sizes, e.g. {"batch": 2, "seq": 7}."""
+        return tuple(sizes[axis] for axis in self.axes)
+
+
+def token_inputs(*features: str, choices: bool = False, text: str = "joint", suffix: str = "") -> tuple:
+    """int64 InputSpecs named `feature + suffix`, [batch, (choices,) seq], computed from `text`."""
+    axes = ("batch", "choices", "seq") if choices else ("batch", "seq")
+    return tuple(InputSpec(feature + suffix, "int64", axes, feature, text) for feature in features)
+
+
+@dataclass(frozen=True)
+class Head:
+    """One head of a family: its class in each ecosystem, its final outputs and its input layout."""
+
+    # the class every port (modeling_<fw>.py) defines for it; the ports' HEADS map the head to it
+    port_class: str
+    # the final outputs (the parity loss is built from them; tasks decode logits / start and end logits)
+    outputs: tuple[str, ...]
+    # transformers' PyTorch class (the parity oracle; the converters' "hf" and "tf" architectures); None: none
+    transformers: str | None = None
+    # PaddleNLP's class (the converters' "paddle" architecture); None: the paddle converter does not write it
+    paddlenlp: str | None = None
+    # inputs carry a choices axis: [batch, choices, seq]
+    choices: bool = False
+
+
+def port_heads(registry: Mapping[str, Head], namespace: Mapping[str, type]) -> dict:
+    """A port's HEADS: head name -> the class `namespace` (the port module's globals()) defines for it."""
+    return {name: namespace[head.port_class] for name, head in registry.items()}
 
 
 @dataclass(frozen=True)
@@ -27,23 +88,59 @@ class FamilySpec:
     name: str
     config_class: type
     presets: Mapping[str, Preset]
-    heads: tuple[str, ...]
+    # head name -> Head (backends/<family>/heads.py)
+    head_registry: Mapping[str, Head]
     # canonical parameter name -> shape, for a config and head
     param_shapes: Callable[[object, str], dict]
     # numpy initialisation (the family's published init), identical for every framework
     init_params: Callable[[object, str, np.random.Generator], dict]
     # framework -> RuleSet from canonical names/layouts to that port's names/layouts
     port_rules: Mapping[str, RuleSet]
-    # seeded numpy inputs for a config, head, batch and sequence length
+    # the inputs a config and head take (InputSpec tuple, in forward() order); tasks build, batch and feed these
+    model_inputs: Callable[[object, str], tuple]
+    # seeded numpy inputs for a config, head, batch and sequence length: exactly model_inputs(config, head)
     make_inputs: Callable[[object, str, int, int, np.random.Generator], dict]
-    # head -> names of the final outputs (the ones the parity loss is built from)
-    final_outputs: Mapping[str, tuple[str, ...]]
     # readable names of the hidden states a head exposes, in order (for reports)
     hidden_state_names: Callable[[object, str], list]
     # a tiny config with the same switches as the given one (tests and quick parity runs)
     shrink: Callable[[object], object]
-    # heads whose inputs carry a choices axis: [batch, choices, seq]
-    choice_heads: tuple[str, ...] = field(default=())
     # canonical name -> shape of the parameters a checkpoint of a head may hold or lack (a pooler the head
     # does not use, a part only another ecosystem's class builds); param_shapes lists the port's own
     optional_shapes: Callable[[object, str], dict] = field(default=lambda config, head: {})
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        return tuple(self.head_registry)
+
+    @property
+    def final_outputs(self) -> dict:
+        """head -> names of the final outputs (the ones the parity loss is built from)."""
+        return {name: head.outputs for name, head in self.head_registry.items()}
+
+    @property
+    def choice_heads(self) -> tuple[str, ...]:
+        """Heads whose inputs carry a choices axis: [batch, choices, seq]."""
+        return tuple(name for name, head in self.head_registry.items() if head.choices)
+
+    def input_names(self, config, head: str) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.model_inputs(config, head))
+
+
+def family_spec(name: str, config_class: type, presets: Mapping[str, Preset], head_registry: Mapping[str, Head],
+                weights, port_rules: Mapping[str, RuleSet]) -> FamilySpec:
+    """A family's FamilySpec: `weights` (its weights module, or a `BertWeights`-like object) provides
+    param_shapes, init_params, model_inputs, make_inputs, hidden_state_names and shrink."""
+    return FamilySpec(
+        name=name,
+        config_class=config_class,
+        presets=presets,
+        head_registry=head_registry,
+        param_shapes=weights.param_shapes,
+        init_params=weights.init_params,
+        port_rules=port_rules,
+        model_inputs=weights.model_inputs,
+        make_inputs=weights.make_inputs,
+        hidden_state_names=weights.hidden_state_names,
+        shrink=weights.shrink,
+        optional_shapes=getattr(weights, "optional_shapes", lambda config, head: {}),
+    )

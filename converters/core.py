@@ -91,7 +91,8 @@ def convert(command: str, src, dst, options: Options | None = None, warn=None) -
         for note in notes:
             warn(note)
         plan, specs = _plan(checkpoint, target, dst_fmt, options.dtype)
-        config = {**checkpoint.config.to_dict(), **target.config, "architectures": [target.classes[checkpoint.head]]}
+        config = {**checkpoint.config.to_dict(), **backends.family_marker(checkpoint.family), **target.config,
+                  "architectures": [target.classes[checkpoint.head]]}
         if options.dtype and dst_fmt in ("hf", "tf"):
             config["torch_dtype"] = options.dtype
         warnings: list[str] = []

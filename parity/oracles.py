@@ -32,18 +32,12 @@ import re
 
 import numpy as np
 
-# family -> head -> transformers class name
-TRANSFORMERS_CLASSES = {
-    "funnel": {"model": "FunnelModel", "base": "FunnelBaseModel", "seqcls": "FunnelForSequenceClassification",
-               "qa": "FunnelForQuestionAnswering", "mc": "FunnelForMultipleChoice",
-               "pretraining": "FunnelForPreTraining", "mlm": "FunnelForMaskedLM"},
-    "bert": {"base": "BertModel", "seqcls": "BertForSequenceClassification", "qa": "BertForQuestionAnswering",
-             "mc": "BertForMultipleChoice", "mlm": "BertForMaskedLM", "tokcls": "BertForTokenClassification",
-             "pretraining": "BertForPreTraining"},
-    "roberta": {"base": "RobertaModel", "seqcls": "RobertaForSequenceClassification",
-                "qa": "RobertaForQuestionAnswering", "mc": "RobertaForMultipleChoice", "mlm": "RobertaForMaskedLM",
-                "tokcls": "RobertaForTokenClassification"},
-}
+from backends import FAMILIES, family
+
+# family -> head -> transformers class name (the families' head registries, backends/<family>/heads.py)
+TRANSFORMERS_CLASSES = {name: classes for name in FAMILIES
+                        if (classes := {head: spec.transformers for head, spec in family(name).head_registry.items()
+                                        if spec.transformers})}
 ORACLES = {"transformers": "transformers (PyTorch classes)", "paddlenlp": "PaddleNLP 2.8.1 (paddle classes)"}
 PADDLENLP_FAMILIES = ("bert", "roberta", "funnel")
 # Funnel switches PaddleNLP computes differently: key -> the only value it handles

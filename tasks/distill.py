@@ -23,6 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from backends import family
 from backends.tensorfile import SafetensorsReader, save_arrays
 
 from tasks.train import runner_class
@@ -103,6 +104,8 @@ class DistillJob(Job):
             if layers[0] % layers[1]:
                 raise TaskError(f"--intermediate: teacher layers ({layers[0]}) must be a multiple of student layers "
                                 f"({layers[1]})")
+        else:
+            self.teacher_features = self.teacher_inputs()
 
     def tokenizer_folder(self):
         return self.args.tokenizer or self.args.teacher
@@ -114,7 +117,20 @@ class DistillJob(Job):
             return intermediate_loss, lambda batch: {**batch, "teacher": teacher.outputs(batch)}, inputs
         a = self.args
         loss = prediction_loss(a.temperature, a.alpha, a.soft_loss, regression=self.task.loss == "regression")
-        return loss, None, {**inputs, TEACHER_LOGITS: self.teacher_logits(inputs)}
+        return loss, None, {**inputs, TEACHER_LOGITS: self.teacher_logits(self.teacher_features)}
+
+    def teacher_inputs(self) -> dict:
+        """The teacher's inputs for the train examples, in the student's order: the student's features when
+        both declare the same inputs, else the teacher's own (a joint pair for a two-tower student's teacher)."""
+        split = self.splits["train"]
+        wanted = family(self.teacher.family).model_inputs(self.teacher.config, self.task.head)
+        if wanted == self.inputs:
+            return split.inputs
+        try:
+            return self.task.features(split, self.tokenizer, wanted)
+        except (ValueError, KeyError) as exc:  # as Job's: the readers' messages, unquoted
+            message = str(exc).strip("'\"")
+            raise TaskError(f"--teacher {self.args.teacher}: {message}") from None
 
     def teacher_runner(self):
         a = self.args

@@ -11,6 +11,8 @@ import math
 import tensorflow as tf
 
 from .._fw.tf import activation, nn, tanh
+from ..spec import port_heads
+from .heads import HEADS as REGISTRY
 
 # added to the scores of masked keys (see modeling_torch.py)
 MASK_BIAS = -10000.0
@@ -156,12 +158,13 @@ class BertModel(nn.Layer):
     """Embeddings, encoder and (unless add_pooling_layer=False) the tanh pooler over the first token."""
 
     embeddings_class = BertEmbeddings
+    encoder_class = BertEncoder  # a family with another encoder (same outputs) sets its own
 
     def __init__(self, config, add_pooling_layer=True):
         super().__init__()
         self.config = config
         self.embeddings = self.embeddings_class(config)
-        self.encoder = BertEncoder(config)
+        self.encoder = self.encoder_class(config)
         self.pooler = BertPooler(config) if add_pooling_layer else None
 
     def get_input_embeddings(self):
@@ -354,12 +357,5 @@ class BertForPreTraining(BertPreTrainedHead):
         return {"prediction_logits": prediction_logits, "seq_relationship_logits": seq_relationship_logits, **outputs}
 
 
-HEADS = {
-    "base": BertModel,
-    "seqcls": BertForSequenceClassification,
-    "qa": BertForQuestionAnswering,
-    "mc": BertForMultipleChoice,
-    "mlm": BertForMaskedLM,
-    "tokcls": BertForTokenClassification,
-    "pretraining": BertForPreTraining,
-}
+# head name -> port class, from the family's head registry (heads.py)
+HEADS = port_heads(REGISTRY, globals())

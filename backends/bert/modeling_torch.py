@@ -14,6 +14,8 @@ import torch
 from torch import nn
 
 from .._fw.torch import activation
+from ..spec import port_heads
+from .heads import HEADS as REGISTRY
 
 # added to the scores of masked keys: Google's BERT, TinyBERT, PaddleNLP and transformers' TF classes use
 # -10000 (transformers' PyTorch classes use the dtype's minimum; the softmax is the same, exp underflows to 0)
@@ -159,12 +161,13 @@ class BertModel(nn.Module):
     """Embeddings, encoder and (unless add_pooling_layer=False) the tanh pooler over the first token."""
 
     embeddings_class = BertEmbeddings
+    encoder_class = BertEncoder  # a family with another encoder (same outputs) sets its own
 
     def __init__(self, config, add_pooling_layer=True):
         super().__init__()
         self.config = config
         self.embeddings = self.embeddings_class(config)
-        self.encoder = BertEncoder(config)
+        self.encoder = self.encoder_class(config)
         self.pooler = BertPooler(config) if add_pooling_layer else None
 
     def get_input_embeddings(self):
@@ -357,12 +360,5 @@ class BertForPreTraining(BertPreTrainedHead):
         return {"prediction_logits": prediction_logits, "seq_relationship_logits": seq_relationship_logits, **outputs}
 
 
-HEADS = {
-    "base": BertModel,
-    "seqcls": BertForSequenceClassification,
-    "qa": BertForQuestionAnswering,
-    "mc": BertForMultipleChoice,
-    "mlm": BertForMaskedLM,
-    "tokcls": BertForTokenClassification,
-    "pretraining": BertForPreTraining,
-}
+# head name -> port class, from the family's head registry (heads.py)
+HEADS = port_heads(REGISTRY, globals())

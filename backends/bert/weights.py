@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import WeightsError
+from ..spec import token_inputs
 from ..weights import Rule, RuleSet, SAME_NAMES, check_finite, check_keys, check_shapes, port_rules
 from .config import BertConfig
+from .heads import HEADS
 
 
 # the Linear kernels of the BERT families (port_rules): every `.weight` but embedding tables and LayerNorm scales
@@ -85,23 +87,25 @@ class BertWeights:
     family = "bert"
     config_class = BertConfig
     base_model_prefix = "bert."  # heads hold the base model under this attribute; the base model has no prefix
-    heads = ("base", "seqcls", "qa", "mc", "mlm", "tokcls", "pretraining")
+    head_registry = HEADS  # head -> Head (heads.py)
     # heads whose port builds the pooler (transformers builds the others with add_pooling_layer=False)
     pooler_heads = ("base", "seqcls", "mc", "pretraining")
     # heads whose outputs use the pooler: every other head's checkpoint may hold one or not
     pooled_heads = ("seqcls", "mc", "pretraining")
-    choice_heads = ("mc",)
-    final_outputs = {
-        "base": ("last_hidden_state", "pooler_output"), "seqcls": ("logits",), "mc": ("logits",),
-        "qa": ("start_logits", "end_logits"), "mlm": ("logits",), "tokcls": ("logits",),
-        "pretraining": ("prediction_logits", "seq_relationship_logits"),
-    }
     # checkpoint name -> the parameter it is tied to: transformers' state_dict lists the MLM decoder twice,
     # its save_pretrained (and our canonical set) once; a checkpoint may carry the alias if it holds the same values
     tied_aliases = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
                     "cls.predictions.decoder.bias": "cls.predictions.bias"}
     # non-parameter tensors (transformers' buffers) that checkpoints may carry; dropped on reading
     buffers = (r"(.*\.)?embeddings\.(position_ids|token_type_ids)",)
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        return tuple(self.head_registry)
+
+    @property
+    def choice_heads(self) -> tuple[str, ...]:
+        return tuple(name for name, head in self.head_registry.items() if head.choices)
 
     def prefix(self, head: str) -> str:
         return "" if head == "base" else self.base_model_prefix
@@ -186,6 +190,10 @@ class BertWeights:
         """Random ids other than the padding id."""
         ids = rng.integers(0, config.vocab_size - 1, size=shape, dtype=np.int64)
         return ids if config.pad_token_id is None else ids + (ids >= config.pad_token_id)
+
+    def model_inputs(self, config, head: str) -> tuple:
+        """input_ids, attention_mask and token_type_ids of the texts tokenised together ([B, choices, T] for mc)."""
+        return token_inputs("input_ids", "attention_mask", "token_type_ids", choices=head in self.choice_heads)
 
     def make_inputs(self, config, head: str, batch: int, seq_len: int, rng: np.random.Generator,
                     num_choices: int = 3) -> dict:

@@ -1,18 +1,7 @@
-"""BiLSTM student (Tang et al. 2019): config, presets and weight rules; ports in modeling_<fw>.py."""
-from ..spec import FamilySpec
+"""BiLSTM student (Tang et al. 2019): config, presets, heads and weight rules; ports in modeling_<fw>.py."""
+from ..spec import family_spec
 from . import weights
-from .config import PRESETS, BiLSTMConfig
+from .config import BiLSTMConfig, PRESETS
+from .heads import HEADS
 
-SPEC = FamilySpec(
-    name="bilstm",
-    config_class=BiLSTMConfig,
-    presets=PRESETS,
-    heads=("seqcls",),
-    param_shapes=weights.param_shapes,
-    init_params=weights.init_params,
-    port_rules=weights.PORT_RULES,
-    make_inputs=weights.make_inputs,
-    final_outputs=weights.FINAL_OUTPUTS,
-    hidden_state_names=weights.hidden_state_names,
-    shrink=weights.shrink,
-)
+SPEC = family_spec("bilstm", BiLSTMConfig, PRESETS, HEADS, weights, weights.PORT_RULES)

@@ -12,6 +12,8 @@ from paddle import nn
 
 from .._fw.paddle import sigmoid, tanh
 from .._fw.paddle.nn import Embedding
+from ..spec import port_heads
+from .heads import HEADS as REGISTRY
 from .weights import LSTM_DIRECTIONS
 
 
@@ -102,4 +104,5 @@ def _default_mask(attention_mask, embeds):
     return paddle.ones(embeds.shape[:2], dtype="int64")
 
 
-HEADS = {"seqcls": BiLSTMForSequenceClassification}
+# head name -> port class, from the family's head registry (heads.py)
+HEADS = port_heads(REGISTRY, globals())

@@ -10,6 +10,8 @@ import tensorflow as tf
 
 from .._fw.tf import sigmoid, tanh
 from .._fw.tf.nn import Dropout, Embedding, Layer, Linear
+from ..spec import port_heads
+from .heads import HEADS as REGISTRY
 from .weights import LSTM_DIRECTIONS
 
 
@@ -120,4 +122,5 @@ def _default_mask(attention_mask, embeds):
     return tf.ones(tf.shape(embeds)[:2], dtype=tf.int64)
 
 
-HEADS = {"seqcls": BiLSTMForSequenceClassification}
+# head name -> port class, from the family's head registry (heads.py)
+HEADS = port_heads(REGISTRY, globals())

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from ..spec import port_heads
+from .heads import HEADS as REGISTRY
 
 
 class BiLSTMForSequenceClassification(nn.Module):
@@ -62,4 +64,5 @@ def _default_mask(attention_mask, embeds):
     return torch.ones(embeds.shape[:2], dtype=torch.int64, device=embeds.device)
 
 
-HEADS = {"seqcls": BiLSTMForSequenceClassification}
+# head name -> port class, from the family's head registry (heads.py)
+HEADS = port_heads(REGISTRY, globals())

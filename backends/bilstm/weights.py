@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..spec import token_inputs
 from ..weights import Rule, port_rules
 
-FINAL_OUTPUTS = {"seqcls": ("logits",)}
 LSTM_DIRECTIONS = ("", "_reverse")
 LINEAR_WEIGHT = r"(fc|classifier)\.weight"
 LSTM_WEIGHT = r"lstm\.weight_(ih|hh)_l0(_reverse)?"
@@ -83,6 +83,16 @@ def _sentences(config, batch: int, seq_len: int, rng: np.random.Generator, lengt
     mask = (np.arange(seq_len)[None, :] < np.asarray(lengths)[:, None]).astype(np.int64)
     ids[mask == 0] = config.padding_idx or 0
     return ids, mask
+
+
+def model_inputs(config, head: str = "seqcls") -> tuple:
+    """input_ids and attention_mask; a pair config (Tang et al.'s siamese student) reads each sentence on its
+    own: input_ids/attention_mask of the first, input_ids_b/attention_mask_b of the second. A single-sentence
+    config given a sentence pair reads the two tokenised together."""
+    if not config.pair:
+        return token_inputs("input_ids", "attention_mask")
+    return token_inputs("input_ids", "attention_mask", text="a") + token_inputs(
+        "input_ids", "attention_mask", text="b", suffix="_b")
 
 
 def make_inputs(config, head: str, batch: int, seq_len: int, rng: np.random.Generator) -> dict:

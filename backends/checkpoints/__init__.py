@@ -163,18 +163,11 @@ def open_checkpoint(fmt: str, path, family: str | None = None, head: str | None 
 
 
 def _family(fmt: str, source: formats.Source, family: str | None) -> str:
-    """--family, else the config's model_type, else the family whose classes name its architecture."""
-    if family:
-        if family not in backends.FAMILIES:
-            raise BadInput(f"unknown family {family!r}; known: {', '.join(backends.FAMILIES)}")
-        return family
-    model_type = source.config.get("model_type")
-    by_type = {backends.family(name).config_class.model_type: name for name in backends.FAMILIES}
-    if model_type:
-        if model_type not in by_type:
-            raise BadInput(f"{source.config_file}: model_type {model_type!r} is not a family we convert; "
-                           f"known: {', '.join(sorted(by_type))}")
-        return by_type[model_type]
+    """--family, else the config's family key or model_type (backends.family_of_config), else the family
+    whose classes name its architecture."""
+    found = backends.family_of_config(source.config, str(source.config_file), family)
+    if found:
+        return found
     for architecture in source.config.get("architectures") or []:
         found = family_of_class(fmt, architecture, backends.FAMILIES)
         if found:

@@ -1,19 +1,7 @@
-"""Funnel-Transformer (Dai et al. 2020): config, presets and weight rules; ports in modeling_<fw>.py."""
-from ..spec import FamilySpec
+"""Funnel-Transformer (Dai et al. 2020): config, presets, heads and weight rules; ports in modeling_<fw>.py."""
+from ..spec import family_spec
 from . import weights
-from .config import PRESETS, FunnelConfig
+from .config import FunnelConfig, PRESETS
+from .heads import HEADS
 
-SPEC = FamilySpec(
-    name="funnel",
-    config_class=FunnelConfig,
-    presets=PRESETS,
-    heads=("model", "base", "seqcls", "qa", "mc", "pretraining", "mlm"),
-    param_shapes=weights.param_shapes,
-    init_params=weights.init_params,
-    port_rules=weights.PORT_RULES,
-    make_inputs=weights.make_inputs,
-    final_outputs=weights.FINAL_OUTPUTS,
-    hidden_state_names=weights.hidden_state_names,
-    shrink=weights.shrink,
-    choice_heads=("mc",),
-)
+SPEC = family_spec("funnel", FunnelConfig, PRESETS, HEADS, weights, weights.PORT_RULES)

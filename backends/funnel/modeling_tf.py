@@ -9,7 +9,9 @@ from __future__ import annotations
 import tensorflow as tf
 
 from .._fw.tf import activation, nn, tanh
+from ..spec import port_heads
 from . import positions
+from .heads import HEADS as REGISTRY
 
 INF = 1e6  # masked attention scores get -INF, as in transformers
 CLS_TOKEN_TYPE_ID = 2
@@ -368,32 +370,36 @@ class FunnelClassificationHead(nn.Layer):
         return self.linear_out(self.dropout(tanh(self.linear_hidden(hidden))))
 
 
-class FunnelForSequenceClassification(nn.Layer):
+class FunnelPreTrainedHead(nn.Layer):
+    """A task head over a base model held as `funnel` (the canonical names' prefix), as BERT's heads."""
+
+    base_model_class = FunnelBaseModel
+
     def __init__(self, config):
         super().__init__()
         self.config = config
-        self.funnel = FunnelBaseModel(config)
-        self.classifier = FunnelClassificationHead(config, config.num_labels)
+        self.funnel = self.base_model_class(config)
 
     def get_input_embeddings(self):
         return self.funnel.get_input_embeddings()
+
+
+class FunnelForSequenceClassification(FunnelPreTrainedHead):
+    def __init__(self, config):
+        super().__init__(config)
+        self.classifier = FunnelClassificationHead(config, config.num_labels)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None):
         outputs = self.funnel(input_ids, attention_mask, token_type_ids, inputs_embeds)
         return {"logits": self.classifier(outputs["last_hidden_state"][:, 0]), **outputs}
 
 
-class FunnelForMultipleChoice(nn.Layer):
+class FunnelForMultipleChoice(FunnelPreTrainedHead):
     """Inputs [B, choices, T]; one score per choice from the <cls> state."""
 
     def __init__(self, config):
-        super().__init__()
-        self.config = config
-        self.funnel = FunnelBaseModel(config)
+        super().__init__(config)
         self.classifier = FunnelClassificationHead(config, 1)
-
-    def get_input_embeddings(self):
-        return self.funnel.get_input_embeddings()
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None):
         like = inputs_embeds[..., 0] if inputs_embeds is not None else input_ids
@@ -404,15 +410,12 @@ class FunnelForMultipleChoice(nn.Layer):
         return {"logits": logits, **outputs}
 
 
-class FunnelForQuestionAnswering(nn.Layer):
-    def __init__(self, config):
-        super().__init__()
-        self.config = config
-        self.funnel = FunnelModel(config)
-        self.qa_outputs = nn.Linear(config.d_model, 2)
+class FunnelForQuestionAnswering(FunnelPreTrainedHead):
+    base_model_class = FunnelModel  # the span head reads the decoder's full-length states
 
-    def get_input_embeddings(self):
-        return self.funnel.get_input_embeddings()
+    def __init__(self, config):
+        super().__init__(config)
+        self.qa_outputs = nn.Linear(config.d_model, 2)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None):
         outputs = self.funnel(input_ids, attention_mask, token_type_ids, inputs_embeds)
@@ -434,17 +437,14 @@ class FunnelDiscriminatorPredictions(nn.Layer):
         return self.dense_prediction(hidden)[..., 0]  # [B, T]: squeezes only the unit axis, even for batch 1
 
 
-class FunnelForPreTraining(nn.Layer):
+class FunnelForPreTraining(FunnelPreTrainedHead):
     """The published checkpoints' head: a discriminator score per token over the full-length decoder output."""
 
-    def __init__(self, config):
-        super().__init__()
-        self.config = config
-        self.funnel = FunnelModel(config)
-        self.discriminator_predictions = FunnelDiscriminatorPredictions(config)
+    base_model_class = FunnelModel  # over the full-length decoder output
 
-    def get_input_embeddings(self):
-        return self.funnel.get_input_embeddings()
+    def __init__(self, config):
+        super().__init__(config)
+        self.discriminator_predictions = FunnelDiscriminatorPredictions(config)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None):
         outputs = self.funnel(input_ids, attention_mask, token_type_ids, inputs_embeds)
@@ -467,17 +467,14 @@ class FunnelLMHead(nn.Layer):
         return tf.matmul(hidden, weight, transpose_b=True) + self.bias
 
 
-class FunnelForMaskedLM(nn.Layer):
+class FunnelForMaskedLM(FunnelPreTrainedHead):
     """Vocabulary scores for every token of the full-length decoder output."""
 
-    def __init__(self, config):
-        super().__init__()
-        self.config = config
-        self.funnel = FunnelModel(config)
-        self.lm_head = FunnelLMHead(config)
+    base_model_class = FunnelModel  # over the full-length decoder output
 
-    def get_input_embeddings(self):
-        return self.funnel.get_input_embeddings()
+    def __init__(self, config):
+        super().__init__(config)
+        self.lm_head = FunnelLMHead(config)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None):
         outputs = self.funnel(input_ids, attention_mask, token_type_ids, inputs_embeds)
@@ -485,12 +482,5 @@ class FunnelForMaskedLM(nn.Layer):
         return {"logits": logits, **outputs}
 
 
-HEADS = {
-    "model": FunnelModel,
-    "base": FunnelBaseModel,
-    "seqcls": FunnelForSequenceClassification,
-    "qa": FunnelForQuestionAnswering,
-    "mc": FunnelForMultipleChoice,
-    "pretraining": FunnelForPreTraining,
-    "mlm": FunnelForMaskedLM,
-}
+# head name -> port class, from the family's head registry (heads.py)
+HEADS = port_heads(REGISTRY, globals())

@@ -10,7 +10,9 @@ import torch
 from torch import nn
 
 from .._fw.torch import activation
+from ..spec import port_heads
 from . import positions
+from .heads import HEADS as REGISTRY
 
 INF = 1e6  # masked attention scores get -INF, as in transformers
 CLS_TOKEN_TYPE_ID = 2
@@ -367,32 +369,36 @@ class FunnelClassificationHead(nn.Module):
         return self.linear_out(self.dropout(torch.tanh(self.linear_hidden(hidden))))
 
 
-class FunnelForSequenceClassification(nn.Module):
+class FunnelPreTrainedHead(nn.Module):
+    """A task head over a base model held as `funnel` (the canonical names' prefix), as BERT's heads."""
+
+    base_model_class = FunnelBaseModel
+
     def __init__(self, config):
         super().__init__()
         self.config = config
-        self.funnel = FunnelBaseModel(config)
-        self.classifier = FunnelClassificationHead(config, config.num_labels)
+        self.funnel = self.base_model_class(config)
 
     def get_input_embeddings(self):
         return self.funnel.get_input_embeddings()
+
+
+class FunnelForSequenceClassification(FunnelPreTrainedHead):
+    def __init__(self, config):
+        super().__init__(config)
+        self.classifier = FunnelClassificationHead(config, config.num_labels)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None):
         outputs = self.funnel(input_ids, attention_mask, token_type_ids, inputs_embeds)
         return {"logits": self.classifier(outputs["last_hidden_state"][:, 0]), **outputs}
 
 
-class FunnelForMultipleChoice(nn.Module):
+class FunnelForMultipleChoice(FunnelPreTrainedHead):
     """Inputs [B, choices, T]; one score per choice from the <cls> state."""
 
     def __init__(self, config):
-        super().__init__()
-        self.config = config
-        self.funnel = FunnelBaseModel(config)
+        super().__init__(config)
         self.classifier = FunnelClassificationHead(config, 1)
-
-    def get_input_embeddings(self):
-        return self.funnel.get_input_embeddings()
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None):
         like = inputs_embeds[..., 0] if inputs_embeds is not None else input_ids
@@ -403,15 +409,12 @@ class FunnelForMultipleChoice(nn.Module):
         return {"logits": logits, **outputs}
 
 
-class FunnelForQuestionAnswering(nn.Module):
-    def __init__(self, config):
-        super().__init__()
-        self.config = config
-        self.funnel = FunnelModel(config)
-        self.qa_outputs = nn.Linear(config.d_model, 2)
+class FunnelForQuestionAnswering(FunnelPreTrainedHead):
+    base_model_class = FunnelModel  # the span head reads the decoder's full-length states
 
-    def get_input_embeddings(self):
-        return self.funnel.get_input_embeddings()
+    def __init__(self, config):
+        super().__init__(config)
+        self.qa_outputs = nn.Linear(config.d_model, 2)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None):
         outputs = self.funnel(input_ids, attention_mask, token_type_ids, inputs_embeds)
@@ -433,17 +436,14 @@ class FunnelDiscriminatorPredictions(nn.Module):
         return self.dense_prediction(hidden)[..., 0]  # [B, T]: squeezes only the unit axis, even for batch 1
 
 
-class FunnelForPreTraining(nn.Module):
+class FunnelForPreTraining(FunnelPreTrainedHead):
     """The published checkpoints' head: a discriminator score per token over the full-length decoder output."""
 
-    def __init__(self, config):
-        super().__init__()
-        self.config = config
-        self.funnel = FunnelModel(config)
-        self.discriminator_predictions = FunnelDiscriminatorPredictions(config)
+    base_model_class = FunnelModel  # over the full-length decoder output
 
-    def get_input_embeddings(self):
-        return self.funnel.get_input_embeddings()
+    def __init__(self, config):
+        super().__init__(config)
+        self.discriminator_predictions = FunnelDiscriminatorPredictions(config)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None):
         outputs = self.funnel(input_ids, attention_mask, token_type_ids, inputs_embeds)
@@ -465,17 +465,14 @@ class FunnelLMHead(nn.Module):
         return torch.matmul(hidden, weight.t()) + self.bias
 
 
-class FunnelForMaskedLM(nn.Module):
+class FunnelForMaskedLM(FunnelPreTrainedHead):
     """Vocabulary scores for every token of the full-length decoder output."""
 
-    def __init__(self, config):
-        super().__init__()
-        self.config = config
-        self.funnel = FunnelModel(config)
-        self.lm_head = FunnelLMHead(config)
+    base_model_class = FunnelModel  # over the full-length decoder output
 
-    def get_input_embeddings(self):
-        return self.funnel.get_input_embeddings()
+    def __init__(self, config):
+        super().__init__(config)
+        self.lm_head = FunnelLMHead(config)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None):
         outputs = self.funnel(input_ids, attention_mask, token_type_ids, inputs_embeds)
@@ -483,12 +480,5 @@ class FunnelForMaskedLM(nn.Module):
         return {"logits": logits, **outputs}
 
 
-HEADS = {
-    "model": FunnelModel,
-    "base": FunnelBaseModel,
-    "seqcls": FunnelForSequenceClassification,
-    "qa": FunnelForQuestionAnswering,
-    "mc": FunnelForMultipleChoice,
-    "pretraining": FunnelForPreTraining,
-    "mlm": FunnelForMaskedLM,
-}
+# head name -> port class, from the family's head registry (heads.py)
+HEADS = port_heads(REGISTRY, globals())

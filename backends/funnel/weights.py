@@ -3,16 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..spec import token_inputs
 from ..weights import port_rules
+from .heads import HEADS
 
 HEAD_PREFIX = {"model": "", "base": "", "seqcls": "funnel.", "mc": "funnel.", "qa": "funnel.",
                "pretraining": "funnel.", "mlm": "funnel."}
 HEAD_HAS_DECODER = {"model": True, "base": False, "seqcls": False, "mc": False, "qa": True, "pretraining": True,
                     "mlm": True}
-FINAL_OUTPUTS = {
-    "model": ("last_hidden_state",), "base": ("last_hidden_state",), "seqcls": ("logits",),
-    "mc": ("logits",), "qa": ("start_logits", "end_logits"), "pretraining": ("logits",), "mlm": ("logits",),
-}
 # the Linear kernels (port_rules transposes them for frameworks storing [in, out]); lm_head.weight is not one:
 # it keeps the [vocab, d_model] layout of the word embeddings it is tied to (or stands in for) in every port and format
 LINEAR_WEIGHT = (r"(.*\.(q_head|k_head|v_head|post_proj|linear_1|linear_2|linear_hidden|linear_out)|qa_outputs"
@@ -97,9 +95,14 @@ def init_params(config, head: str, rng: np.random.Generator) -> dict:
     return params
 
 
+def model_inputs(config, head: str) -> tuple:
+    """input_ids, attention_mask and token_type_ids of the texts tokenised together ([B, choices, T] for mc)."""
+    return token_inputs("input_ids", "attention_mask", "token_type_ids", choices=HEADS[head].choices)
+
+
 def make_inputs(config, head: str, batch: int, seq_len: int, rng: np.random.Generator, num_choices: int = 3) -> dict:
     """input_ids, attention_mask (later rows padded) and token_type_ids (<cls>=2, segments 0 and 1)."""
-    lead = (batch, num_choices) if head == "mc" else (batch,)
+    lead = (batch, num_choices) if HEADS[head].choices else (batch,)
     ids = rng.integers(1, config.vocab_size, size=lead + (seq_len,), dtype=np.int64)
     mask = np.ones(lead + (seq_len,), dtype=np.int64)
     types = np.zeros(lead + (seq_len,), dtype=np.int64)

@@ -11,6 +11,8 @@ from paddle import nn
 from .._fw.paddle import activation
 from .._fw.paddle.nn import Embedding, LayerNorm
 from ..bert import modeling_paddle as bert
+from ..spec import port_heads
+from .heads import HEADS as REGISTRY
 
 
 class RobertaEmbeddings(bert.BertEmbeddings):
@@ -107,11 +109,5 @@ class RobertaForMaskedLM(RobertaPreTrainedHead):
         return {"logits": self.lm_head(outputs["last_hidden_state"], self.get_input_embeddings().weight), **outputs}
 
 
-HEADS = {
-    "base": RobertaModel,
-    "seqcls": RobertaForSequenceClassification,
-    "qa": RobertaForQuestionAnswering,
-    "mc": RobertaForMultipleChoice,
-    "mlm": RobertaForMaskedLM,
-    "tokcls": RobertaForTokenClassification,
-}
+# head name -> port class, from the family's head registry (heads.py)
+HEADS = port_heads(REGISTRY, globals())

@@ -9,6 +9,8 @@ import tensorflow as tf
 
 from .._fw.tf import nn, tanh
 from ..bert import modeling_tf as bert
+from ..spec import port_heads
+from .heads import HEADS as REGISTRY
 
 
 class RobertaEmbeddings(bert.BertEmbeddings):
@@ -105,11 +107,5 @@ class RobertaForMaskedLM(RobertaPreTrainedHead):
         return {"logits": self.lm_head(outputs["last_hidden_state"], self.get_input_embeddings().weight), **outputs}
 
 
-HEADS = {
-    "base": RobertaModel,
-    "seqcls": RobertaForSequenceClassification,
-    "qa": RobertaForQuestionAnswering,
-    "mc": RobertaForMultipleChoice,
-    "mlm": RobertaForMaskedLM,
-    "tokcls": RobertaForTokenClassification,
-}
+# head name -> port class, from the family's head registry (heads.py)
+HEADS = port_heads(REGISTRY, globals())

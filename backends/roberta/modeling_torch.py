@@ -10,6 +10,8 @@ from torch import nn
 
 from .._fw.torch import activation
 from ..bert import modeling_torch as bert
+from ..spec import port_heads
+from .heads import HEADS as REGISTRY
 
 
 class RobertaEmbeddings(bert.BertEmbeddings):
@@ -106,11 +108,5 @@ class RobertaForMaskedLM(RobertaPreTrainedHead):
         return {"logits": self.lm_head(outputs["last_hidden_state"], self.get_input_embeddings().weight), **outputs}
 
 
-HEADS = {
-    "base": RobertaModel,
-    "seqcls": RobertaForSequenceClassification,
-    "qa": RobertaForQuestionAnswering,
-    "mc": RobertaForMultipleChoice,
-    "mlm": RobertaForMaskedLM,
-    "tokcls": RobertaForTokenClassification,
-}
+# head name -> port class, from the family's head registry (heads.py)
+HEADS = port_heads(REGISTRY, globals())

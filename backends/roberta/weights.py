@@ -4,13 +4,14 @@ from __future__ import annotations
 from ..bert.weights import LINEAR_KERNELS, BertWeights, keras_rules, paddlenlp_rules
 from ..weights import port_rules
 from .config import RobertaConfig
+from .heads import HEADS
 
 
 class RobertaWeights(BertWeights):
     family = "roberta"
     config_class = RobertaConfig
     base_model_prefix = "roberta."
-    heads = ("base", "seqcls", "qa", "mc", "mlm", "tokcls")
+    head_registry = HEADS
     pooler_heads = ("base", "mc")  # transformers builds the others with add_pooling_layer=False
     pooled_heads = ("mc",)
     tied_aliases = {"lm_head.decoder.weight": "roberta.embeddings.word_embeddings.weight",

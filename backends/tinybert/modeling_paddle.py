@@ -11,6 +11,8 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from ..bert import modeling_paddle as bert
+from ..spec import port_heads
+from .heads import HEADS as REGISTRY
 
 
 class TinyBertModel(bert.BertModel):
@@ -46,9 +48,5 @@ class TinyBertForMultipleChoice(TinyBertPreTrainedHead, bert.BertForMultipleChoi
     pass
 
 
-HEADS = {
-    "base": TinyBertModel,
-    "seqcls": TinyBertForSequenceClassification,
-    "qa": TinyBertForQuestionAnswering,
-    "mc": TinyBertForMultipleChoice,
-}
+# head name -> port class, from the family's head registry (heads.py)
+HEADS = port_heads(REGISTRY, globals())

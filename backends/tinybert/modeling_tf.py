@@ -10,6 +10,8 @@ import tensorflow as tf
 
 from .._fw.tf import nn
 from ..bert import modeling_tf as bert
+from ..spec import port_heads
+from .heads import HEADS as REGISTRY
 
 
 class TinyBertModel(bert.BertModel):
@@ -45,9 +47,5 @@ class TinyBertForMultipleChoice(TinyBertPreTrainedHead, bert.BertForMultipleChoi
     pass
 
 
-HEADS = {
-    "base": TinyBertModel,
-    "seqcls": TinyBertForSequenceClassification,
-    "qa": TinyBertForQuestionAnswering,
-    "mc": TinyBertForMultipleChoice,
-}
+# head name -> port class, from the family's head registry (heads.py)
+HEADS = port_heads(REGISTRY, globals())

@@ -5,19 +5,16 @@ from __future__ import annotations
 from ..bert.weights import LINEAR_KERNELS, BertWeights, paddlenlp_rules
 from ..weights import Rule, RuleSet, SAME_NAMES, port_rules
 from .config import TinyBertConfig
+from .heads import HEADS
 
 
 class TinyBertWeights(BertWeights):
     family = "tinybert"
     config_class = TinyBertConfig
     base_model_prefix = "tinybert."
-    heads = ("base", "seqcls", "qa", "mc")
-    pooler_heads = heads  # PaddleNLP's TinyBertModel always has its pooler
+    head_registry = HEADS
+    pooler_heads = tuple(HEADS)  # PaddleNLP's TinyBertModel always has its pooler
     pooled_heads = ("seqcls", "mc")
-    final_outputs = {  # TinyBERT's losses use the fitted hidden states of every head
-        "base": ("last_hidden_state", "pooler_output", "fit_hidden_states"), "seqcls": ("logits", "fit_hidden_states"),
-        "mc": ("logits", "fit_hidden_states"), "qa": ("start_logits", "end_logits", "fit_hidden_states"),
-    }
     tied_aliases = {}
 
     def base_shapes(self, c, head: str) -> dict:

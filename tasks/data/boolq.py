@@ -46,6 +46,8 @@ def read_boolq(path: str | Path) -> list[PairExample]:
     return examples
 
 
-def boolq_features(examples: Sequence[PairExample], tokenizer, max_seq_length: int) -> dict[str, np.ndarray]:
-    """int64 input_ids/token_type_ids/attention_mask [n, max_seq_length] and labels [n] when answered."""
-    return pair_features(examples, tokenizer, max_seq_length, BOOLQ_LABELS)
+def boolq_features(examples: Sequence[PairExample], tokenizer, max_seq_length: int,
+                   inputs=None) -> dict[str, np.ndarray]:
+    """The model's inputs (default int64 input_ids/token_type_ids/attention_mask [n, max_seq_length]) and
+    labels [n] when answered."""
+    return pair_features(examples, tokenizer, max_seq_length, BOOLQ_LABELS, inputs)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
+# what a tokenisation yields; a model's InputSpecs (backends/spec.py) say which of them it reads, of which text
+TOKEN_FEATURES = ("input_ids", "token_type_ids", "attention_mask")
 
 # (files that must all be present, transformers class that loads them); the first match wins.
 TOKENIZER_RULES = (
@@ -77,8 +78,31 @@ def encode_pairs(
         return_attention_mask=True,
     )
     return {
-        name: np.asarray(encoded[name], dtype=np.int64).reshape(len(text_a), max_seq_length) for name in MODEL_INPUTS
+        name: np.asarray(encoded[name], dtype=np.int64).reshape(len(text_a), max_seq_length) for name in TOKEN_FEATURES
     }
+
+
+def encode_inputs(
+    tokenizer, text_a: Sequence[str], text_b: Sequence[str] | None, max_seq_length: int, inputs=None
+) -> dict[str, np.ndarray]:
+    """The arrays a model's `inputs` (InputSpecs) declare, [n, max_seq_length] each: every input is one
+    tokenizer feature of the texts tokenised together (text "joint"), or of text_a or text_b alone (a
+    two-tower model's per-sentence inputs). Without `inputs`: the joint input_ids, token_type_ids, attention_mask.
+    """
+    if inputs is None:
+        return encode_pairs(tokenizer, text_a, text_b, max_seq_length)
+    by_text, features = {}, {}  # text -> its encode_pairs features; input name -> array
+    for spec in inputs:
+        if spec.text not in by_text:
+            if spec.text == "b" and text_b is None:
+                raise ValueError(f"the model reads a second text ({spec.name}); these examples have one text each")
+            texts = {"joint": (text_a, text_b), "a": (text_a, None), "b": (text_b, None)}[spec.text]
+            by_text[spec.text] = encode_pairs(tokenizer, *texts, max_seq_length)
+        if spec.feature not in by_text[spec.text]:
+            raise ValueError(f"input {spec.name}: no tokenizer feature {spec.feature!r}; "
+                             f"features: {', '.join(TOKEN_FEATURES)}")
+        features[spec.name] = by_text[spec.text][spec.feature].astype(spec.dtype, copy=False)
+    return features
 
 
 def label_array(labels: Sequence[str | float | None], label_list: Sequence[str] | None) -> np.ndarray | None:
@@ -101,20 +125,22 @@ def label_array(labels: Sequence[str | float | None], label_list: Sequence[str] 
 
 
 def pair_features(
-    examples: Sequence[PairExample], tokenizer, max_seq_length: int, label_list: Sequence[str] | None
+    examples: Sequence[PairExample], tokenizer, max_seq_length: int, label_list: Sequence[str] | None, inputs=None
 ) -> dict[str, np.ndarray]:
-    """Features for pair classification: MODEL_INPUTS plus `labels` when the examples are labelled.
+    """Features for pair classification: the model's `inputs` (encode_inputs) plus `labels` when the
+    examples are labelled.
 
     label_list gives the label strings in id order; None means regression (float32 labels).
     """
     has_pairs = any(example.text_b is not None for example in examples)
     if has_pairs and any(example.text_b is None for example in examples):
         raise ValueError("examples mix single texts and text pairs")
-    features = encode_pairs(
+    features = encode_inputs(
         tokenizer,
         [example.text_a for example in examples],
         [example.text_b for example in examples] if has_pairs else None,
         max_seq_length,
+        inputs,
     )
     labels = label_array([example.label for example in examples], label_list)
     if labels is not None:

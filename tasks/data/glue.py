@@ -201,10 +201,11 @@ def read_glue(task: str | GlueTask, data_dir: str | Path, split: str) -> list[Pa
 
 
 def glue_features(
-    examples: Sequence[PairExample], task: str | GlueTask, tokenizer, max_seq_length: int
+    examples: Sequence[PairExample], task: str | GlueTask, tokenizer, max_seq_length: int, inputs=None
 ) -> dict[str, np.ndarray]:
-    """int64 input_ids/token_type_ids/attention_mask [n, max_seq_length] and labels (ids, or float32 scores)."""
-    return pair_features(examples, tokenizer, max_seq_length, glue_task(task).labels)
+    """The model's inputs (default int64 input_ids/token_type_ids/attention_mask [n, max_seq_length]) and
+    labels (ids, or float32 scores)."""
+    return pair_features(examples, tokenizer, max_seq_length, glue_task(task).labels, inputs)
 
 
 def write_glue_predictions(path: str | Path, task: str | GlueTask, predictions: Sequence) -> None:

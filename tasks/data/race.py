@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.data.features import encode_pairs
+from tasks.data.features import encode_inputs
 from tasks.data.files import DataError, describe, no_examples, parse_json, read_text, require
 
 ANSWER_LETTERS = "ABCD"
@@ -87,14 +87,17 @@ def option_text(question: str, option: str) -> str:
     return f"{question} {option}"
 
 
-def race_features(examples: Sequence[RaceExample], tokenizer, max_seq_length: int) -> dict[str, np.ndarray]:
-    """Pairs (article, option_text) for each option: int64 arrays [n, 4, max_seq_length] and labels [n]."""
+def race_features(examples: Sequence[RaceExample], tokenizer, max_seq_length: int,
+                  inputs=None) -> dict[str, np.ndarray]:
+    """Pairs (article, option_text) for each option: the model's inputs (default int64 input_ids,
+    token_type_ids, attention_mask) [n, 4, max_seq_length] and labels [n]."""
     choices = len(ANSWER_LETTERS)
-    encoded = encode_pairs(
+    encoded = encode_inputs(
         tokenizer,
         [example.article for example in examples for _ in range(choices)],
         [option_text(example.question, option) for example in examples for option in example.options],
         max_seq_length,
+        inputs,
     )
     features = {name: array.reshape(len(examples), choices, max_seq_length) for name, array in encoded.items()}
     labels = [example.label for example in examples]

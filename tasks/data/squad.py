@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.data.features import MODEL_INPUTS, require_fast
+from tasks.data.features import TOKEN_FEATURES, require_fast
 from tasks.data.files import DataError, describe, no_examples, note, parse_json, read_text, require
 
 PREDICTIONS_FILE = "predictions.json"
@@ -186,7 +186,7 @@ def squad_features(
         return_token_type_ids=True,
         return_attention_mask=True,
     )
-    inputs = {name: np.asarray(encoded[name], dtype=np.int64) for name in MODEL_INPUTS}
+    inputs = {name: np.asarray(encoded[name], dtype=np.int64) for name in TOKEN_FEATURES}
     example_index = np.asarray(encoded["overflow_to_sample_mapping"], dtype=np.int64)
     count = len(example_index)
     offsets = np.full((count, max_seq_length, 2), -1, dtype=np.int64)

@@ -8,12 +8,9 @@ imports only the chosen framework.
 from __future__ import annotations
 
 import importlib
-import inspect
 
 from backends import FRAMEWORKS
 
-# model inputs a batch may carry, in the order the ports' forward() takes them
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # the final outputs tasks decode (a head may have more, e.g. TinyBERT's fit_hidden_states)
 PREDICTION_OUTPUTS = ("logits", "start_logits", "end_logits")
 
@@ -34,7 +31,7 @@ def prediction_outputs(spec, head: str) -> tuple[str, ...]:
     return tuple(name for name in spec.final_outputs[head] if name in PREDICTION_OUTPUTS)
 
 
-def model_inputs(forward) -> tuple[str, ...]:
-    """The MODEL_INPUTS a port's forward() accepts (the BiLSTM takes no token_type_ids)."""
-    accepted = inspect.signature(forward).parameters
-    return tuple(name for name in MODEL_INPUTS if name in accepted)
+def model_inputs(spec, config, head: str) -> tuple[str, ...]:
+    """The names of the inputs the family declares for `config` and `head` (FamilySpec.model_inputs): what
+    the task layer builds, the driver batches and the Runner feeds to forward()."""
+    return spec.input_names(config, head)

@@ -7,7 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from backends import presets
+from backends import family, presets
 from backends.errors import BadInput
 from tasks.data.features import load_tokenizer
 
@@ -90,8 +90,9 @@ class Job:
         self.check_fits(self.source.config)
         limits = {"train": getattr(args, "max_train_samples", None), "dev": args.max_eval_samples,
                   "test": args.max_predict_samples}
-        try:
-            self.splits = {split: self.task.load(split, self.tokenizer, limits[split]) for split in wanted}
+        self.inputs = family(self.source.family).model_inputs(self.source.config, self.task.head)
+        try:  # the inputs the model declares (a two-tower model: each sentence on its own)
+            self.splits = {split: self.task.load(split, self.tokenizer, limits[split], self.inputs) for split in wanted}
         except BadInput:  # the readers' DataError names the file and line of a bad record
             raise
         except (ValueError, KeyError) as exc:  # features: labels outside the task's label list

@@ -24,7 +24,6 @@ from backends.errors import BadInput
 from backends.weights import check_finite
 from backends.tensorfile import SafetensorsReader, save_arrays
 
-from . import MODEL_INPUTS
 from .optim import AdamW, linear_lr, warmup_steps
 
 WEIGHTS_FILE = "model.safetensors"
@@ -107,9 +106,18 @@ def num_rows(arrays: dict) -> int:
     return len(next(iter(arrays.values())))
 
 
+def model_arrays(runner, data: dict) -> dict:
+    """The arrays of the inputs the runner's model declares (runner.input_names), failing naming any missing."""
+    missing = [name for name in runner.input_names if name not in data]
+    if missing:
+        raise BadInput(f"the {runner.family} {runner.head} model reads {', '.join(runner.input_names)}; "
+                       f"the data lacks {', '.join(missing)}")
+    return {name: data[name] for name in runner.input_names}
+
+
 def predict_all(runner, inputs: dict, batch_size: int, progress: bool = False) -> dict:
-    """The runner's final outputs for every row of `inputs` (its model inputs), in order, as numpy arrays."""
-    inputs = {name: inputs[name] for name in MODEL_INPUTS if name in inputs}
+    """The runner's final outputs for every row of `inputs` (its declared model inputs), in order, as numpy arrays."""
+    inputs = model_arrays(runner, inputs)
     starts = range(0, num_rows(inputs), batch_size)
     parts = [runner.predict(take(inputs, slice(start, start + batch_size)))
              for start in tqdm(starts, desc="predict", leave=False, disable=not progress)]
@@ -144,6 +152,7 @@ class Trainer:
         self.output_dir = Path(output_dir)
         self.save_model = save_model or (lambda folder: save_arrays(Path(folder) / WEIGHTS_FILE, runner.get_params()))
         self.evaluate, self.main_metric, self.prepare = evaluate, main_metric, prepare
+        model_arrays(runner, train_data)  # every declared input is there
         self.examples = num_rows(train_data)
         self.steps_per_epoch, self.total_steps = schedule(self.examples, args)
         self.warmup_steps = warmup_steps(self.total_steps, args.warmup_ratio)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backends import FAMILIES, family, presets
+from backends import FAMILIES, family, family_marker, family_of_config, presets
 from backends.checkpoints import detect_format, open_checkpoint
 from backends.checkpoints.rules import format_rules
 from backends.errors import BadInput
@@ -41,15 +41,15 @@ class ModelSource:
 
 
 def family_of(config_path: Path) -> str:
-    """The family whose config class has the model_type of `config_path` (the family named so, if several)."""
+    """The family of a model folder's config.json (backends.family_of_config)."""
     try:
-        model_type = json.loads(config_path.read_text()).get("model_type")
+        data = json.loads(config_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise TaskError(f"{config_path}: not a readable config.json ({exc})") from None
-    matches = [name for name in FAMILIES if family(name).config_class.model_type == model_type]
-    if not matches:
-        raise TaskError(f"{config_path}: model_type {model_type!r} is not one of the families {', '.join(FAMILIES)}")
-    return model_type if model_type in matches else matches[0]
+    name = family_of_config(data, str(config_path))
+    if name is None:
+        raise TaskError(f"{config_path}: no model_type; families: {', '.join(FAMILIES)}")
+    return name
 
 
 def parse_overrides(text: str | None) -> dict:
@@ -120,8 +120,9 @@ def save_model(folder, source: ModelSource, params: dict, tokenizer=None) -> Non
     folder.mkdir(parents=True, exist_ok=True)
     save_arrays(folder / WEIGHTS_FILE, params, metadata={"format": "pt"})  # transformers checks the format tag
     classes = format_rules(source.family, "hf").classes
-    config = {**source.config.to_dict(), "architectures": [classes[source.head]]} if source.head in classes \
-        else source.config.to_dict()
+    config = {**source.config.to_dict(), **family_marker(source.family)}
+    if source.head in classes:
+        config["architectures"] = [classes[source.head]]
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     if tokenizer is not None:
         tokenizer.save_pretrained(str(folder))

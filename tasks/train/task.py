@@ -87,9 +87,14 @@ class Task:
                 return candidate
         raise TaskError(f"{self.name}: no {split} data: {' or '.join(map(str, candidates))} not found")
 
-    def load(self, split: str, tokenizer, limit: int | None = None) -> Split:
-        """Features of the first `limit` examples (all when None) of `split`."""
+    def load(self, split: str, tokenizer, limit: int | None = None, inputs=None) -> Split:
+        """Features of the first `limit` examples (all when None) of `split`: the model's `inputs`
+        (InputSpecs, backends/spec.py; default the joint input_ids, token_type_ids, attention_mask)."""
         raise NotImplementedError
+
+    def features(self, split: Split, tokenizer, inputs) -> dict:
+        """Other models' inputs for the same examples, in the same order (a distillation teacher's)."""
+        raise TaskError(f"{self.name}: features are built once per split; no second set of model inputs")
 
     def has_labels(self, split: Split) -> bool:
         """Whether the split can be scored (test files have no labels)."""
@@ -120,9 +125,12 @@ class GlueTask(Task):
             self.data_dir = self.data_dir / self.glue.directory  # the GLUE download's root was given
         self.split_files = {split: [name] for split, name in self.glue.files.items()}
 
-    def load(self, split, tokenizer, limit=None):
+    def load(self, split, tokenizer, limit=None, inputs=None):
         examples = read_glue_file(self.path(split), self.glue)[:limit]
-        return Split(glue_features(examples, self.glue, tokenizer, self.options.max_seq_length), examples)
+        return Split(glue_features(examples, self.glue, tokenizer, self.options.max_seq_length, inputs), examples)
+
+    def features(self, split, tokenizer, inputs):
+        return glue_features(split.examples, self.glue, tokenizer, self.options.max_seq_length, inputs)
 
     def decode(self, split, outputs):
         return predictions_from_logits(outputs["logits"], regression=self.glue.is_regression)
@@ -142,9 +150,12 @@ class BoolQTask(Task):
     name = "boolq"
     split_files = {"train": ["train.jsonl"], "dev": ["dev.jsonl", "val.jsonl"], "test": ["test.jsonl"]}
 
-    def load(self, split, tokenizer, limit=None):
+    def load(self, split, tokenizer, limit=None, inputs=None):
         examples = read_boolq(self.path(split))[:limit]
-        return Split(boolq_features(examples, tokenizer, self.options.max_seq_length), examples)
+        return Split(boolq_features(examples, tokenizer, self.options.max_seq_length, inputs), examples)
+
+    def features(self, split, tokenizer, inputs):
+        return boolq_features(split.examples, tokenizer, self.options.max_seq_length, inputs)
 
     def write(self, split, predictions, output_dir):
         path = Path(output_dir) / "BoolQ.jsonl"
@@ -162,10 +173,13 @@ class RaceTask(Task):
     split_files = {"train": ["train"], "dev": ["dev"], "test": ["test"]}
     split_is_folder = True
 
-    def load(self, split, tokenizer, limit=None):
+    def load(self, split, tokenizer, limit=None, inputs=None):
         folder = self.path(split)
         examples = read_race(folder.parent, folder.name, LEVELS)[:limit]
-        return Split(race_features(examples, tokenizer, self.options.max_seq_length), examples)
+        return Split(race_features(examples, tokenizer, self.options.max_seq_length, inputs), examples)
+
+    def features(self, split, tokenizer, inputs):
+        return race_features(split.examples, tokenizer, self.options.max_seq_length, inputs)
 
     def write(self, split, predictions, output_dir):
         path = Path(output_dir) / "predictions.json"
@@ -191,13 +205,21 @@ class SquadTask(Task):
         self.split_files = {"train": [f"train-{version}.json"], "dev": [f"dev-{version}.json"],
                             "test": [f"test-{version}.json"]}
 
-    def load(self, split, tokenizer, limit=None):
+    def load(self, split, tokenizer, limit=None, inputs=None):
         """Windows of the first `limit` questions; for training also at most `limit` windows, as transformers'
         run_qa.py counts --max-train-samples (an evaluation keeps every window of its questions)."""
+        apart = [spec.name for spec in inputs or () if spec.text != "joint"]
+        if apart:
+            raise TaskError(f"{self.name}: the model reads each text on its own ({', '.join(apart)}); SQuAD's "
+                            "windows are built for question and passage tokenised together")
         examples = read_squad(self.path(split))[:limit]
         o = self.options
         windows = squad_features(examples, tokenizer, o.max_seq_length, o.doc_stride, o.max_query_length)
-        inputs = windows.inputs
+        arrays = windows.inputs
+        if inputs is not None:  # the model's inputs under its names, and the span targets
+            arrays = {**{spec.name: arrays[spec.feature] for spec in inputs},
+                      **{name: arrays[name] for name in ("start_positions", "end_positions")}}
+        inputs = arrays
         if split == "train" and limit is not None:
             inputs = {name: array[:limit] for name, array in inputs.items()}
         return Split(inputs, examples, windows)

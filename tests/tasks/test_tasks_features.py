@@ -133,3 +133,24 @@ print(sorted(name for name in {FRAMEWORKS!r} if name in sys.modules))
 """
     # transformers imports torch on import when it is installed, unless told not to
     assert run_python(code, USE_TORCH="0", USE_TF="0", USE_FLAX="0") == "[]"
+
+
+def test_two_tower_features_are_each_sentence_tokenised_alone(minilm_tokenizer):
+    """bilstm-pair's inputs: input_ids/attention_mask of sentence 1 and input_ids_b/attention_mask_b of
+    sentence 2, each as the tokenizer encodes that sentence on its own; the labels as for a joint model."""
+    from backends import family, preset
+
+    spec, config = family("bilstm"), preset("bilstm-pair").config
+    examples = [PairExample("0", "The cat sat on the mat.", "A cat was sitting on a mat.", "1"),
+                PairExample("1", "He went home early", "Nobody went anywhere that day at all, said the man.", "0")]
+    features = pair_features(examples, minilm_tokenizer, 12, ["0", "1"], spec.model_inputs(config, "seqcls"))
+    assert sorted(features) == ["attention_mask", "attention_mask_b", "input_ids", "input_ids_b", "labels"]
+    for suffix, texts in (("", [e.text_a for e in examples]), ("_b", [e.text_b for e in examples])):
+        alone = minilm_tokenizer(texts, truncation=True, max_length=12, padding="max_length")
+        assert features["input_ids" + suffix].tolist() == alone["input_ids"]
+        assert features["attention_mask" + suffix].tolist() == alone["attention_mask"]
+        assert features["input_ids" + suffix].dtype == np.int64
+    assert features["labels"].tolist() == [1, 0]
+    with pytest.raises(ValueError, match="reads a second text"):
+        pair_features([PairExample("0", "one text", None, "1")], minilm_tokenizer, 12, ["0", "1"],
+                      spec.model_inputs(config, "seqcls"))

@@ -41,16 +41,30 @@ SETTINGS = dict(max_steps=20, batch_size=4, grad_accum=2, warmup_ratio=0.2, weig
 ])
 def test_training_parity(family_name, head, dtype, learning_rate, tolerance, tmp_path):
     family_name, dropout = family_name.split("-")[0], family_name.endswith("-dropout")
-    config = tiny_config(family_name, dropout)
-    data = seeded_data(family_name, config, head, rows=24 if head != "mc" else 16)
+    assert_same_training(family_name, tiny_config(family_name, dropout), head, dtype, learning_rate, tolerance,
+                         tmp_path)
+
+
+def test_bilstm_pair_training_parity(tmp_path):
+    """Tang et al.'s two-tower student (input_ids_b, attention_mask_b too), dropout on with shared masks."""
+    assert_same_training("bilstm", tiny_config("bilstm", dropout=True, pair=True), "seqcls", "float64", 1e-3, 1e-8,
+                         tmp_path, seq_len=6, max_steps=6)  # short: the TF LSTM steps in Python
+
+
+def assert_same_training(family_name, config, head, dtype, learning_rate, tolerance, tmp_path, seq_len=12,
+                         **changes):
+    """Every backend trains the same losses and weights from the same init, batches and schedule (SETTINGS
+    with `changes`)."""
+    settings = {**SETTINGS, **changes}
+    data = seeded_data(family_name, config, head, rows=24 if head != "mc" else 16, seq_len=seq_len)
     runs = {}
     for backend in BACKENDS:
         trainer = make_trainer(make_runner(backend, family_name, config, head, dtype), data, tmp_path / backend,
-                               learning_rate=learning_rate, **SETTINGS)
+                               learning_rate=learning_rate, **settings)
         trainer.train()
         runs[backend] = (losses(trainer), lstm_biases_summed(trainer.runner.get_params()))
     reference, (ref_losses, ref_params) = BACKENDS[0], runs[BACKENDS[0]]
-    assert len(ref_losses) == 20 and np.all(np.isfinite(ref_losses))
+    assert len(ref_losses) == settings["max_steps"] and np.all(np.isfinite(ref_losses))
     initial = lstm_biases_summed(make_runner(reference, family_name, config, head, dtype).get_params())
     assert max_weight_diff(ref_params, initial) > 5 * tolerance  # training moved the weights
     for backend in BACKENDS[1:]:

@@ -115,7 +115,7 @@ class Runner:
                 self.names.append([name])
         self.rules = get_family(family).port_rules["tf"]
         self.final_outputs = prediction_outputs(get_family(family), head)
-        self.input_names = model_inputs(self.model.forward)
+        self.input_names = model_inputs(get_family(family), config, head)
         self.masks = mask_stream(dropout_masks, seed)
         if self.masks is not None:
             share_dropout(self.model.modules(), nn.Dropout, SharedDropout, self.masks)

@@ -78,7 +78,7 @@ class Runner:
         self.params = dict(self.model.named_parameters())
         self.rules = get_family(family).port_rules["torch"]
         self.final_outputs = prediction_outputs(get_family(family), head)
-        self.input_names = model_inputs(self.model.forward)
+        self.input_names = model_inputs(get_family(family), config, head)
         self.masks = mask_stream(dropout_masks, seed)
         if self.masks is not None:
             share_dropout(self.model.modules(), torch.nn.Dropout, SharedDropout, self.masks)

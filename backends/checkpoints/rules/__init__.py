@@ -11,6 +11,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Mapping
 
+import backends
 from backends.errors import BadInput
 from backends.weights import Rule, RuleSet
 
@@ -53,6 +54,16 @@ def format_rules(family: str, fmt: str) -> FormatRules:
         raise BadInput(f"family {family!r} cannot be stored in format {fmt!r}; "
                        f"formats: {', '.join(sorted(module.FORMATS))}")
     return module.FORMATS[fmt]
+
+
+def head_classes(family: str, ecosystem: str) -> dict:
+    """head -> the class `ecosystem` ("transformers" or "paddlenlp") calls it, from the family's head
+    registry (backends/<family>/heads.py); heads without one are left out. A family transformers lacks
+    (TinyBERT) is written in transformers' layout under our port class names."""
+    registry = backends.family(family).head_registry
+    if ecosystem == "transformers" and not any(head.transformers for head in registry.values()):
+        return {name: head.port_class for name, head in registry.items()}
+    return {name: getattr(head, ecosystem) for name, head in registry.items() if getattr(head, ecosystem)}
 
 
 def family_of_class(fmt: str, class_name: str, families) -> str | None:

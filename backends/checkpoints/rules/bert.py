@@ -6,11 +6,9 @@ head rows, the TF1 names and what each ecosystem calls its classes.
 from backends.bert.weights import CHECKPOINT_RULES, WEIGHTS
 from backends.weights import Rule, RuleSet, SAME_NAMES
 
-from . import FormatRules, dense, norm
+from . import FormatRules, dense, head_classes, norm
 
-CLASSES = {"base": "BertModel", "seqcls": "BertForSequenceClassification", "qa": "BertForQuestionAnswering",
-           "mc": "BertForMultipleChoice", "mlm": "BertForMaskedLM", "tokcls": "BertForTokenClassification",
-           "pretraining": "BertForPreTraining"}
+CLASSES = head_classes("bert", "transformers")
 LM_HEADS = ("mlm", "pretraining")
 # a language-model head's tied copies (transformers' state_dict and PaddleNLP's files list the decoder apart)
 TIED = {head: WEIGHTS.tied_aliases for head in LM_HEADS}
@@ -58,10 +56,10 @@ FORMATS = {
     "tf": FormatRules(RuleSet(KERAS_HEADS + list(CHECKPOINT_RULES["keras"].rules), "bert transformers-tf"),
                       CLASSES, shared={"mlm___cls": r"bert/embeddings/.*"}, builds=TRANSFORMERS_BUILDS),
     # PaddleNLP's pre-training class is BertForPretraining; its LM head stores the tied decoder and its bias twice
-    "paddle": FormatRules(CHECKPOINT_RULES["paddlenlp"], {**CLASSES, "pretraining": "BertForPretraining"},
+    "paddle": FormatRules(CHECKPOINT_RULES["paddlenlp"], head_classes("bert", "paddlenlp"),
                           config={"pool_act": "tanh", "fuse": False}, builds={h: POOLER for h in CLASSES}, tied=TIED,
                           writes_tied=True),
     # Google's pre-training checkpoints (MLM and next-sentence heads); optimizer slots and step are not parameters
-    "tf1bert": FormatRules(tf1_rules(), {"base": "BertModel", "mlm": "BertForMaskedLM",
-                                         "pretraining": "BertForPreTraining"}, (r".*/adam_[mv]", r"global_step")),
+    "tf1bert": FormatRules(tf1_rules(), {head: CLASSES[head] for head in ("base", "mlm", "pretraining")},
+                           (r".*/adam_[mv]", r"global_step")),
 }

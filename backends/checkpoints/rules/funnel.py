@@ -2,11 +2,9 @@
 from backends.funnel.weights import LINEAR_WEIGHT
 from backends.weights import Rule, RuleSet, SAME_NAMES
 
-from . import FormatRules, dense, norm
+from . import FormatRules, dense, head_classes, norm
 
-CLASSES = {"model": "FunnelModel", "base": "FunnelBaseModel", "seqcls": "FunnelForSequenceClassification",
-           "qa": "FunnelForQuestionAnswering", "mc": "FunnelForMultipleChoice",
-           "pretraining": "FunnelForPreTraining", "mlm": "FunnelForMaskedLM"}
+CLASSES = head_classes("funnel", "transformers")
 _BODY = r"(?:funnel\.)?"  # head models hold the body as `funnel.`; transformers' TF main layer is always "funnel"
 # a torch state_dict (pytorch_model.bin) of a tied FunnelForMaskedLM, and every PaddleNLP one, list the tied
 # lm_head weight besides the word embeddings: a copy, not a parameter (skipped and reported when reading)
@@ -44,5 +42,5 @@ FORMATS = {
     "paddle": FormatRules(RuleSet([Rule(LINEAR_WEIGHT, r"\g<0>", "transpose"),
                                    Rule(r"(?!lm_head\.weight$).*", r"\g<0>")],
                                   "funnel paddlenlp (lm_head tied to the word embeddings only)"),
-                          CLASSES, TIED_LM_HEAD, config=TIED),
+                          head_classes("funnel", "paddlenlp"), TIED_LM_HEAD, config=TIED),
 }

@@ -2,11 +2,9 @@
 from backends.roberta.weights import CHECKPOINT_RULES, WEIGHTS
 from backends.weights import Rule, RuleSet, SAME_NAMES
 
-from . import FormatRules, dense, norm
+from . import FormatRules, dense, head_classes, norm
 
-CLASSES = {"base": "RobertaModel", "seqcls": "RobertaForSequenceClassification",
-           "qa": "RobertaForQuestionAnswering", "mc": "RobertaForMultipleChoice", "mlm": "RobertaForMaskedLM",
-           "tokcls": "RobertaForTokenClassification"}
+CLASSES = head_classes("roberta", "transformers")
 TIED = {"mlm": WEIGHTS.tied_aliases}  # the LM head's tied decoder and bias, listed apart by transformers and PaddleNLP
 POOLER = r"(roberta\.)?pooler\.dense\.(weight|bias)"
 BUILDS = {"base": POOLER}  # transformers' and PaddleNLP's heads use add_pooling_layer=False (mc uses the pooler)
@@ -25,5 +23,6 @@ FORMATS = {
     # the LM head holds the tied input embeddings, so Keras lists them under its layer too
     "tf": FormatRules(RuleSet(KERAS_HEADS + list(CHECKPOINT_RULES["keras"].rules), "roberta transformers-tf"),
                       CLASSES, shared={"lm_head": r"roberta/embeddings/.*"}, builds=BUILDS),
-    "paddle": FormatRules(CHECKPOINT_RULES["paddlenlp"], CLASSES, builds=BUILDS, tied=TIED, writes_tied=True),
+    "paddle": FormatRules(CHECKPOINT_RULES["paddlenlp"], head_classes("roberta", "paddlenlp"), builds=BUILDS, tied=TIED,
+                          writes_tied=True),
 }

@@ -4,11 +4,10 @@ from backends.bert.weights import keras_rules
 from backends.tinybert.weights import CHECKPOINT_RULES, WEIGHTS
 from backends.weights import RuleSet, SAME_NAMES
 
-from . import FormatRules, dense
+from . import FormatRules, dense, head_classes
 from .bert import KERAS_HEADS
 
-CLASSES = {"base": "TinyBertModel", "seqcls": "TinyBertForSequenceClassification",
-           "qa": "TinyBertForQuestionAnswering", "mc": "TinyBertForMultipleChoice"}
+CLASSES = head_classes("tinybert", "transformers")  # our port class names (transformers has none)
 KERAS = [*dense(r"(?:tinybert\.)?fit_dense", "tinybert/fit_dense", ":0"),
          *dense(r"(?:tinybert\.)?fit_denses\.(\d+)", r"tinybert/fit_denses_._\1", ":0"), *KERAS_HEADS,
          *keras_rules("tinybert", "tinybert").rules]
@@ -22,6 +21,6 @@ PADDLENLP_BUILDS = {head: rf"{POOLER}|(tinybert\.)?fit_denses\.\d+\.(weight|bias
 FORMATS = {
     "hf": FormatRules(RuleSet([SAME_NAMES], "tinybert safetensors"), CLASSES, WEIGHTS.buffers, builds=PORT_BUILDS),
     "tf": FormatRules(RuleSet(KERAS, "tinybert keras"), CLASSES, builds=PORT_BUILDS),
-    "paddle": FormatRules(CHECKPOINT_RULES["paddlenlp"], CLASSES, config={"pool_act": "tanh"},
+    "paddle": FormatRules(CHECKPOINT_RULES["paddlenlp"], head_classes("tinybert", "paddlenlp"), config={"pool_act": "tanh"},
                           builds=PADDLENLP_BUILDS),
 }
