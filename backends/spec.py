@@ -19,6 +19,9 @@ INPUT_AXES = ("batch", "choices", "seq")
 INPUT_TEXTS = ("joint", "a", "b")
 
 
+# the final outputs tasks decode
+PREDICTION_OUTPUTS = ("logits", "start_logits", "end_logits")
+
 @dataclass(frozen=True)
 class InputSpec:
     """One model input: its forward() argument name, numpy dtype, axes, and what fills it.
@@ -123,7 +126,14 @@ class FamilySpec:
         return tuple(name for name, head in self.head_registry.items() if head.choices)
 
     def input_names(self, config, head: str) -> tuple[str, ...]:
+        """The names of the inputs the family declares for `config` and `head`: what the task layer builds,
+        the training driver batches and a Runner feeds to forward()."""
         return tuple(spec.name for spec in self.model_inputs(config, head))
+
+    def prediction_outputs(self, head: str) -> tuple[str, ...]:
+        """The final outputs of `head` that a task decodes (a head may have more, e.g. TinyBERT's
+        fit_hidden_states)."""
+        return tuple(name for name in self.final_outputs[head] if name in PREDICTION_OUTPUTS)
 
 
 def family_spec(name: str, config_class: type, presets: Mapping[str, Preset], head_registry: Mapping[str, Head],

@@ -12,7 +12,7 @@ import sys
 
 from backends import FRAMEWORKS as BACKENDS  # the registry (framework-free: imports no framework)
 
-DROPOUT_MODES = ("shared", "native")  # tasks.train.dropout.MODES, repeated so that --help imports nothing
+DROPOUT_MODES = ("shared", "native")  # backends._fw.dropout.MODES, repeated so that --help imports nothing
 
 
 class Parser(argparse.ArgumentParser):

@@ -11,9 +11,6 @@ import importlib
 
 from backends import FRAMEWORKS
 
-# the final outputs tasks decode (a head may have more, e.g. TinyBERT's fit_hidden_states)
-PREDICTION_OUTPUTS = ("logits", "start_logits", "end_logits")
-
 
 def step_module(backend: str):
     """backends/_fw/<backend>/train.py: the Runner and op set of `backend` (imports that framework only)."""
@@ -24,14 +21,3 @@ def step_module(backend: str):
 
 def runner_class(backend: str):
     return step_module(backend).Runner
-
-
-def prediction_outputs(spec, head: str) -> tuple[str, ...]:
-    """The final outputs of `head` that a task decodes."""
-    return tuple(name for name in spec.final_outputs[head] if name in PREDICTION_OUTPUTS)
-
-
-def model_inputs(spec, config, head: str) -> tuple[str, ...]:
-    """The names of the inputs the family declares for `config` and `head` (FamilySpec.model_inputs): what
-    the task layer builds, the driver batches and the Runner feeds to forward()."""
-    return spec.input_names(config, head)

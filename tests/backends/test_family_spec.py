@@ -84,7 +84,7 @@ def test_converter_and_oracle_classes_come_from_the_registry(name):
     from parity.oracles import TRANSFORMERS_CLASSES
 
     registry = family(name).head_registry
-    formats = importlib.import_module(f"converters.rules.{name}").FORMATS
+    formats = importlib.import_module(f"backends.checkpoints.rules.{name}").FORMATS
     transformers_classes = {h: head.transformers for h, head in registry.items() if head.transformers}
     assert TRANSFORMERS_CLASSES.get(name, {}) == transformers_classes
     for fmt in ("hf", "tf"):  # a family transformers lacks is written under our class names

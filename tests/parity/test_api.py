@@ -14,7 +14,7 @@ from backends.errors import BadInput
 from parity import ParityFailure, compare
 from parity.harness import max_seq_len, parameter_count, resolve_target, run_parity_many, targets
 from parity.testing import assert_parity
-from parity.worker import run_backend
+from backends.run import run_backend
 
 from ..conftest import BACKENDS, REPO
 

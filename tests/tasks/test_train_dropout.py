@@ -1,11 +1,11 @@
-"""Shared dropout masks (tasks/train/dropout.py): drawn in numpy, the same in every backend."""
+"""Shared dropout masks (backends/_fw/dropout.py): drawn in numpy, the same in every backend."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from tasks.__main__ import DROPOUT_MODES
-from tasks.train.dropout import MODES, MaskStream, mask_stream
+from backends._fw.dropout import MODES, MaskStream, mask_stream
 
 from ..conftest import BACKENDS
 from .test_train_support import one_thread  # noqa: F401  (fixture)

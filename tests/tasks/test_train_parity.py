@@ -24,7 +24,7 @@ SETTINGS = dict(max_steps=20, batch_size=4, grad_accum=2, warmup_ratio=0.2, weig
 
 @pytest.mark.parametrize("family_name,head,dtype,learning_rate,tolerance", [
     ("bert", "seqcls", "float64", 1e-3, 1e-8),
-    # dropout on: the masks are shared (tasks/train/dropout.py), so the backends still compute one function
+    # dropout on: the masks are shared (backends/_fw/dropout.py), so the backends still compute one function
     ("bert-dropout", "seqcls", "float64", 1e-3, 1e-8),
     ("bert-dropout", "seqcls", "float32", 1e-3, 1e-4),
     ("funnel-dropout", "seqcls", "float64", 1e-3, 1e-8),

@@ -21,8 +21,7 @@ from tensorflow.python.eager import context
 
 from backends import family as get_family
 from backends.build import build_model, export_params, load_params
-from tasks.train import model_inputs, prediction_outputs
-from tasks.train.dropout import mask_stream, share_dropout
+from ..dropout import mask_stream, share_dropout
 
 from . import nn
 
@@ -66,7 +65,7 @@ _LIBC = ctypes.CDLL(ctypes.util.find_library("c"))
 
 
 class SharedDropout(nn.Dropout):
-    """nn.Dropout whose masks come from a MaskStream (tasks/train/dropout.py), the same in every backend."""
+    """nn.Dropout whose masks come from a MaskStream (backends/_fw/dropout.py), the same in every backend."""
 
     def forward(self, x):
         if not self.training or self.p == 0:
@@ -114,8 +113,8 @@ class Runner:
                 self.variables.append(variable)
                 self.names.append([name])
         self.rules = get_family(family).port_rules["tf"]
-        self.final_outputs = prediction_outputs(get_family(family), head)
-        self.input_names = model_inputs(get_family(family), config, head)
+        self.final_outputs = get_family(family).prediction_outputs(head)
+        self.input_names = get_family(family).input_names(config, head)
         self.masks = mask_stream(dropout_masks, seed)
         if self.masks is not None:
             share_dropout(self.model.modules(), nn.Dropout, SharedDropout, self.masks)

@@ -15,8 +15,7 @@ import torch.nn.functional as F
 
 from backends import family as get_family
 from backends.build import build_model, export_params, load_params
-from tasks.train import model_inputs, prediction_outputs
-from tasks.train.dropout import mask_stream, share_dropout
+from ..dropout import mask_stream, share_dropout
 
 # ---- the op set (contract.TrainOps) the framework-free losses (tasks/train/losses.py, tasks/distill.py) call
 
@@ -56,7 +55,7 @@ OPS = sys.modules[__name__]
 
 
 class SharedDropout(torch.nn.Dropout):
-    """nn.Dropout whose masks come from a MaskStream (tasks/train/dropout.py), the same in every backend."""
+    """nn.Dropout whose masks come from a MaskStream (backends/_fw/dropout.py), the same in every backend."""
 
     def forward(self, x):
         if not self.training or self.p == 0:
@@ -77,8 +76,8 @@ class Runner:
         self.model = build_model(family, "torch", config, head, params, dtype=dtype, seed=seed).to(self.device)
         self.params = dict(self.model.named_parameters())
         self.rules = get_family(family).port_rules["torch"]
-        self.final_outputs = prediction_outputs(get_family(family), head)
-        self.input_names = model_inputs(get_family(family), config, head)
+        self.final_outputs = get_family(family).prediction_outputs(head)
+        self.input_names = get_family(family).input_names(config, head)
         self.masks = mask_stream(dropout_masks, seed)
         if self.masks is not None:
             share_dropout(self.model.modules(), torch.nn.Dropout, SharedDropout, self.masks)
