@@ -171,7 +171,7 @@ def main(argv=None) -> int:
     if args.command == "distill":
         from tasks.distill import DistillJob as Job
     else:
-        from tasks.train.cli import Job
+        from tasks.train.job import Job
 
     try:  # Job() checks options and files before a framework loads; run() checks a resumed checkpoint
         results = Job(args).run()

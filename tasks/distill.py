@@ -27,7 +27,7 @@ from backends import family
 from backends.tensorfile import SafetensorsReader, save_arrays
 
 from tasks.train import runner_class
-from tasks.train.cli import Job
+from tasks.train.job import Job
 from tasks.train.loop import predict_all
 from tasks.train.losses import LOSSES
 from tasks.train.model import load_model

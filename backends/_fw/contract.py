@@ -113,7 +113,7 @@ class Runner(Protocol):
         """Seed dropout (the driver reseeds every micro-batch, so a resumed run draws the same masks)."""
 
     def set_optimizer(self, settings) -> None:
-        """torch's AdamW with `settings` (tasks/train/optim.py AdamW); no decay for settings.no_decay."""
+        """torch's AdamW with `settings` (tasks/train/optim.py AdamWSettings); no decay for settings.no_decay."""
 
     def forward_backward(self, batch: dict, loss_fn, scale: float = 1.0) -> float:
         """Add the gradients of scale * loss_fn(ops, outputs, batch) to the accumulated ones; return the loss."""

@@ -6,13 +6,11 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 
-from ..errors import WeightsError
 from ..spec import token_inputs
-from ..weights import Rule, RuleSet, SAME_NAMES, check_finite, check_keys, check_shapes, port_rules
+from ..weights import Rule, RuleSet, port_rules
 from .config import BertConfig
 from .heads import HEADS
 
@@ -225,58 +223,6 @@ class BertWeights:
         return config.replace(vocab_size=64, hidden_size=16, num_attention_heads=2, intermediate_size=32,
                               num_hidden_layers=min(config.num_hidden_layers, 2),
                               max_position_embeddings=min(config.max_position_embeddings, 40))
-
-    def canonical_params(self, arrays, config, head: str = "base", rules: RuleSet | None = None,
-                         source: str = "checkpoint", allow_unexpected=()) -> dict:
-        """A checkpoint's arrays as the canonical parameters of `head`; fails naming any missing,
-        unexpected (unless matched by an `allow_unexpected` regex), mis-shaped or non-finite key.
-
-        `rules` maps canonical names to the checkpoint's (default: transformers' names, no layout change).
-        Base-model names may carry the base-model prefix or not, whatever the head; buffers are dropped;
-        a tied alias is accepted when it holds the same values as the parameter it is tied to.
-        """
-        shapes = self.param_shapes(config, head)
-        rules = rules or RuleSet([SAME_NAMES], "transformers names")
-        stored = {rules.rule_for(variant)[0]: canonical for canonical in shapes
-                  for variant in (canonical, self.toggle_prefix(canonical, head))}
-        params, unexpected, aliases = {}, [], {}
-        for name, array in arrays.items():
-            if any(re.fullmatch(pattern, name) for pattern in self.buffers):
-                continue
-            if name not in stored and self.tied_aliases.get(name) in shapes:
-                aliases[name] = np.asarray(array)
-            elif name not in stored:
-                unexpected.append(name)
-            elif stored[name] in params:
-                raise WeightsError(f"{source}: {stored[name]} is stored twice (with and without "
-                                   f"the {self.base_model_prefix!r} prefix)")
-            else:
-                params[stored[name]] = rules.to_canonical(stored[name], np.asarray(array))
-        check_keys(shapes, list(params) + unexpected, source, allow_unexpected=allow_unexpected)
-        check_shapes(shapes, params, source)
-        for name, array in params.items():
-            check_finite(name, array, source)
-        for alias, array in aliases.items():
-            if not np.array_equal(array, params[self.tied_aliases[alias]]):
-                raise WeightsError(f"{source}: {alias} is tied to {self.tied_aliases[alias]} but holds other values")
-        return {name: params[name] for name in shapes}
-
-    def toggle_prefix(self, name: str, head: str) -> str:
-        """The same name with the base-model prefix removed (base head) or added (task heads)."""
-        p = self.base_model_prefix
-        return p + name if head == "base" else name.removeprefix(p)
-
-    def load_pretrained(self, directory, head: str = "base", allow_unexpected=()):
-        """(config, canonical params) of a transformers model directory (config.json, model.safetensors)."""
-        from safetensors.numpy import load_file
-
-        directory = Path(directory)
-        config = self.config_class.from_json_file(directory / "config.json")
-        path = directory / "model.safetensors"
-        if not path.is_file():
-            raise WeightsError(f"{path}: no such weights file")
-        return config, self.canonical_params(load_file(str(path)), config, head, source=str(path),
-                                             allow_unexpected=allow_unexpected)
 
 
 WEIGHTS = BertWeights()

@@ -38,7 +38,7 @@ class TinyBertWeights(BertWeights):
 WEIGHTS = TinyBertWeights()
 PORT_RULES = port_rules("tinybert", LINEAR_KERNELS)
 # PaddleNLP's TinyBertModel also holds `fit_denses` (one per layer, for its "-v2" students): not used by our
-# ports (optional parameters); `canonical_params` readers skip them with allow_unexpected=PADDLENLP_UNUSED
+# ports (optional parameters of the checkpoint layer's PaddleNLP rules)
 PADDLENLP_UNUSED = (r"(tinybert\.)?fit_denses\.\d+\.(weight|bias)",)
 CHECKPOINT_RULES = {
     "paddlenlp": paddlenlp_rules("tinybert"),

@@ -24,7 +24,7 @@ from backends.errors import BadInput
 from backends.weights import check_finite
 from backends.tensorfile import SafetensorsReader, save_arrays
 
-from .optim import AdamW, linear_lr, warmup_steps
+from .optim import AdamWSettings, linear_lr, warmup_steps
 
 WEIGHTS_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -159,7 +159,7 @@ class Trainer:
         self.state = TrainState()
         self.consecutive_skips = 0  # updates skipped since the last applied one
         self._epoch_batches = (None, None)
-        runner.set_optimizer(AdamW.for_params(runner.params, weight_decay=args.weight_decay, beta1=args.adam_beta1,
+        runner.set_optimizer(AdamWSettings.for_params(runner.params, weight_decay=args.weight_decay, beta1=args.adam_beta1,
                                               beta2=args.adam_beta2, eps=args.adam_epsilon))
 
     def run_settings(self) -> dict:

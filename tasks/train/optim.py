@@ -20,7 +20,7 @@ def decays(name: str) -> bool:
 
 
 @dataclass(frozen=True)
-class AdamW:
+class AdamWSettings:
     """torch.optim.AdamW's hyperparameters; `no_decay` holds the canonical names exempt from decay."""
 
     weight_decay: float = 0.0
@@ -30,7 +30,7 @@ class AdamW:
     no_decay: frozenset = field(default_factory=frozenset)
 
     @classmethod
-    def for_params(cls, names, **settings) -> "AdamW":
+    def for_params(cls, names, **settings) -> "AdamWSettings":
         return cls(no_decay=frozenset(name for name in names if not decays(name)), **settings)
 
 

@@ -7,7 +7,6 @@ The helpers here take a family name: test_roberta.py and test_tinybert.py use th
 from __future__ import annotations
 
 import importlib
-import json
 import re
 from functools import lru_cache
 
@@ -18,11 +17,13 @@ from backends import family, framework, preset
 from backends.bert.config import BertConfig
 from backends.bert.modeling_torch import MASK_BIAS
 from backends.build import build_model, export_params
-from backends.errors import ConfigError, WeightsError
-from backends.weights import perturb_constants
+from backends.checkpoints import detect_format, open_checkpoint
+from backends.errors import BadInput, ConfigError, WeightsError
 from backends.run import projection, run_backend
+from backends.weights import perturb_constants
 
 from ..conftest import BACKENDS
+from .checkpoint_folders import read_back
 
 # tensorflow imported before paddle crashes the process (segfault): import the frameworks in this order
 for _fw in BACKENDS:
@@ -329,44 +330,34 @@ def test_dropout_probabilities_are_wired(fw):
         assert not np.allclose(logits(True, **{name: 0.5}), expected), name
 
 
-def test_mlm_decoder_is_the_word_embedding_matrix():
-    """Tied as in transformers: one parameter, named once; the alias transformers' state_dict adds is
+def test_mlm_decoder_is_the_word_embedding_matrix(tmp_path):
+    """Tied as in transformers: one parameter, named once; the copy transformers' state_dict adds is
     accepted when equal and refused when not."""
     config, params, _ = tiny_case("bert", "bert-base-uncased", "mlm")
-    weights = family_weights("bert").WEIGHTS
     assert not any("decoder" in name for name in params)
     aliased = {**params, "cls.predictions.decoder.weight": params["bert.embeddings.word_embeddings.weight"],
                "cls.predictions.decoder.bias": params["cls.predictions.bias"]}
-    loaded = weights.canonical_params(aliased, config, "mlm")
-    assert all(np.array_equal(loaded[k], v) for k, v in params.items()) and set(loaded) == set(params)
+    loaded = read_back(tmp_path / "tied", config, aliased)
+    assert set(loaded) == set(params) and all(np.array_equal(loaded[k], v) for k, v in params.items())
     aliased["cls.predictions.decoder.weight"] = aliased["cls.predictions.decoder.weight"] + 1.0
-    with pytest.raises(WeightsError, match=r"cls\.predictions\.decoder\.weight is tied to bert\.embeddings"):
-        weights.canonical_params(aliased, config, "mlm")
+    with pytest.raises(WeightsError, match=r"cls\.predictions\.decoder\.weight is a tied copy of bert\.embeddings"):
+        read_back(tmp_path / "untied", config, aliased)
 
 
-def test_checkpoint_names_with_or_without_prefix_and_buffers():
+def test_checkpoint_names_buffers_shapes_and_other_heads(tmp_path):
     config, params, _ = tiny_case("bert", "bert-base-uncased", "base")
-    weights = family_weights("bert").WEIGHTS
-    prefixed = {"bert." + k: v for k, v in params.items()}
-    buffers = {"embeddings.position_ids": np.arange(40)[None], "bert.embeddings.token_type_ids": np.zeros((1, 40))}
-    for arrays in (params, {**prefixed, **buffers}):
-        loaded = weights.canonical_params(arrays, config, "base")
-        assert loaded.keys() == params.keys() and all(np.array_equal(loaded[k], params[k]) for k in params)
+    buffers = {"embeddings.position_ids": np.arange(40)[None], "embeddings.token_type_ids": np.zeros((1, 40))}
+    loaded = read_back(tmp_path / "buffers", config, {**params, **buffers})
+    assert loaded.keys() == params.keys() and all(np.array_equal(loaded[k], params[k]) for k in params)
     seqcls = tiny_case("bert", "bert-base-uncased", "seqcls")[1]
-    unprefixed = {k.removeprefix("bert."): v for k, v in seqcls.items()}
-    assert weights.canonical_params(unprefixed, config, "seqcls").keys() == seqcls.keys()
+    assert read_back(tmp_path / "seqcls", config, seqcls).keys() == seqcls.keys()
     with pytest.raises(WeightsError, match=r"unexpected keys \(1\): cls\.seq_relationship\.bias"):
-        weights.canonical_params({**prefixed, "cls.seq_relationship.bias": np.zeros(2)}, config, "base")
-    assert weights.canonical_params({**prefixed, "cls.seq_relationship.bias": np.zeros(2)}, config, "base",
-                                    allow_unexpected=[r"cls\..*"]).keys() == params.keys()
-    with pytest.raises(WeightsError, match=r"embeddings\.LayerNorm\.bias is stored twice"):
-        weights.canonical_params({**params, "bert.embeddings.LayerNorm.bias": params["embeddings.LayerNorm.bias"]},
-                                 config, "base")
+        read_back(tmp_path / "extra", config, {**params, "cls.seq_relationship.bias": np.zeros(2)}, head="base")
+    assert read_back(tmp_path / "allowed", config, {**params, "cls.seq_relationship.bias": np.zeros(2)}, head="base",
+                     allow_unknown=[r"cls\..*"]).keys() == params.keys()
     bad = {**params, "pooler.dense.bias": np.zeros(3)}
     with pytest.raises(WeightsError, match=r"pooler\.dense\.bias has shape \[3\], the config needs \[16\]"):
-        weights.canonical_params(bad, config, "base")
-    with pytest.raises(WeightsError, match=r"pooler\.dense\.bias holds NaN"):
-        weights.canonical_params({**params, "pooler.dense.bias": np.full(16, np.nan)}, config, "base")
+        read_back(tmp_path / "shape", config, bad)
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -453,7 +444,9 @@ def minilm():
     import torch
 
     path = package.get_model_path()
-    config, params = family_weights("bert").WEIGHTS.load_pretrained(path)
+    checkpoint = open_checkpoint("hf", path)
+    config, params = checkpoint.config, {name: checkpoint.load(name) for name in checkpoint.stored}
+    checkpoint.close()
     tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
     inputs = {k: v.astype(np.int64) for k, v in tokenizer(SENTENCES, padding=True, return_tensors="np").items()}
     model = transformers.BertModel.from_pretrained(path, local_files_only=True, torch_dtype=torch.float32,
@@ -491,10 +484,9 @@ def test_minilm_real_weights_give_transformers_sentence_embeddings(fw, minilm):
     assert similarity[0, 1] > 0.5 > max(similarity[0, 2], similarity[1, 2])  # the paraphrase is the closest
 
 
-def test_load_pretrained_names_missing_files(tmp_path):
-    weights = family_weights("bert").WEIGHTS
-    with pytest.raises(ConfigError, match="no such config file"):
-        weights.load_pretrained(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(WeightsError, match="model.safetensors: no such weights file"):
-        weights.load_pretrained(tmp_path)
+def test_missing_checkpoint_files_are_named(tmp_path):
+    with pytest.raises(BadInput, match="no checkpoint found"):
+        detect_format(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ConfigError, match="config.json: no such config file"):
+        open_checkpoint("hf", tmp_path)

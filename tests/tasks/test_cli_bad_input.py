@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-import tasks.train.cli
+import tasks.train.job
 from backends.tensorfile import SafetensorsReader, save_arrays
 from tasks.__main__ import main
 from tasks.train.task import GlueTask
@@ -55,7 +55,7 @@ def no_model_load(monkeypatch):
     """Fail the test if the command gets as far as loading the model."""
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the check")
-    monkeypatch.setattr(tasks.train.cli, "load_model", refuse)
+    monkeypatch.setattr(tasks.train.job, "load_model", refuse)
 
 
 def finetune(data, out, model_folder, *extra):
@@ -80,7 +80,7 @@ def test_unwritable_output_dir(model_folder, tmp_path, capsys, no_model_load, mo
     if os.geteuid() == 0:  # root writes anywhere: make the probe fail as a read-only place would
         def read_only(*args, **kwargs):
             raise PermissionError(13, "Permission denied")
-        monkeypatch.setattr(tasks.train.cli.tempfile, "TemporaryDirectory", read_only)
+        monkeypatch.setattr(tasks.train.job.tempfile, "TemporaryDirectory", read_only)
     else:
         parent.chmod(0o500)
     code, _, err = run(capsys, *finetune(data, parent / "out", model_folder))
