@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import pickle
-import signal
 from collections import OrderedDict
 
 import numpy as np
@@ -78,17 +77,6 @@ def mutate(data: bytes, rng: np.random.Generator) -> tuple[str, bytes]:
         return f"bit flip at {at}", bytes(changed)
     changed[at] = int(rng.choice(OPCODES))
     return f"byte {at} -> opcode {chr(changed[at])!r}", bytes(changed)
-
-
-@pytest.fixture
-def deadline():
-    def expire(signum, frame):
-        raise TimeoutError("the reader hangs")
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(60)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
 
 
 def test_fuzz_pdparams(tmp_path, pdparams, deadline):

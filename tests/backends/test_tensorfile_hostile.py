@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import struct
 
 import numpy as np
@@ -196,18 +195,6 @@ def mutations(data: bytes, rng: np.random.Generator):
 def read_all(path):
     reader = SafetensorsReader(path)
     return {name: reader[name] for name in reader}, reader.metadata()
-
-
-@pytest.fixture
-def deadline():
-    """The fuzz may not hang: an alarm fails it after a minute."""
-    def expire(signum, frame):
-        raise TimeoutError("the reader hangs")
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(60)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
 
 
 def test_fuzz_reader(tmp_path, checkpoint, deadline):
