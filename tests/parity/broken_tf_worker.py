@@ -4,7 +4,7 @@ worker: tensorflow and paddle must not share one)."""
 import sys
 
 from backends.funnel import modeling_tf
-from backends.run import main
+from parity.worker import main
 
 BROKEN_BLOCK, BROKEN_LAYER = 1, 1
 _original_init = modeling_tf.FunnelEncoder.__init__
