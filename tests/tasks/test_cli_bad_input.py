@@ -199,8 +199,8 @@ def test_nonfinite_loss_exit_1_or_skipped_and_counted(model_folder, tmp_path, ca
     """An STS-B target made NaN after reading (the reader refuses "nan"): exit 1, or the update skipped."""
     load = GlueTask.load
 
-    def poisoned(self, split, tokenizer, limit=None):
-        loaded = load(self, split, tokenizer, limit)
+    def poisoned(self, split, tokenizer, limit=None, inputs=None):
+        loaded = load(self, split, tokenizer, limit, inputs)
         if split == "train":
             loaded.inputs["labels"][5] = np.nan
         return loaded
