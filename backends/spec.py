@@ -17,10 +17,9 @@ INPUT_AXES = ("batch", "choices", "seq")
 # what the task layer tokenises for an input: both texts of a pair together ("joint": [CLS] a [SEP] b [SEP]),
 # or one text alone (a two-tower model such as the siamese BiLSTM encodes each sentence on its own)
 INPUT_TEXTS = ("joint", "a", "b")
-
-
 # the final outputs tasks decode
 PREDICTION_OUTPUTS = ("logits", "start_logits", "end_logits")
+
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -109,7 +108,7 @@ class FamilySpec:
     shrink: Callable[[object], object]
     # canonical name -> shape of the parameters a checkpoint of a head may hold or lack (a pooler the head
     # does not use, a part only another ecosystem's class builds); param_shapes lists the port's own
-    optional_shapes: Callable[[object, str], dict] = field(default=lambda config, head: {})
+    optional_shapes: Callable[[object, str], dict] = field(default=lambda config, head: {})  # none
 
     @property
     def heads(self) -> tuple[str, ...]:
@@ -152,5 +151,5 @@ def family_spec(name: str, config_class: type, presets: Mapping[str, Preset], he
         make_inputs=weights.make_inputs,
         hidden_state_names=weights.hidden_state_names,
         shrink=weights.shrink,
-        optional_shapes=getattr(weights, "optional_shapes", lambda config, head: {}),
+        **({"optional_shapes": weights.optional_shapes} if hasattr(weights, "optional_shapes") else {}),
     )

@@ -57,7 +57,7 @@ class Checkpoint:
     rules: FormatRules
     stored: dict  # canonical name -> stored name
     skipped: list = field(default_factory=list)  # stored names that are not parameters (allowed by name)
-    absent: list = field(default_factory=list)  # canonical names of the head's optional parameters not held
+    absent: list = field(default_factory=list)  # head parameters not held (optional parts; any when partial)
     left_out: list = field(default_factory=list)  # stored names of parameters of other heads (--head)
 
     def ref(self, canonical: str) -> formats.TensorRef:
