@@ -34,9 +34,14 @@ def add_task_arguments(parser) -> None:
     group.add_argument("--train-file", help="train split file, instead of the one in --data-dir")
     group.add_argument("--validation-file", help="dev split file, instead of the one in --data-dir")
     group.add_argument("--test-file", help="test split file, instead of the one in --data-dir")
-    group.add_argument("--max-seq-length", type=int, help="tokens per sequence (default 384 for SQuAD, else 128)")
+    group.add_argument("--max-seq-length", type=int,
+                       help="tokens per sequence (default 384 for SQuAD, else 128); a DeFormer: tokens per passage "
+                            "part, its special tokens included")
     group.add_argument("--doc-stride", type=int, default=128, help="SQuAD: tokens shared by consecutive windows")
-    group.add_argument("--max-query-length", type=int, default=64, help="SQuAD: question tokens kept")
+    group.add_argument("--max-query-length", type=int,
+                       help="question tokens kept, special tokens not counted (SQuAD; and the question part of a "
+                            "DeFormer on every task: question with option on RACE). Default 64; a DeFormer: what "
+                            "its max_question_length holds")
     group.add_argument("--max-answer-length", type=int, default=30, help="SQuAD: longest answer span in tokens")
     group.add_argument("--n-best", type=int, default=20, help="SQuAD: start and end candidates per window")
     group.add_argument("--version-2-with-negative", action="store_true",
