@@ -203,3 +203,29 @@ def squad_split_features(examples, tokenizer, max_seq_length: int, doc_stride: i
             starts[window], ends[window] = answer_positions(offsets[window], answer.start,
                                                             answer.start + len(answer.text), 0)
     return SquadWindows(parts, np.asarray(example_index, np.int64), offsets, starts, ends)
+
+
+def join_parts(question: dict, passage: dict) -> tuple[dict, np.ndarray]:
+    """What a base model reads for split-pair rows, and where each split position went.
+
+    `question` and `passage` hold input_ids, token_type_ids, attention_mask [..., Tq] and [..., Tp]. Returns the
+    joint arrays [..., Tq + Tp]: the question part's tokens, then the passage part's, then the padding of both
+    (the base model's pair encoding, its positions unbroken), and `positions` [..., Tq + Tp]: for each position
+    of the split layout [question part; passage part], its position in the joint arrays, -1 at padding.
+    """
+    mask = np.concatenate([question["attention_mask"], passage["attention_mask"]], axis=-1).astype(bool)
+    order = np.argsort(~mask, axis=-1, kind="stable")  # real tokens first, each group in its order
+    joint = {feature: np.take_along_axis(np.concatenate([question[feature], passage[feature]], axis=-1), order, -1)
+             for feature in question}
+    positions = np.where(mask, np.cumsum(mask, axis=-1) - 1, -1)
+    return joint, positions
+
+
+def student_layout(array: np.ndarray, positions: np.ndarray, fill: float) -> np.ndarray:
+    """Per-token outputs of the joint layout ([..., T] logits or [..., T, H] states) at the split layout's
+    positions (join_parts), `fill` where the split layout has padding."""
+    index = np.maximum(positions, 0)
+    if array.ndim == positions.ndim + 1:  # hidden states: the last axis is the width
+        gathered = np.take_along_axis(array, index[..., None], axis=-2)
+        return np.where((positions >= 0)[..., None], gathered, fill)
+    return np.where(positions >= 0, np.take_along_axis(array, index, axis=-1), fill)

@@ -15,7 +15,7 @@ from tasks.data.split_pair import PartLayout, reads_split_pair
 from . import runner_class
 from .loop import Trainer, TrainArgs, check_resume_state, latest_checkpoint, num_rows, predict_all, schedule
 from .losses import LOSSES
-from .model import load_model, parse_overrides, save_model
+from .model import load_model, save_model, split_overrides
 from .task import Options, TaskError, make_task
 
 EVAL_DIR = "eval"  # dev-split prediction files go here; the test split's (submissions) into the output folder
@@ -87,7 +87,7 @@ class Job:
             raise TaskError(f"output folder {self.output_dir} is not empty; use --overwrite-output-dir or --resume")
         self.tokenizer = self.load_tokenizer()
         self.source = load_model(getattr(args, self.model_option), self.task.head, self.task.num_labels,
-                                 parse_overrides(args.config_overrides), args.seed)
+                                 split_overrides(args), args.seed)
         limits = {"train": getattr(args, "max_train_samples", None), "dev": args.max_eval_samples,
                   "test": args.max_predict_samples}
         self.inputs = family(self.source.family).model_inputs(self.source.config, self.task.head)
