@@ -91,13 +91,14 @@ class DeformerModel(bert.BertModel):
         return torch.arange(first, first + seq_len, device=attention_mask.device).expand(batch, seq_len)
 
     def embed_part(self, input_ids, attention_mask, token_type_ids, inputs_embeds, first: int):
-        """(embeddings, attention mask) of one part; a missing mask is all ones, missing token types zeros."""
+        """(embeddings, int64 attention mask) of one part; a missing mask is all ones, missing token types zeros."""
         like = input_ids if input_ids is not None else inputs_embeds[..., 0]
         if attention_mask is None:
             attention_mask = torch.ones(like.shape, dtype=torch.int64, device=like.device)
         if token_type_ids is None:
             token_type_ids = torch.zeros(like.shape, dtype=torch.int64, device=like.device)
-        positions = self.part_position_ids(attention_mask.to(torch.int64), first)
+        attention_mask = attention_mask.to(torch.int64)
+        positions = self.part_position_ids(attention_mask, first)
         return self.embeddings(input_ids, token_type_ids, inputs_embeds, positions), attention_mask
 
     def encode_passage(self, passage_input_ids=None, passage_attention_mask=None, passage_token_type_ids=None,
