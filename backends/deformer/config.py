@@ -69,6 +69,11 @@ class DeformerConfig(BertConfig):
         return BASE_CONFIGS[self.base_family].model_type
 
     @property
+    def base_model_prefix(self) -> str:
+        """The attribute, and canonical-name prefix, of the body in task heads: the base family's (`bert`)."""
+        return self.base_family
+
+    @property
     def position_offset(self) -> int:
         """The first position id: RoBERTa counts positions from pad_token_id + 1, BERT from 0."""
         return self.pad_token_id + 1 if self.base_family == "roberta" else 0

@@ -19,6 +19,8 @@ PARTS = ("question", "passage")  # the two parts of the input, in forward() orde
 # tiny configs (shrink): each part of the split keeps at most this many layers, the question at most this length
 TINY_PART_LAYERS = 2
 TINY_QUESTION_LENGTH = 8
+# and keep positions for joint sequences of this length (parity compare's default --seq-len runs with --tiny)
+TINY_JOINT_LENGTH = 128
 
 
 class DeformerWeights:
@@ -96,13 +98,31 @@ class DeformerWeights:
 
     def shrink(self, config):
         """The base family's tiny config, each part of the split cut to at most TINY_PART_LAYERS layers (a part
-        that is there stays), the question to at most TINY_QUESTION_LENGTH."""
+        that is there stays), the question to at most TINY_QUESTION_LENGTH, positions for TINY_JOINT_LENGTH tokens."""
         parts = [min(getattr(config, key), TINY_PART_LAYERS)
                  for key in ("encoder2_layers", "assist_layers", "encoder3_layers")]
-        base = self.base(config).shrink(config.base_config()).replace(num_hidden_layers=sum(parts))
+        positions = min(config.max_position_embeddings, TINY_JOINT_LENGTH + config.position_offset)
+        base = self.base(config).shrink(config.base_config()).replace(num_hidden_layers=sum(parts),
+                                                                      max_position_embeddings=positions)
         return from_base_config(base, *parts, max_question_length=min(config.max_question_length,
                                                                        TINY_QUESTION_LENGTH))
 
 
 WEIGHTS = DeformerWeights()
 PORT_RULES = port_rules("deformer", LINEAR_KERNELS)
+
+
+def joint_inputs(config, inputs: dict) -> dict:
+    """The base model's inputs equal to a DeFormer's (numpy, [..., Tq + Tp]): ids, masks and token types of
+    [question; passage] concatenated, and their position_ids (the question's from 0, the passage's from
+    max_question_length; RoBERTa's counted over the mask from pad_token_id + 1, padding at pad_token_id). At split
+    0/0/N the base family's model on these computes what the DeFormer computes."""
+    joint = {feature: np.concatenate([inputs[f"{part}_{feature}"] for part in PARTS], axis=-1) for feature in FEATURES}
+    positions = []
+    for part, first in zip(PARTS, (0, config.max_question_length)):
+        mask = np.asarray(inputs[f"{part}_attention_mask"], dtype=np.int64)
+        if config.base_family == "roberta":
+            positions.append((np.cumsum(mask, axis=-1) + first) * mask + config.pad_token_id)
+        else:
+            positions.append(np.broadcast_to(first + np.arange(mask.shape[-1]), mask.shape))
+    return {**joint, "position_ids": np.concatenate(positions, axis=-1)}

@@ -174,7 +174,7 @@ def save_model(folder, source: ModelSource, params: dict, tokenizer=None) -> Non
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_arrays(folder / WEIGHTS_FILE, params, metadata={"format": "pt"})  # transformers checks the format tag
-    classes = format_rules(source.family, "hf").classes
+    classes = format_rules(source.family, "hf", source.config).classes
     config = {**source.config.to_dict(), **family_marker(source.family)}
     if source.head in classes:
         config["architectures"] = [classes[source.head]]
