@@ -51,6 +51,19 @@ def test_bilstm_pair_training_parity(tmp_path):
                          tmp_path, seq_len=6, max_steps=6)  # short: the TF LSTM steps in Python
 
 
+@pytest.mark.parametrize("preset,head,split,dropout", [
+    ("deformer-minilm-0-3-3", "qa", (1, 1, 1), True),  # question-only, assist and joint layers; ragged parts
+    ("deformer-roberta-large-0-12-12", "mc", (0, 2, 1), False),
+    ("deformer-minilm-0-3-3", "seqcls", (1, 1, 1), True),
+])
+def test_deformer_training_parity(preset, head, split, dropout, tmp_path):
+    """The DeFormer's heads over question and passage parts (backends/deformer), float64, 20 AdamW updates of one
+    micro-batch each (accumulation is the driver's, checked above; the TF port runs eagerly and slowly)."""
+    config = tiny_config("deformer", dropout, preset, num_hidden_layers=sum(split), encoder2_layers=split[0],
+                         assist_layers=split[1], encoder3_layers=split[2])
+    assert_same_training("deformer", config, head, "float64", 1e-3, 1e-8, tmp_path, grad_accum=1)
+
+
 def assert_same_training(family_name, config, head, dtype, learning_rate, tolerance, tmp_path, seq_len=12,
                          **changes):
     """Every backend trains the same losses and weights from the same init, batches and schedule (SETTINGS
