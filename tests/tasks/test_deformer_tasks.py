@@ -410,3 +410,24 @@ def test_distill_a_deformer_from_a_full_model_in_another_backend(squad_teacher, 
                           "0", *SPLIT)
     assert np.all(np.isfinite(same)) and np.abs(same - hard).max() > 1e-3
     assert (tmp_path / "other" / "eval" / "predictions.json").is_file()
+
+
+def test_distill_race_from_a_deformer_teacher_with_hidden_states(bert_folder, tmp_path, capsys):
+    """A deformer 0/0/N folder teaches with the student's own inputs; the hidden-state MSE runs over the choices
+    axis (the model's [examples * choices, seq, width] states)."""
+    from ..conftest import BACKENDS
+    from .test_train_support import write_race
+
+    data = write_race(tmp_path / "data")
+    common = ["--task", "race", "--backend", BACKENDS[0], "--data-dir", data, *TRAIN, "--max-steps", "2", *SMALL]
+    code, _, err = run(capsys, "finetune", "--model", bert_folder, "--output-dir", tmp_path / "teacher", *common,
+                       "--config-overrides", "encoder2_layers=0,assist_layers=0,encoder3_layers=2,max_question_length=10")
+    assert code == 0, err
+    losses = {}
+    for name, extra in (("teach", ["--alpha", "0.5", "--hidden-mse-weight", "2"]), ("hard", ["--alpha", "0"])):
+        code, _, err = run(capsys, "distill", "--teacher", tmp_path / "teacher", "--student", bert_folder,
+                           "--output-dir", tmp_path / name, *common, *SPLIT, *extra)
+        assert code == 0, err
+        history = json.loads((tmp_path / name / "trainer_state.json").read_text())["log_history"]
+        losses[name] = np.array([entry["loss"] for entry in history if "loss" in entry])
+    assert len(losses["teach"]) == 2 and np.abs(losses["teach"] - losses["hard"]).max() > 1e-3
