@@ -33,8 +33,7 @@ SPEC = family("deformer")
 PORTS = [fw for fw in BACKENDS if fw != "torch"]
 BASE_PRESETS = {"bert": "deformer-minilm-0-0-6", "roberta": "deformer-roberta-large-0-0-24"}
 # (base family, E2, A, E3): question-only, assist and joint layers alone and together
-SPLITS = [("bert", 0, 1, 1), ("bert", 1, 1, 0), ("bert", 0, 2, 0), ("bert", 1, 0, 1), ("roberta", 1, 1, 1),
-          ("roberta", 0, 1, 1)]
+SPLITS = [("bert", 0, 1, 1), ("bert", 1, 1, 0), ("bert", 0, 2, 0), ("roberta", 1, 1, 1)]
 QUESTION_LENGTH = 5  # max_question_length of the tiny configs here (inputs: Tq <= 5)
 JOINT_LENGTH = 13
 PARTS = ("question", "passage")
