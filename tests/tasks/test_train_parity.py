@@ -51,6 +51,19 @@ def test_bilstm_pair_training_parity(tmp_path):
                          tmp_path, seq_len=6, max_steps=6)  # short: the TF LSTM steps in Python
 
 
+@pytest.mark.parametrize("base,head", [("bert", "qa"), ("roberta", "seqcls")])  # mc: float64 port parity
+def test_deformer_training_parity(base, head, tmp_path):
+    """DeFormer split 1/1/1 (question-only, assist and joint layers), ragged questions and passages, dropout on
+    with shared masks."""
+    from backends.deformer.config import from_base_config
+    from backends.deformer.weights import BASE_WEIGHTS
+
+    body = tiny_config(base, dropout=True).replace(num_hidden_layers=3)
+    assert BASE_WEIGHTS[base].config_class is type(body)
+    config = from_base_config(body, 1, 1, 1, max_question_length=8)
+    assert_same_training("deformer", config, head, "float64", 1e-3, 1e-8, tmp_path)
+
+
 def assert_same_training(family_name, config, head, dtype, learning_rate, tolerance, tmp_path, seq_len=12,
                          **changes):
     """Every backend trains the same losses and weights from the same init, batches and schedule (SETTINGS
