@@ -341,7 +341,8 @@ def test_finetune_a_deformer_on_each_task(task, bert_folder, tmp_path, capsys):
 
 @pytest.mark.parametrize("case,expected", [
     (["--encoder2-layers", "0", "--assist-layers", "1", "--encoder3-layers", "2"],
-     "--encoder2-layers 0 + --assist-layers 1 + --encoder3-layers 2 = 3: the split must add up to the model's 2 layers"),
+     "--encoder2-layers 0 + --assist-layers 1 + --encoder3-layers 2 = 3: the split must add up to the model's 2 "
+     "layers"),
     (["--config-overrides", "encoder2_layers=1,assist_layers=2,encoder3_layers=0"], "must add up to the model's 2"),
     (["--assist-layers", "1", "--config-overrides", "assist_layers=2"], "--assist-layers 1 and --config-overrides "
                                                                         "assist_layers=2 disagree"),
@@ -420,8 +421,9 @@ def test_distill_race_from_a_deformer_teacher_with_hidden_states(bert_folder, tm
 
     data = write_race(tmp_path / "data")
     common = ["--task", "race", "--backend", BACKENDS[0], "--data-dir", data, *TRAIN, "--max-steps", "2", *SMALL]
+    teacher_split = "encoder2_layers=0,assist_layers=0,encoder3_layers=2,max_question_length=10"
     code, _, err = run(capsys, "finetune", "--model", bert_folder, "--output-dir", tmp_path / "teacher", *common,
-                       "--config-overrides", "encoder2_layers=0,assist_layers=0,encoder3_layers=2,max_question_length=10")
+                       "--config-overrides", teacher_split)
     assert code == 0, err
     losses = {}
     for name, extra in (("teach", ["--alpha", "0.5", "--hidden-mse-weight", "2"]), ("hard", ["--alpha", "0"])):
