@@ -34,7 +34,7 @@ def flatten_outputs(outputs: dict) -> dict:
 def run_backend(family_name: str, fw: str, config, head: str, params, inputs: dict, dtype: str,
                 backward: bool = True, seed: int = 0) -> dict:
     """Outputs ("loss", final outputs, hidden states...) and, with backward, "grad.<param>" and
-    "grad.inputs_embeds", all as numpy arrays in canonical names and layouts."""
+    "grad.inputs_embeds" (a model's own `embedded_inputs` names), all as numpy arrays in canonical names and layouts."""
     from backends import family, framework
     from backends.build import build_model, canonical_grads
 
@@ -49,16 +49,21 @@ def run_backend(family_name: str, fw: str, config, head: str, params, inputs: di
     tensors = {name: adapter.from_numpy(inputs[name]) for name in spec.input_names(config, head)}  # declared ones
     final = spec.final_outputs[head]
 
+    # input ids -> the forward() argument taking their word embeddings (a model reading two parts apart, such as
+    # the DeFormer's question and passage, names its own); the gradients of those embeddings are compared too
+    embedded = getattr(model, "embedded_inputs", {"input_ids": INPUT_EMBEDS})
+
     def forward():
-        embeds = model.get_input_embeddings()(tensors["input_ids"])
-        outputs = model(**tensors, inputs_embeds=embeds)
+        embeds = {argument: model.get_input_embeddings()(tensors[name]) for name, argument in embedded.items()}
+        outputs = model(**tensors, **embeds)
         loss = sum(adapter.dot(outputs[name], projection(name, tuple(outputs[name].shape), seed).astype(dtype))
                    for name in final)
-        return loss, outputs, {INPUT_EMBEDS: embeds}
+        return loss, outputs, embeds
 
     if backward:
         loss, outputs, grads, watched = adapter.value_and_grads(model, forward)
-        grads = {**canonical_grads(grads, family_name, fw), INPUT_EMBEDS: adapter.to_numpy(watched[INPUT_EMBEDS])}
+        grads = {**canonical_grads(grads, family_name, fw),
+                 **{argument: adapter.to_numpy(gradient) for argument, gradient in watched.items()}}
     else:
         with adapter.no_grad():
             loss, outputs, _ = forward()

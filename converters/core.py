@@ -82,7 +82,7 @@ def convert(command: str, src, dst, options: Options | None = None, warn=None) -
             warn(f"{checkpoint.source.weights_file}: --head {checkpoint.head} leaves out {len(checkpoint.left_out)} "
                  f"parameters of other heads: {_short(checkpoint.left_out)}")
         tokenizer = _tokenizer_files(src, required=options.tokenizer or src_fmt == "tf1bert")
-        target = format_rules(checkpoint.family, dst_fmt)
+        target = format_rules(checkpoint.family, dst_fmt, checkpoint.config)
         if checkpoint.head not in target.classes:
             raise BadInput(f"format {dst_fmt} has no class for {checkpoint.family} head {checkpoint.head}")
         notes = optional_part_notes(checkpoint, target, dst_fmt)

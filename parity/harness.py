@@ -166,8 +166,8 @@ def resolve_target(name, head: str | None = None, tiny: bool = False) -> Target:
     return Target(found.family, config, head, found.name + (" (tiny)" if tiny else ""), note=note)
 
 
-# families whose position ids do not start at 0: RoBERTa's count from pad_token_id + 1
-POSITION_OFFSETS = {"roberta": lambda config: config.pad_token_id + 1}
+# families whose position ids do not start at 0: RoBERTa's count from pad_token_id + 1 (a DeFormer's as its base)
+POSITION_OFFSETS = {"roberta": lambda config: config.pad_token_id + 1, "deformer": lambda config: config.position_offset}
 
 
 def max_seq_len(target: Target) -> int | None:

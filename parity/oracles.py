@@ -25,6 +25,10 @@ Linear layout), every key accounted for:
   computes with exactly our weights. (A PaddleNLP checkpoint's own padding rows are zero: the same.)
 - tinybert and bilstm have no oracle: transformers has no TinyBERT, PaddleNLP's TinyBERT returns
   other outputs than ours (its distillation hooks), and neither has the BiLSTM student.
+- deformer: no library has the DeFormer; at split 0/0/N it is its base family's model on the concatenation
+  [question; passage] with its positions (backends/deformer/weights.py `joint_inputs`), so transformers' class of
+  the base family (BertForQuestionAnswering, RobertaForMultipleChoice, ...) runs those inputs. Other splits have
+  no oracle.
 """
 from __future__ import annotations
 
@@ -60,6 +64,9 @@ def unsupported(oracle: str, family_name: str, config, head: str) -> str | None:
     if oracle == "transformers":
         if head not in TRANSFORMERS_CLASSES.get(family_name, {}):
             return f"transformers has no class for {family_name} head {head}"
+        if family_name == "deformer" and config.passage_layers:
+            return (f"transformers has no DeFormer: no oracle for split {config.split} (only 0/0/N is the base "
+                    "model on the concatenation)")
         return None
     if family_name not in PADDLENLP_FAMILIES:
         return f"PaddleNLP has no class computing our {family_name} outputs (oracles: {', '.join(PADDLENLP_FAMILIES)})"
@@ -87,6 +94,11 @@ def run_transformers(family_name: str, config, head: str, params, inputs: dict, 
     if problem:
         raise KeyError(problem)
     class_name = TRANSFORMERS_CLASSES[family_name][head]
+    if family_name == "deformer":  # at 0/0/N: the base family's class on the concatenation (module docstring)
+        from backends.deformer.heads import base_class
+        from backends.deformer.weights import joint_inputs
+
+        class_name, inputs = base_class(config, head), joint_inputs(config, inputs)
     hf_config = transformers.AutoConfig.for_model(**config.to_dict())
     model = getattr(transformers, class_name)(hf_config).eval().to(getattr(torch, dtype))
     state = {name: torch.from_numpy(np.asarray(params[name], dtype=dtype)) for name in params}
@@ -98,7 +110,8 @@ def run_transformers(family_name: str, config, head: str, params, inputs: dict, 
     if untied or unexpected:
         raise KeyError(f"transformers {class_name}: missing {untied}, unexpected {unexpected}")
     with torch.no_grad():
-        out = model(**{k: torch.from_numpy(v) for k, v in inputs.items()}, output_hidden_states=True,
+        out = model(**{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()},
+                    output_hidden_states=True,
                     output_attentions=True)
     found = {ours: getattr(out, theirs) for ours, theirs in OUTPUT_NAMES.items() if getattr(out, theirs, None) is not None}
     return {name: t.numpy() for name, t in flatten_outputs(found).items()}

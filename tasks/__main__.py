@@ -34,9 +34,14 @@ def add_task_arguments(parser) -> None:
     group.add_argument("--train-file", help="train split file, instead of the one in --data-dir")
     group.add_argument("--validation-file", help="dev split file, instead of the one in --data-dir")
     group.add_argument("--test-file", help="test split file, instead of the one in --data-dir")
-    group.add_argument("--max-seq-length", type=int, help="tokens per sequence (default 384 for SQuAD, else 128)")
+    group.add_argument("--max-seq-length", type=int,
+                       help="tokens per sequence (default 384 for SQuAD, else 128); a DeFormer: tokens per passage "
+                            "part, its special tokens included")
     group.add_argument("--doc-stride", type=int, default=128, help="SQuAD: tokens shared by consecutive windows")
-    group.add_argument("--max-query-length", type=int, default=64, help="SQuAD: question tokens kept")
+    group.add_argument("--max-query-length", type=int,
+                       help="question tokens kept, special tokens not counted (SQuAD; and the question part of a "
+                            "DeFormer on every task: question with option on RACE). Default 64; a DeFormer: what "
+                            "its max_question_length holds")
     group.add_argument("--max-answer-length", type=int, default=30, help="SQuAD: longest answer span in tokens")
     group.add_argument("--n-best", type=int, default=20, help="SQuAD: start and end candidates per window")
     group.add_argument("--version-2-with-negative", action="store_true",
@@ -54,6 +59,16 @@ def add_model_arguments(parser, name: str = "--model", help_text: str = "a prese
     group.add_argument("--tokenizer", help="tokenizer folder (default: the model folder)")
     group.add_argument("--config-overrides", metavar="KEY=VALUE,...",
                        help="change config values, e.g. hidden_dropout_prob=0,num_hidden_layers=4")
+    deformer = parser.add_argument_group(
+        "DeFormer (a BERT or RoBERTa model, or a deformer folder; the same as --config-overrides "
+        "encoder2_layers=E2,assist_layers=A,encoder3_layers=E3; E2 + A + E3 must be the model's layers)")
+    deformer.add_argument("--encoder2-layers", type=int, metavar="E2",
+                          help="lower layers in which question and passage are encoded apart (default 0)")
+    deformer.add_argument("--assist-layers", type=int, metavar="A",
+                          help="layers in which the question also attends over the passage's states of the "
+                               "layer, the passage still alone (default 0)")
+    deformer.add_argument("--encoder3-layers", type=int, metavar="E3",
+                          help="upper layers over question and passage jointly (default: the remaining layers)")
     group.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="where to run (default cpu)")
     group.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="parameter dtype")
     group.add_argument("--bf16", action="store_true", help="bfloat16 autocast (torch and paddle, GPU)")
@@ -99,7 +114,10 @@ def add_training_arguments(parser) -> None:
 
 def add_distill_arguments(parser) -> None:
     group = parser.add_argument_group("distillation")
-    group.add_argument("--teacher", required=True, help="a fine-tuned model folder (python -m tasks finetune)")
+    group.add_argument("--teacher", "--teacher-model-path", dest="teacher", required=True,
+                       help="a fine-tuned model folder (python -m tasks finetune), of any backend; a DeFormer "
+                            "student's teacher is its base family's model (run on the joined question and passage) "
+                            "or a deformer folder")
     group.add_argument("--teacher-backend", choices=BACKENDS,
                        help="framework of the teacher's logits pass (default --backend; another one runs in its "
                             "own process)")
@@ -109,6 +127,11 @@ def add_distill_arguments(parser) -> None:
     group.add_argument("--soft-loss", choices=("ce", "mse"), default="ce",
                        help="ce: cross-entropy with the teacher's softened distribution (Hinton et al.); "
                             "mse: squared error of the logits (Tang et al.'s BiLSTM)")
+    group.add_argument("--hidden-mse-weight", type=float, default=0.0, metavar="W",
+                       help="> 0: add W times the mean squared error of the student's last hidden states against the "
+                            "teacher's, over the real tokens of the joint sequence (the DeFormer's \"teachhs\"; the "
+                            "teacher's width must be the student's). The soft loss of the teacher's logits (span "
+                            "start and end logits for SQuAD, \"teachsl\") keeps its weight alpha")
     group.add_argument("--intermediate", action="store_true",
                        help="TinyBERT's intermediate losses (embeddings, hidden states via fit_dense, attention "
                             "scores) instead of the prediction loss; needs a TinyBERT student")

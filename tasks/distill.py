@@ -1,7 +1,12 @@
 """Knowledge distillation, written once over a backend's op set (backends/_fw/<framework>/train.py).
 
 - Prediction layer (Hinton et al. 2015): alpha * T^2 * CE(softmax(teacher / T), softmax(student / T))
-  + (1 - alpha) * the task's hard-label loss. Regression tasks (STS-B) regress the teacher's score.
+  + (1 - alpha) * the task's hard-label loss. Regression tasks (STS-B) regress the teacher's score. A span
+  head distills its start and end logits (the mean of the two soft losses; the DeFormer's "teachsl").
+- Hidden states (--hidden-mse-weight W, the DeFormer's "teachhs"): + W * the mean squared error of the
+  student's last hidden states against the teacher's over the real tokens of the joint sequence.
+- A DeFormer student reads question and passage parts; a base-family teacher reads them joined, padding at
+  the end (tasks/data/split_pair.py), and its per-token outputs are moved back to the student's positions.
 - Logit regression (Tang et al. 2019, the BiLSTM student, --soft-loss mse): alpha * mean over examples
   of ||teacher logits - student logits||^2 + (1 - alpha) * the hard-label loss.
 - Intermediate layers (TinyBERT, Jiao et al. 2020; --intermediate): MSE of fit_dense(student hidden
@@ -9,9 +14,9 @@
   scores of layer m and teacher layer (m + 1) * k - 1, masked scores zeroed, k = teacher / student layers;
   as TinyBERT's task_distill.py.
 
-Teacher logits are computed once over the train split before training, in the teacher's backend: in
+Teacher outputs are computed once over the train split before training, in the teacher's backend: in
 this process when it is the student's, else in a child process (`python -m tasks.distill JOB.json`),
-so each process imports one framework. TinyBERT's intermediate losses need the teacher's hidden states
+so each process imports one framework; they wait on disk, memory-mapped, and each batch reads its rows. TinyBERT's intermediate losses need the teacher's hidden states
 every step: the teacher then runs beside the student, in the same framework.
 """
 from __future__ import annotations
@@ -23,18 +28,26 @@ import sys
 import tempfile
 from pathlib import Path
 
-from backends import family
+import numpy as np
+
+from backends import family, framework
 from backends.tensorfile import SafetensorsReader, save_arrays
 
 from tasks.train import runner_class
 from tasks.train.job import Job
-from tasks.train.loop import predict_all
+from tasks.data.split_pair import TEXTS, join_parts, student_layout
+from tasks.train.loop import model_arrays, num_rows, take
 from tasks.train.losses import LOSSES
 from tasks.train.model import load_model
 from tasks.train.task import TaskError
 
 MASKED_SCORE = -1e2  # TinyBERT zeroes attention scores at or below this (masked keys carry -10000)
-TEACHER_LOGITS = "teacher_logits"
+TEACHER = "teacher_"  # batch key prefix of the teacher's outputs: teacher_logits, teacher_start_logits, ...
+TEACHER_LOGITS = TEACHER + "logits"
+HIDDEN = "last_hidden_state"  # the output the hidden-state MSE compares (DeFormer's "teachhs")
+HIDDEN_WEIGHTS = "hidden_mse_weights"  # per token of the batch: its share of the hidden-state MSE
+TEACHER_ROW = "teacher_row"  # the train row of each batch row: where the teacher's outputs are read
+PADDING_LOGIT = -1e4  # the teacher's logit at a student position it does not have (padding between the parts)
 
 
 def soft_cross_entropy(ops, student_logits, teacher_logits, temperature: float):
@@ -48,17 +61,39 @@ def logit_mse(ops, student_logits, teacher_logits):
     return ops.mean(ops.sum_last((student_logits - teacher_logits) ** 2))
 
 
-def prediction_loss(temperature: float, alpha: float, soft: str, regression: bool):
-    """loss(ops, outputs, batch) mixing the teacher's logits (batch["teacher_logits"]) with the labels."""
-    hard_loss = LOSSES["regression" if regression else "classification"]
+def hidden_mse(ops, student_states, teacher_states, weights):
+    """Mean squared difference of the hidden states over the real tokens: `weights` [rows, seq] is 0 at padding
+    and rows * seq / (real tokens * hidden size) at real tokens (hidden_mse_weights)."""
+    return ops.mean(ops.sum_last((student_states - teacher_states) ** 2) * weights)
 
-    def loss(ops, outputs, batch):
-        student, teacher = outputs["logits"], batch[TEACHER_LOGITS]
-        if regression or soft == "mse":
-            distill = logit_mse(ops, student, teacher)
-        else:
-            distill = soft_cross_entropy(ops, student, teacher, temperature)
-        return alpha * distill + (1 - alpha) * hard_loss(ops, outputs, batch)
+
+def hidden_mse_weights(mask: np.ndarray, hidden_size: int) -> np.ndarray:
+    """hidden_mse's weights for a batch's joint attention mask [rows, seq]."""
+    mask = mask.astype(np.float64)
+    return mask * (mask.size / (mask.sum() * hidden_size))
+
+
+def prediction_loss(temperature: float, alpha: float, soft: str, regression: bool, outputs=("logits",),
+                    hard: str | None = None, hidden_weight: float = 0.0):
+    """loss(ops, outputs, batch) mixing the teacher's outputs (batch["teacher_<output>"]) with the labels:
+    alpha * the mean over `outputs` (logits; start_logits and end_logits of a span head) of the soft loss
+    + (1 - alpha) * the hard loss (`hard`, a key of LOSSES; default classification or regression)
+    + hidden_weight * hidden_mse of the last hidden states."""
+    hard_loss = LOSSES[hard or ("regression" if regression else "classification")]
+
+    def loss(ops, model_outputs, batch):
+        distill = 0.0
+        for name in outputs:
+            student, teacher = model_outputs[name], batch[TEACHER + name]
+            if regression or soft == "mse":
+                distill = distill + logit_mse(ops, student, teacher)
+            else:
+                distill = distill + soft_cross_entropy(ops, student, teacher, temperature)
+        total = alpha * distill / len(outputs) + (1 - alpha) * hard_loss(ops, model_outputs, batch)
+        if hidden_weight:
+            total = total + hidden_weight * hidden_mse(ops, model_outputs[HIDDEN], batch[TEACHER + HIDDEN],
+                                                       batch[HIDDEN_WEIGHTS])
+        return total
 
     return loss
 
@@ -85,16 +120,18 @@ class DistillJob(Job):
             raise TaskError("distill trains the student: give --do-train")
         if not 0.0 <= args.alpha <= 1.0 or args.temperature <= 0:
             raise TaskError("--alpha must lie in [0, 1] and --temperature be positive")
+        if args.hidden_mse_weight < 0:
+            raise TaskError(f"--hidden-mse-weight must be 0 or more, not {args.hidden_mse_weight}")
         super().__init__(args)
         self.teacher_backend = args.teacher_backend or args.backend
         self.teacher = load_model(args.teacher, self.task.head, self.task.num_labels, seed=args.seed)
         if self.teacher.folder is None or self.teacher.fresh:
             raise TaskError(f"--teacher {args.teacher}: a fine-tuned model folder is needed "
                             f"({len(self.teacher.fresh)} parameters missing)")
-        if self.task.head == "qa" and not args.intermediate:
-            raise TaskError(f"{self.task.name}: the prediction-layer losses distill logits; span heads have none "
-                            "(use --intermediate)")
         if args.intermediate:
+            if args.hidden_mse_weight:
+                raise TaskError("--hidden-mse-weight is a prediction-layer loss; --intermediate has its own "
+                                "hidden-state losses")
             if self.source.family != "tinybert":
                 raise TaskError("--intermediate needs a TinyBERT student (its fit_dense maps to the teacher width)")
             if self.teacher_backend != args.backend:
@@ -105,7 +142,13 @@ class DistillJob(Job):
                 raise TaskError(f"--intermediate: teacher layers ({layers[0]}) must be a multiple of student layers "
                                 f"({layers[1]})")
         else:
-            self.teacher_features = self.teacher_inputs()
+            if args.hidden_mse_weight:
+                widths = (getattr(self.teacher.config, "hidden_size", None),
+                          getattr(self.source.config, "hidden_size", None))
+                if widths[0] is None or widths[0] != widths[1]:
+                    raise TaskError(f"--hidden-mse-weight compares the last hidden states: the teacher's width "
+                                    f"({widths[0]}) must be the student's ({widths[1]})")
+            self.teacher_features, self.teacher_positions = self.teacher_inputs()
 
     def tokenizer_folder(self):
         return self.args.tokenizer or self.args.teacher
@@ -116,53 +159,121 @@ class DistillJob(Job):
             teacher = self.teacher_runner()
             return intermediate_loss, lambda batch: {**batch, "teacher": teacher.outputs(batch)}, inputs
         a = self.args
-        loss = prediction_loss(a.temperature, a.alpha, a.soft_loss, regression=self.task.loss == "regression")
-        return loss, None, {**inputs, TEACHER_LOGITS: self.teacher_logits(self.teacher_features)}
+        names = family(self.source.family).prediction_outputs(self.task.head)
+        wanted = names + ((HIDDEN,) if a.hidden_mse_weight else ())
+        teacher = self.teacher_outputs(self.teacher_features, wanted)
+        loss = prediction_loss(a.temperature, a.alpha, a.soft_loss, regression=self.task.loss == "regression",
+                               outputs=names, hard=self.task.loss, hidden_weight=a.hidden_mse_weight)
+        rows = {TEACHER_ROW: np.arange(num_rows(inputs))}
+        return loss, lambda batch: self.with_teacher(batch, teacher), {**inputs, **rows}
 
-    def teacher_inputs(self) -> dict:
-        """The teacher's inputs for the train examples, in the student's order: the student's features when
-        both declare the same inputs, else the teacher's own (a joint pair for a two-tower student's teacher)."""
+    def teacher_inputs(self) -> tuple[dict, np.ndarray | None]:
+        """The teacher's inputs for the train examples, in the student's order, and where each position of the
+        student's joint sequence lies in the teacher's (None: the same). The student's features when both
+        declare the same inputs; a split-pair student's parts joined for a joint teacher (the base model of a
+        DeFormer: the question's and the passage's tokens, padding at the end); else the teacher's own features
+        (a joint pair for a two-tower student's teacher)."""
         split = self.splits["train"]
         wanted = family(self.teacher.family).model_inputs(self.teacher.config, self.task.head)
         if wanted == self.inputs:
-            return split.inputs
+            return split.inputs, None
+        if self.task.options.split_pair:
+            apart = [spec.name for spec in wanted if spec.text != "joint"]
+            if apart:
+                raise TaskError(f"--teacher {self.args.teacher}: a DeFormer student's teacher reads the joint pair or "
+                                f"the student's own inputs; this one reads {', '.join(apart)}")
+            joint, positions = join_parts(*(parts_of(split.inputs, self.inputs, text) for text in TEXTS))
+            return {spec.name: joint[spec.feature].astype(spec.dtype, copy=False) for spec in wanted}, positions
         try:
-            return self.task.features(split, self.tokenizer, wanted)
+            return self.task.features(split, self.tokenizer, wanted), None
         except (ValueError, KeyError) as exc:  # as Job's: the readers' messages, unquoted
             message = str(exc).strip("'\"")
             raise TaskError(f"--teacher {self.args.teacher}: {message}") from None
 
-    def teacher_runner(self):
+    def teacher_runner(self, bf16=None):
         a = self.args
         return runner_class(self.teacher_backend)(self.teacher.family, self.teacher.config, self.teacher.head,
-                                                  self.teacher.params, dtype=a.dtype, device=a.device, bf16=a.bf16)
+                                                  self.teacher.params, dtype=a.dtype, device=a.device,
+                                                  bf16=a.bf16 if bf16 is None else bf16)
 
-    def teacher_logits(self, inputs):
-        """The teacher's logits for every train example, as numpy."""
+    def teacher_outputs(self, inputs, names) -> dict:
+        """The teacher's outputs `names` for every train row, as numpy arrays (on disk, memory-mapped) in the
+        teacher's layout, computed once in the teacher's backend: here, or in a child process when that is
+        another framework than the student's."""
+        self._teacher_folder = tempfile.TemporaryDirectory(prefix="teacher-outputs-")
+        folder = Path(self._teacher_folder.name)
+        wanted = family(self.teacher.family).input_names(self.teacher.config, self.teacher.head)
         if self.teacher_backend == self.args.backend:
-            return predict_all(self.teacher_runner(), inputs, self.eval_batch_size)["logits"]
-        with tempfile.TemporaryDirectory() as work:
+            write_outputs(self.teacher_runner(bf16=False), self.teacher_backend, inputs, self.eval_batch_size,
+                          names, folder)
+        else:
             job = {"teacher": self.args.teacher, "head": self.task.head, "num_labels": self.task.num_labels,
                    "backend": self.teacher_backend, "dtype": self.args.dtype, "device": self.args.device,
-                   "batch_size": self.eval_batch_size, "inputs": str(Path(work) / "inputs.safetensors"),
-                   "output": str(Path(work) / "logits.safetensors")}
-            save_arrays(job["inputs"], {k: v for k, v in inputs.items() if k != "labels"})
-            (Path(work) / "job.json").write_text(json.dumps(job))
-            subprocess.run([sys.executable, "-m", "tasks.distill", str(Path(work) / "job.json")], check=True,
+                   "batch_size": self.eval_batch_size, "inputs": str(folder / "inputs.safetensors"),
+                   "outputs": list(names), "folder": str(folder)}
+            save_arrays(job["inputs"], {name: inputs[name] for name in wanted})
+            (folder / "job.json").write_text(json.dumps(job))
+            subprocess.run([sys.executable, "-m", "tasks.distill", str(folder / "job.json")], check=True,
                            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
                                str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))})
-            return SafetensorsReader(job["output"])["logits"]
+        return {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in names}
+
+    def with_teacher(self, batch: dict, teacher: dict) -> dict:
+        """The batch with the teacher's outputs of its rows in the student's layout (teacher_<output>), and the
+        hidden-state MSE's token weights."""
+        batch = dict(batch)
+        rows = batch.pop(TEACHER_ROW)
+        positions = None if self.teacher_positions is None else self.teacher_positions[rows]
+        for name, array in teacher.items():
+            array = np.asarray(array[rows])
+            if positions is not None and name != "logits":  # per-token outputs: to the student's positions
+                array = student_layout(array, positions, 0.0 if name == HIDDEN else PADDING_LOGIT)
+            if name == HIDDEN:
+                array = array.reshape(-1, *array.shape[-2:])  # choices flattened into rows, as the model's
+            batch[TEACHER + name] = array
+        if HIDDEN in teacher:
+            masks = [batch[spec.name] for spec in self.inputs if spec.feature == "attention_mask"]  # forward order
+            mask = np.concatenate(masks, axis=-1)
+            batch[HIDDEN_WEIGHTS] = hidden_mse_weights(mask.reshape(-1, mask.shape[-1]),
+                                                       self.source.config.hidden_size)
+        return batch
 
 
-def teacher_logits_job(job_path: str) -> None:
-    """Child process: the teacher's logits over the saved inputs, in one backend."""
+def parts_of(arrays: dict, inputs, text: str) -> dict:
+    """The token features (input_ids, ...) of the part `text` ("a", "b") from a split-pair model's inputs."""
+    return {spec.feature: arrays[spec.name] for spec in inputs if spec.text == text}
+
+
+def write_outputs(runner, backend: str, inputs: dict, batch_size: int, names, folder: Path) -> None:
+    """The runner's eval-mode outputs `names` for every row of `inputs`, into folder/<name>.npy: rows in the
+    inputs' order (a multiple-choice model's [rows * choices, ...] outputs as [rows, choices, ...])."""
+    to_numpy = framework(backend).to_numpy
+    inputs = model_arrays(runner, inputs)
+    count, files = num_rows(inputs), {}
+    for start in range(0, count, batch_size):
+        outputs = runner.outputs(take(inputs, slice(start, start + batch_size)))
+        rows = min(batch_size, count - start)
+        for name in names:
+            array = to_numpy(outputs[name])
+            if array.shape[0] != rows:
+                array = array.reshape(rows, -1, *array.shape[1:])
+            if name not in files:
+                files[name] = np.lib.format.open_memmap(folder / f"{name}.npy", "w+", array.dtype,
+                                                        (count, *array.shape[1:]))
+            files[name][start:start + rows] = array
+    for array in files.values():
+        array.flush()
+
+
+def teacher_outputs_job(job_path: str) -> None:
+    """Child process: the teacher's outputs over the saved inputs, in one backend (DistillJob.teacher_outputs)."""
     job = json.loads(Path(job_path).read_text())
     teacher = load_model(job["teacher"], job["head"], job["num_labels"])
     runner = runner_class(job["backend"])(teacher.family, teacher.config, teacher.head, teacher.params,
                                           dtype=job["dtype"], device=job["device"])
-    logits = predict_all(runner, dict(SafetensorsReader(job["inputs"])), job["batch_size"])["logits"]
-    save_arrays(job["output"], {"logits": logits})
+    write_outputs(runner, job["backend"], dict(SafetensorsReader(job["inputs"])), job["batch_size"], job["outputs"],
+                  Path(job["folder"]))
 
 
 if __name__ == "__main__":
-    teacher_logits_job(sys.argv[1])
+    teacher_outputs_job(sys.argv[1])

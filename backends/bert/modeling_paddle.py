@@ -34,10 +34,12 @@ class BertEmbeddings(nn.Layer):
         batch, seq_len = inputs_embeds.shape[:2]
         return paddle.arange(seq_len, dtype="int64").expand([batch, seq_len])
 
-    def forward(self, input_ids=None, token_type_ids=None, inputs_embeds=None):
+    def forward(self, input_ids=None, token_type_ids=None, inputs_embeds=None, position_ids=None):
+        """position_ids, when given, replace the family's own (create_position_ids)."""
         if inputs_embeds is None:
             inputs_embeds = self.word_embeddings(input_ids)
-        position_ids = self.create_position_ids(input_ids, inputs_embeds)
+        if position_ids is None:
+            position_ids = self.create_position_ids(input_ids, inputs_embeds)
         embeddings = inputs_embeds + self.token_type_embeddings(token_type_ids)
         embeddings = embeddings + self.position_embeddings(position_ids)
         return self.dropout(self.LayerNorm(embeddings))
@@ -58,11 +60,14 @@ class BertSelfAttention(nn.Layer):
         batch, seq_len, _ = x.shape
         return x.reshape([batch, seq_len, self.num_attention_heads, self.attention_head_size]).transpose([0, 2, 1, 3])
 
-    def forward(self, hidden_states, attention_bias):
-        """Returns (context [B, T, N*D], probabilities and pre-softmax scores [B, N, T, T])."""
+    def forward(self, hidden_states, attention_bias, key_value_states=None):
+        """Returns (context [B, T, N*D], probabilities and pre-softmax scores [B, N, T, S]). Keys and values come
+        from `key_value_states` [B, S, N*D] when given (attention_bias then covers its S keys), else from
+        hidden_states (S = T)."""
+        key_value_states = hidden_states if key_value_states is None else key_value_states
         query = self.split_heads(self.query(hidden_states))
-        key = self.split_heads(self.key(hidden_states))
-        value = self.split_heads(self.value(hidden_states))
+        key = self.split_heads(self.key(key_value_states))
+        value = self.split_heads(self.value(key_value_states))
         scores = paddle.matmul(query, key, transpose_y=True) / math.sqrt(self.attention_head_size) + attention_bias
         probs = F.softmax(scores, axis=-1)
         context = paddle.matmul(self.dropout(probs), value).transpose([0, 2, 1, 3])
@@ -86,8 +91,8 @@ class BertAttention(nn.Layer):
         self.self = BertSelfAttention(config)
         self.output = BertSelfOutput(config)
 
-    def forward(self, hidden_states, attention_bias):
-        context, probs, scores = self.self(hidden_states, attention_bias)
+    def forward(self, hidden_states, attention_bias, key_value_states=None):
+        context, probs, scores = self.self(hidden_states, attention_bias, key_value_states)
         return self.output(context, hidden_states), probs, scores
 
 
@@ -119,8 +124,9 @@ class BertLayer(nn.Layer):
         self.intermediate = BertIntermediate(config)
         self.output = BertOutput(config)
 
-    def forward(self, hidden_states, attention_bias):
-        attention_output, probs, scores = self.attention(hidden_states, attention_bias)
+    def forward(self, hidden_states, attention_bias, key_value_states=None):
+        """key_value_states: the states the queries of hidden_states attend over, when not hidden_states themselves."""
+        attention_output, probs, scores = self.attention(hidden_states, attention_bias, key_value_states)
         return self.output(self.intermediate(attention_output), attention_output), probs, scores
 
 
@@ -171,8 +177,10 @@ class BertModel(nn.Layer):
     def get_input_embeddings(self):
         return self.embeddings.word_embeddings
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None):
-        """inputs_embeds, when given, replaces only the word-embedding lookup (input_ids may come too)."""
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
+                position_ids=None):
+        """inputs_embeds, when given, replaces only the word-embedding lookup (input_ids may come too); position_ids,
+        when given, the family's own positions."""
         if input_ids is None and inputs_embeds is None:
             raise ValueError("give input_ids or inputs_embeds")
         like = input_ids if input_ids is not None else inputs_embeds[..., 0]
@@ -180,7 +188,7 @@ class BertModel(nn.Layer):
             attention_mask = paddle.ones(like.shape, dtype="int64")
         if token_type_ids is None:
             token_type_ids = paddle.zeros(like.shape, dtype="int64")
-        embedding_output = self.embeddings(input_ids, token_type_ids, inputs_embeds)
+        embedding_output = self.embeddings(input_ids, token_type_ids, inputs_embeds, position_ids)
         outputs = self.encoder(embedding_output, attention_bias(attention_mask, embedding_output.dtype))
         if self.pooler is not None:
             outputs["pooler_output"] = self.pooler(outputs["last_hidden_state"])

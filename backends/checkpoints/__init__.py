@@ -81,7 +81,8 @@ class Checkpoint:
         return self._held({**spec.param_shapes(self.config, head), **spec.optional_shapes(self.config, head)})
 
     def _held(self, names) -> dict:
-        prefix = self.family + "."  # task heads hold the body under the family's name, a bare body does not
+        # task heads hold the body under the family's name (a DeFormer's: its base family's), a bare body does not
+        prefix = getattr(self.config, "base_model_prefix", self.family) + "."
         held = {name.removeprefix(prefix): name for name in self.stored}
         return {name: held[name.removeprefix(prefix)] for name in names if name.removeprefix(prefix) in held}
 
@@ -150,6 +151,7 @@ def open_checkpoint(fmt: str, path, family: str | None = None, head: str | None 
                                   f"(only {value!r})")
         config_dict = {k: v for k, v in source.config.items() if k not in rules.config and k != "architectures"}
         config = spec.config_class.from_dict(config_dict, source=str(source.config_file))
+        rules = format_rules(family, fmt, config)  # a family's rules may depend on its config (the DeFormer's base)
         checkpoint = _match(fmt, spec, config, rules, source, head, (".*",) if partial else allow_unknown, partial)
         shapes = {**spec.param_shapes(config, checkpoint.head), **spec.optional_shapes(config, checkpoint.head)}
         check_shapes({name: shapes[name] for name in checkpoint.stored}, checkpoint.stored,

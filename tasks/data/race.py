@@ -100,9 +100,17 @@ def race_features(examples: Sequence[RaceExample], tokenizer, max_seq_length: in
         inputs,
     )
     features = {name: array.reshape(len(examples), choices, max_seq_length) for name, array in encoded.items()}
+    labels = race_labels(examples)
+    if labels is not None:
+        features["labels"] = labels
+    return features
+
+
+def race_labels(examples: Sequence[RaceExample]) -> np.ndarray | None:
+    """The answers' option indices [n] (int64), or None when the examples have none."""
     labels = [example.label for example in examples]
     if examples and all(label is not None for label in labels):
-        features["labels"] = np.asarray(labels, dtype=np.int64)
-    elif any(label is not None for label in labels):
+        return np.asarray(labels, dtype=np.int64)
+    if any(label is not None for label in labels):
         raise ValueError("some RACE examples have answers and some do not")
-    return features
+    return None

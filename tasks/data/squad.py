@@ -155,7 +155,7 @@ def _truncated_questions(tokenizer, questions: list[str], max_query_length: int)
     ]
 
 
-def _answer_positions(offsets: np.ndarray, start_char: int, end_char: int, cls: int) -> tuple[int, int]:
+def answer_positions(offsets: np.ndarray, start_char: int, end_char: int, cls: int) -> tuple[int, int]:
     """Token positions of the characters [start_char, end_char) in one window, or (cls, cls) if not inside."""
     context = np.flatnonzero(offsets[:, 0] >= 0)
     if offsets[context[0], 0] > start_char or offsets[context[-1], 1] < end_char:
@@ -200,7 +200,7 @@ def squad_features(
         example = examples[example_index[window]]
         if example.answers:
             answer = example.answers[0]
-            start_positions[window], end_positions[window] = _answer_positions(
+            start_positions[window], end_positions[window] = answer_positions(
                 offsets[window], answer.start, answer.start + len(answer.text), cls_index[window]
             )
         else:
@@ -228,7 +228,7 @@ def postprocess_squad(
     With version_2, the answer is "" when null_odds exceeds null_score_diff_threshold.
     """
     start_logits, end_logits = np.asarray(start_logits, np.float64), np.asarray(end_logits, np.float64)
-    expected = features.inputs["input_ids"].shape
+    expected = features.offsets.shape[:2]  # [windows, the sequence the logits cover]
     if start_logits.shape != expected or end_logits.shape != expected:
         raise ValueError(f"logits have shapes {start_logits.shape}, {end_logits.shape}; features {expected}")
     windows_of: dict[int, list[int]] = {}

@@ -10,11 +10,12 @@ from pathlib import Path
 from backends import family, presets
 from backends.errors import BadInput
 from tasks.data.features import load_tokenizer
+from tasks.data.split_pair import PartLayout, reads_split_pair
 
 from . import runner_class
 from .loop import Trainer, TrainArgs, check_resume_state, latest_checkpoint, num_rows, predict_all, schedule
 from .losses import LOSSES
-from .model import load_model, parse_overrides, save_model
+from .model import load_model, save_model, split_overrides
 from .task import Options, TaskError, make_task
 
 EVAL_DIR = "eval"  # dev-split prediction files go here; the test split's (submissions) into the output folder
@@ -86,11 +87,12 @@ class Job:
             raise TaskError(f"output folder {self.output_dir} is not empty; use --overwrite-output-dir or --resume")
         self.tokenizer = self.load_tokenizer()
         self.source = load_model(getattr(args, self.model_option), self.task.head, self.task.num_labels,
-                                 parse_overrides(args.config_overrides), args.seed)
-        self.check_fits(self.source.config)
+                                 split_overrides(args), args.seed)
         limits = {"train": getattr(args, "max_train_samples", None), "dev": args.max_eval_samples,
                   "test": args.max_predict_samples}
         self.inputs = family(self.source.family).model_inputs(self.source.config, self.task.head)
+        self.set_question_part(self.source.config)
+        self.check_fits(self.source.config)
         try:  # the inputs the model declares (a two-tower model: each sentence on its own)
             self.splits = {split: self.task.load(split, self.tokenizer, limits[split], self.inputs) for split in wanted}
         except BadInput:  # the readers' DataError names the file and line of a bad record
@@ -138,11 +140,41 @@ class Job:
         except FileNotFoundError as exc:
             raise TaskError(str(exc)) from None
 
+    def set_question_part(self, config) -> None:
+        """A model that reads question and passage parts (tasks/data/split_pair.py) gets them; --max-query-length
+        (question tokens, default 64) then defaults to what its max_question_length holds beside the question's
+        special tokens."""
+        options = self.task.options
+        options.split_pair = reads_split_pair(config, self.inputs)
+        if options.max_query_length is None:
+            options.max_query_length = 64
+            if options.split_pair:
+                specials = PartLayout.from_tokenizer(self.tokenizer).question_specials
+                options.max_query_length = config.max_question_length - specials
+        if options.max_query_length < 1:
+            raise TaskError("--max-query-length must be positive")
+
     def check_fits(self, config) -> None:
         """The tokenizer's ids and the sequence length must fit the model's tables."""
         vocab_size = getattr(config, "vocab_size", None)
         if vocab_size is not None and len(self.tokenizer) > vocab_size:
             raise TaskError(f"the tokenizer has {len(self.tokenizer)} tokens, the model's vocab_size is {vocab_size}")
+        options = self.task.options
+        if options.split_pair:  # question positions 0..Lq-1; passage positions from max_question_length on
+            specials = PartLayout.from_tokenizer(self.tokenizer).question_specials
+            longest = options.max_query_length + specials
+            if longest > config.max_question_length:
+                raise TaskError(f"--max-query-length {options.max_query_length}: a question part of up to {longest} "
+                                f"tokens ({specials} special) exceeds the model's max_question_length "
+                                f"{config.max_question_length}")
+            positions = config.max_position_embeddings
+            if getattr(config, "base_family", None) == "roberta":  # RoBERTa's positions start at pad_token_id + 1
+                positions -= config.pad_token_id + 1
+            if config.max_question_length + options.max_seq_length > positions:
+                raise TaskError(f"--max-seq-length {options.max_seq_length}: the passage part's positions start at "
+                                f"the model's max_question_length {config.max_question_length} and would pass its "
+                                f"{positions} positions (max_position_embeddings)")
+            return
         positions = getattr(config, "max_position_embeddings", None)
         if positions is not None and self.task.options.max_seq_length > positions:
             raise TaskError(f"--max-seq-length {self.task.options.max_seq_length} exceeds the model's "

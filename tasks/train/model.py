@@ -25,6 +25,13 @@ from .loop import WEIGHTS_FILE
 from .task import TaskError
 
 CONFIG_FILE = "config.json"
+DEFORMER = "deformer"  # backends/deformer: a BERT or RoBERTa model's layers rewired for question and passage
+DEFORMER_BASES = ("bert", "roberta")
+# the DeFormer's layer split (encoder2_layers + assist_layers + encoder3_layers == num_hidden_layers) and the
+# command-line options that set it, as --config-overrides would
+SPLIT_OPTIONS = {"encoder2_layers": "--encoder2-layers", "assist_layers": "--assist-layers",
+                 "encoder3_layers": "--encoder3-layers"}
+DEFORMER_KEYS = (*SPLIT_OPTIONS, "max_question_length")
 
 
 @dataclass
@@ -83,10 +90,10 @@ def load_model(model: str, head: str, num_labels: int | None = None, overrides: 
         else:
             name, config = checkpoint.family, checkpoint.config
     try:
+        name, config, changes = as_deformer(model, name, config, dict(overrides or {}))
         spec = family(name)
         if head not in spec.heads:
             raise TaskError(f"--model {model}: family {name} has no {head} head (heads: {', '.join(spec.heads)})")
-        changes = dict(overrides or {})
         if num_labels is not None:
             changes["num_labels"] = num_labels
         unknown = [key for key in changes if not hasattr(config, key)]
@@ -105,6 +112,54 @@ def load_model(model: str, head: str, num_labels: int | None = None, overrides: 
     return ModelSource(name, config, head, params, folder, fresh, unused)
 
 
+def split_overrides(args) -> dict:
+    """--config-overrides with the layer-split options (--encoder2-layers ...) merged in; the same key given both
+    ways with two values is an error."""
+    overrides = parse_overrides(args.config_overrides)
+    for key, option in SPLIT_OPTIONS.items():
+        value = getattr(args, key, None)
+        if value is None:
+            continue
+        if value < 0:
+            raise TaskError(f"{option} must be 0 or more, not {value}")
+        if overrides.get(key, value) != value:
+            raise TaskError(f"{option} {value} and --config-overrides {key}={overrides[key]} disagree")
+        overrides[key] = value
+    return overrides
+
+
+def as_deformer(model: str, name: str, config, overrides: dict) -> tuple[str, object, dict]:
+    """(family, config, remaining overrides): a BERT or RoBERTa config given a layer split (or a
+    max_question_length) becomes a DeFormer config over the same weights; a DeFormer config gets its split
+    changed. The split must add up to the model's layers: a one-line error names the options and both numbers.
+    Unset parts of a new split: encoder2_layers 0, assist_layers 0, encoder3_layers the rest."""
+    given = {key: overrides.pop(key) for key in DEFORMER_KEYS if key in overrides}
+    if not given:
+        return name, config, overrides
+    if name != DEFORMER:
+        if name not in DEFORMER_BASES:
+            raise TaskError(f"{', '.join(SPLIT_OPTIONS.get(key, key) for key in given)}: a DeFormer rewires a "
+                            f"{' or '.join(DEFORMER_BASES)} model; --model {model} is a {name} model")
+        if DEFORMER not in FAMILIES:
+            raise TaskError(f"{', '.join(SPLIT_OPTIONS.get(key, key) for key in given)}: the {DEFORMER} family is "
+                            "not installed (backends/deformer)")
+        base = {"encoder2_layers": 0, "assist_layers": 0}
+        base["encoder3_layers"] = config.num_hidden_layers - given.get("encoder2_layers", 0) \
+            - given.get("assist_layers", 0)
+        given = {**{key: base[key] for key in SPLIT_OPTIONS if key not in given}, **given}
+        data = {**config.to_dict(), "base_family": name}
+    else:
+        data = config.to_dict()
+    split = {key: given.get(key, data.get(key)) for key in SPLIT_OPTIONS}
+    layers = data["num_hidden_layers"]
+    if sum(split.values()) != layers or min(split.values()) < 0:
+        parts = " + ".join(f"{SPLIT_OPTIONS[key]} {value}" for key, value in split.items())
+        raise TaskError(f"{parts} = {sum(split.values())}: the split must add up to the model's {layers} layers "
+                        f"(num_hidden_layers of --model {model})")
+    config = family(DEFORMER).config_class.from_dict({**data, **given}, source=f"--model {model}")
+    return DEFORMER, config, overrides
+
+
 def _open_folder(folder: Path):
     """The folder's checkpoint opened partially, or None when it holds a config but no weights file."""
     try:
@@ -119,7 +174,7 @@ def save_model(folder, source: ModelSource, params: dict, tokenizer=None) -> Non
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_arrays(folder / WEIGHTS_FILE, params, metadata={"format": "pt"})  # transformers checks the format tag
-    classes = format_rules(source.family, "hf").classes
+    classes = format_rules(source.family, "hf", source.config).classes
     config = {**source.config.to_dict(), **family_marker(source.family)}
     if source.head in classes:
         config["architectures"] = [classes[source.head]]

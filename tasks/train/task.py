@@ -10,12 +10,16 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from backends.errors import BadInput
 from tasks.data.boolq import BOOLQ_LABELS, boolq_features, read_boolq
+from tasks.data.features import label_array
 from tasks.data.glue import GLUE_TASKS, TASK_ALIASES, glue_features, glue_task, read_glue_file, write_glue_predictions
-from tasks.data.race import ANSWER_LETTERS, LEVELS, race_features, read_race
-from tasks.data.squad import (PREDICTIONS_FILE, postprocess_squad, read_squad, squad_features, squad_v1_scores,
-                              squad_v2_scores, write_squad_outputs)
+from tasks.data.race import ANSWER_LETTERS, LEVELS, option_text, race_features, race_labels, read_race
+from tasks.data.split_pair import EmptyPassage, named_inputs, pair_parts, squad_split_features
+from tasks.data.squad import (PREDICTIONS_FILE, SquadFeatures, postprocess_squad, read_squad, squad_features,
+                              squad_v1_scores, squad_v2_scores, write_squad_outputs)
 from tasks.metrics import accuracy, glue_metrics, predictions_from_logits
 
 TASK_NAMES = (*GLUE_TASKS, *TASK_ALIASES, "boolq", "race", "squad", "squad_v2")
@@ -40,11 +44,14 @@ class Options:
 
     max_seq_length: int = 128
     doc_stride: int = 128
-    max_query_length: int = 64
+    max_query_length: int = 64  # question tokens kept (special tokens not counted)
     max_answer_length: int = 30
     n_best: int = 20
     version_2_with_negative: bool = False
     null_score_diff_threshold: float = 0.0
+    # the model reads each pair as a question part and a passage part (tasks/data/split_pair.py); then
+    # max_seq_length is the passage part's length (its special tokens included)
+    split_pair: bool = False
 
 
 class Task:
@@ -95,6 +102,15 @@ class Task:
     def features(self, split: Split, tokenizer, inputs) -> dict:
         """Other models' inputs for the same examples, in the same order (a distillation teacher's)."""
         raise TaskError(f"{self.name}: features are built once per split; no second set of model inputs")
+
+    def split_parts(self, where, tokenizer, questions, passages, names) -> dict:
+        """A split-pair model's question and passage parts (tasks/data/split_pair.py); an empty passage is a
+        TaskError naming `where` (the split's file) and the example."""
+        o = self.options
+        try:
+            return pair_parts(tokenizer, questions, passages, names, o.max_query_length, o.max_seq_length)
+        except EmptyPassage as exc:
+            raise TaskError(f"{where or self.name}: {exc}") from None
 
     def has_labels(self, split: Split) -> bool:
         """Whether the split can be scored (test files have no labels)."""
@@ -152,10 +168,16 @@ class BoolQTask(Task):
 
     def load(self, split, tokenizer, limit=None, inputs=None):
         examples = read_boolq(self.path(split))[:limit]
-        return Split(boolq_features(examples, tokenizer, self.options.max_seq_length, inputs), examples)
+        return Split(self.features(Split({}, examples), tokenizer, inputs, self.path(split)), examples)
 
-    def features(self, split, tokenizer, inputs):
-        return boolq_features(split.examples, tokenizer, self.options.max_seq_length, inputs)
+    def features(self, split, tokenizer, inputs, where=None):
+        examples = split.examples
+        if not self.options.split_pair:
+            return boolq_features(examples, tokenizer, self.options.max_seq_length, inputs)
+        parts = self.split_parts(where, tokenizer, [e.text_a for e in examples], [e.text_b for e in examples],
+                                 [e.guid for e in examples])
+        labels = label_array([e.label for e in examples], BOOLQ_LABELS)
+        return {**named_inputs(parts, inputs), **({} if labels is None else {"labels": labels})}
 
     def write(self, split, predictions, output_dir):
         path = Path(output_dir) / "BoolQ.jsonl"
@@ -176,10 +198,20 @@ class RaceTask(Task):
     def load(self, split, tokenizer, limit=None, inputs=None):
         folder = self.path(split)
         examples = read_race(folder.parent, folder.name, LEVELS)[:limit]
-        return Split(race_features(examples, tokenizer, self.options.max_seq_length, inputs), examples)
+        return Split(self.features(Split({}, examples), tokenizer, inputs, folder), examples)
 
-    def features(self, split, tokenizer, inputs):
-        return race_features(split.examples, tokenizer, self.options.max_seq_length, inputs)
+    def features(self, split, tokenizer, inputs, where=None):
+        examples = split.examples
+        if not self.options.split_pair:
+            return race_features(examples, tokenizer, self.options.max_seq_length, inputs)
+        choices = len(ANSWER_LETTERS)  # question part: the question with each option; passage part: the article
+        parts = self.split_parts(where, tokenizer,
+                                 [option_text(e.question, option) for e in examples for option in e.options],
+                                 [e.article for e in examples for _ in range(choices)],
+                                 [e.guid for e in examples for _ in range(choices)])
+        labels = race_labels(examples)
+        return {**named_inputs(parts, inputs, (len(examples), choices)),
+                **({} if labels is None else {"labels": labels})}
 
     def write(self, split, predictions, output_dir):
         path = Path(output_dir) / "predictions.json"
@@ -202,24 +234,35 @@ class SquadTask(Task):
             self.options.version_2_with_negative = True
         self.name = "squad_v2" if self.options.version_2_with_negative else "squad"
         version = "v2.0" if self.options.version_2_with_negative else "v1.1"
-        self.split_files = {"train": [f"train-{version}.json"], "dev": [f"dev-{version}.json"],
+        # the shared data's rebuilt train file (../shared/data/SOURCES.md) is found too
+        self.split_files = {"train": [f"train-{version}.json", f"train-{version}.reconstructed.json"],
+                            "dev": [f"dev-{version}.json"],
                             "test": [f"test-{version}.json"]}
 
     def load(self, split, tokenizer, limit=None, inputs=None):
         """Windows of the first `limit` questions; for training also at most `limit` windows, as transformers'
         run_qa.py counts --max-train-samples (an evaluation keeps every window of its questions)."""
-        apart = [spec.name for spec in inputs or () if spec.text != "joint"]
-        if apart:
-            raise TaskError(f"{self.name}: the model reads each text on its own ({', '.join(apart)}); SQuAD's "
-                            "windows are built for question and passage tokenised together")
-        examples = read_squad(self.path(split))[:limit]
         o = self.options
-        windows = squad_features(examples, tokenizer, o.max_seq_length, o.doc_stride, o.max_query_length)
-        arrays = windows.inputs
-        if inputs is not None:  # the model's inputs under its names, and the span targets
-            arrays = {**{spec.name: arrays[spec.feature] for spec in inputs},
-                      **{name: arrays[name] for name in ("start_positions", "end_positions")}}
-        inputs = arrays
+        examples = read_squad(self.path(split))[:limit]
+        if o.split_pair:  # windows over the passage alone; offsets over the joint [question part; passage part]
+            try:
+                found = squad_split_features(examples, tokenizer, o.max_seq_length, o.doc_stride, o.max_query_length)
+            except EmptyPassage as exc:
+                raise TaskError(f"{self.path(split)}: {exc}") from None
+            positions = {"start_positions": found.start_positions, "end_positions": found.end_positions}
+            inputs = {**named_inputs(found.parts, inputs), **positions}
+            windows = SquadFeatures(inputs, found.example_index, found.offsets, np.zeros_like(found.example_index))
+        else:
+            apart = [spec.name for spec in inputs or () if spec.text != "joint"]
+            if apart:
+                raise TaskError(f"{self.name}: the model reads each text on its own ({', '.join(apart)}); SQuAD's "
+                                "windows are built for question and passage tokenised together")
+            windows = squad_features(examples, tokenizer, o.max_seq_length, o.doc_stride, o.max_query_length)
+            arrays = windows.inputs
+            if inputs is not None:  # the model's inputs under its names, and the span targets
+                arrays = {**{spec.name: arrays[spec.feature] for spec in inputs},
+                          **{name: arrays[name] for name in ("start_positions", "end_positions")}}
+            inputs = arrays
         if split == "train" and limit is not None:
             inputs = {name: array[:limit] for name, array in inputs.items()}
         return Split(inputs, examples, windows)

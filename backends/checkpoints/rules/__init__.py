@@ -42,8 +42,10 @@ class FormatRules:
     writes_tied: bool = False
 
 
-def format_rules(family: str, fmt: str) -> FormatRules:
-    """The rules of `family` in format `fmt` ("hf", "tf", "paddle", "tf1bert")."""
+def format_rules(family: str, fmt: str, config=None) -> FormatRules:
+    """The rules of `family` in format `fmt` ("hf", "tf", "paddle", "tf1bert"). A family whose rules depend on
+    its config (the DeFormer's are its base family's) defines `rules_for_config(config, fmt)`: with `config`
+    given, those; without, its `FORMATS` (what reading a checkpoint uses before its config is known)."""
     try:
         module = importlib.import_module(f"{__name__}.{family}")
     except ModuleNotFoundError as exc:
@@ -53,6 +55,8 @@ def format_rules(family: str, fmt: str) -> FormatRules:
     if fmt not in module.FORMATS:
         raise BadInput(f"family {family!r} cannot be stored in format {fmt!r}; "
                        f"formats: {', '.join(sorted(module.FORMATS))}")
+    if config is not None and hasattr(module, "rules_for_config"):
+        return module.rules_for_config(config, fmt)
     return module.FORMATS[fmt]
 
 

@@ -1,0 +1,243 @@
+"""DeFormer-assist in TensorFlow: the PyTorch reference (modeling_torch.py), class by class, on the BERT and
+RoBERTa ports.
+
+The base family's (BERT's or RoBERTa's) embeddings, layers and pooler under its names, rewired (config split
+E2/A/E3 of the N layers):
+- the passage alone through layers 1 .. E2+A (question-independent: `encode_passage`, cacheable);
+- the question alone through layers 1 .. E2, then through the A assist layers, where its queries attend over
+  the keys and values of [question states; the passage's states entering the same layer] (the same layer's
+  weights; the passage runs that layer on its own);
+- the joint [question; passage] states after layer E2+A through the last E3 layers.
+Positions: question 0 .. Tq-1, passage from max_question_length on (RoBERTa: both from pad_token_id + 1, padding
+at pad_token_id, counted over the attention mask), so a passage's encoding never depends on its question.
+
+Every model returns a dict: the head's final outputs, "last_hidden_state" [B, Tq+Tp, H] and "hidden_states"
+(embeddings and every layer) over the joint sequence (the question's and the passage's states side by side
+below the joint layers), "attentions" and "attention_scores" (pre-softmax) of the question's queries below the
+joint layers ([B, heads, Tq, Tq] question-only, [B, heads, Tq, Tq+Tp] assist) and of every token in the joint
+layers ([B, heads, T, T]), and "pooler_output" where the head pools. E2 = A = 0 is the base model on the
+concatenation [question; passage].
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from .._fw.tf import nn
+from ..bert import modeling_tf as bert
+from ..roberta import modeling_tf as roberta
+from ..spec import port_heads
+from .heads import HEADS as REGISTRY
+
+# base family -> its embeddings (RoBERTa's have a padding row in the position table)
+EMBEDDINGS = {"bert": bert.BertEmbeddings, "roberta": roberta.RobertaEmbeddings}
+# what an encode_passage() result holds (the passage_cache forward() takes)
+CACHE_KEYS = ("passage_states", "passage_attention_mask")
+
+
+class DeformerEncoder(nn.Layer):
+    """The base encoder's layers (`encoder.layer.<i>`), run as question-only, assist and joint layers."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.layer = nn.LayerList([bert.BertLayer(config) for _ in range(config.num_hidden_layers)])
+
+    def encode_passage(self, hidden_states, attention_bias):
+        """The passage alone through layers 1 .. E2+A: [its embeddings, each of those layers' outputs]."""
+        states = [hidden_states]
+        for layer in self.layer[:self.config.passage_layers]:
+            states.append(layer(states[-1], attention_bias)[0])
+        return states
+
+    def forward(self, question_states, question_bias, passage_states, joint_bias):
+        """question_states: the question's embeddings; passage_states: encode_passage's list; joint_bias: the
+        additive mask bias of [question; passage] keys. Returns BertEncoder's outputs over the joint sequence."""
+        split = self.config.encoder2_layers
+        all_hidden_states, all_attentions, all_scores = [tf.concat([question_states, passage_states[0]], 1)], [], []
+        for i, layer in enumerate(self.layer[:self.config.passage_layers]):
+            if i < split:  # question-only
+                question_states, probs, scores = layer(question_states, question_bias)
+            else:  # assist: the question's queries over [question; passage entering this layer]
+                keys = tf.concat([question_states, passage_states[i]], 1)
+                question_states, probs, scores = layer(question_states, joint_bias, keys)
+            all_hidden_states.append(tf.concat([question_states, passage_states[i + 1]], 1))
+            all_attentions.append(probs)
+            all_scores.append(scores)
+        hidden_states = all_hidden_states[-1]
+        for layer in self.layer[self.config.passage_layers:]:  # joint
+            hidden_states, probs, scores = layer(hidden_states, joint_bias)
+            all_hidden_states.append(hidden_states)
+            all_attentions.append(probs)
+            all_scores.append(scores)
+        return {"last_hidden_state": hidden_states, "hidden_states": all_hidden_states,
+                "attentions": all_attentions, "attention_scores": all_scores}
+
+
+class DeformerModel(bert.BertModel):
+    """The base family's embeddings, the DeFormer encoder and (unless add_pooling_layer=False) the pooler over
+    the joint sequence's first token (the question's [CLS] / <s>)."""
+
+    encoder_class = DeformerEncoder
+
+    @property
+    def embeddings_class(self):
+        return EMBEDDINGS[self.config.base_family]
+
+    def part_position_ids(self, attention_mask, first: int):
+        """[B, T] positions of one part starting at `first` (0: question, max_question_length: passage): BERT
+        first .. first+T-1; RoBERTa counts unmasked tokens from pad_token_id + 1 + first, padding at pad_token_id."""
+        if self.config.base_family == "roberta":
+            return (tf.cumsum(attention_mask, axis=1) + first) * attention_mask + self.config.pad_token_id
+        batch, seq_len = attention_mask.shape
+        return tf.broadcast_to(tf.range(first, first + seq_len, dtype=tf.int64), [batch, seq_len])
+
+    def embed_part(self, input_ids, attention_mask, token_type_ids, inputs_embeds, first: int):
+        """(embeddings, int64 attention mask) of one part; a missing mask is all ones, missing token types zeros."""
+        like = input_ids if input_ids is not None else inputs_embeds[..., 0]
+        if attention_mask is None:
+            attention_mask = tf.ones(like.shape, dtype=tf.int64)
+        if token_type_ids is None:
+            token_type_ids = tf.zeros(like.shape, dtype=tf.int64)
+        attention_mask = tf.cast(attention_mask, tf.int64)
+        positions = self.part_position_ids(attention_mask, first)
+        return self.embeddings(input_ids, token_type_ids, inputs_embeds, positions), attention_mask
+
+    def encode_passage(self, passage_input_ids=None, passage_attention_mask=None, passage_token_type_ids=None,
+                       passage_inputs_embeds=None):
+        """{"passage_states": [embeddings, outputs of layers 1 .. E2+A] each [B, Tp, H], "passage_attention_mask"}:
+        what forward(..., passage_cache=...) takes instead of the passage's inputs."""
+        check_part(passage_input_ids, passage_inputs_embeds, "passage")
+        states, mask = self.embed_part(passage_input_ids, passage_attention_mask, passage_token_type_ids,
+                                       passage_inputs_embeds, self.config.max_question_length)
+        return {"passage_states": self.encoder.encode_passage(states, bert.attention_bias(mask, states.dtype)),
+                "passage_attention_mask": mask}
+
+    def forward(self, question_input_ids=None, question_attention_mask=None, question_token_type_ids=None,
+                passage_input_ids=None, passage_attention_mask=None, passage_token_type_ids=None,
+                passage_cache=None, question_inputs_embeds=None, passage_inputs_embeds=None):
+        """question_/passage_inputs_embeds, when given, replace only the word-embedding lookups; passage_cache
+        (encode_passage's result for the same passages) replaces the passage's inputs."""
+        check_part(question_input_ids, question_inputs_embeds, "question", self.config.max_question_length)
+        question, question_mask = self.embed_part(question_input_ids, question_attention_mask,
+                                                  question_token_type_ids, question_inputs_embeds, 0)
+        if passage_cache is None:
+            passage_cache = self.encode_passage(passage_input_ids, passage_attention_mask, passage_token_type_ids,
+                                                passage_inputs_embeds)
+        passage_states = check_cache(passage_cache, self.config)
+        joint_mask = tf.concat([question_mask, passage_cache["passage_attention_mask"]], 1)
+        outputs = self.encoder(question, bert.attention_bias(question_mask, question.dtype), passage_states,
+                               bert.attention_bias(joint_mask, question.dtype))
+        if self.pooler is not None:
+            outputs["pooler_output"] = self.pooler(outputs["last_hidden_state"])
+        return outputs
+
+
+def check_part(input_ids, inputs_embeds, part: str, max_length: int | None = None) -> None:
+    """One part's ids or embeddings are given, and (question) no longer than max_question_length."""
+    if input_ids is None and inputs_embeds is None:
+        raise ValueError(f"give {part}_input_ids or {part}_inputs_embeds")
+    length = (input_ids if input_ids is not None else inputs_embeds[..., 0]).shape[-1]
+    if max_length is not None and length > max_length:
+        raise ValueError(f"{part} of {length} tokens: longer than max_question_length={max_length} (the passage's "
+                         "positions start there)")
+
+
+def check_cache(passage_cache, config) -> list:
+    """The passage states of a cache made by encode_passage of a model with this split and width."""
+    missing = [key for key in CACHE_KEYS if key not in passage_cache]
+    if missing:
+        raise ValueError(f"passage_cache lacks {', '.join(missing)} (give what encode_passage returns)")
+    states = list(passage_cache["passage_states"])
+    if len(states) != config.passage_layers + 1 or states[0].shape[-1] != config.hidden_size:
+        raise ValueError(f"passage_cache holds {len(states)} states of width {states[0].shape[-1]}; this model "
+                         f"(split {config.split}, hidden_size {config.hidden_size}) needs {config.passage_layers + 1} "
+                         f"of width {config.hidden_size}")
+    return states
+
+
+class DeformerPreTrainedHead(bert.BertPreTrainedHead):
+    """A task head over a DeformerModel held under the base family's prefix (`bert` or `roberta`)."""
+
+    base_model_class = DeformerModel
+    # the inputs whose word embeddings the parity harness feeds as forward() arguments (backends/run.py)
+    embedded_inputs = {"question_input_ids": "question_inputs_embeds", "passage_input_ids": "passage_inputs_embeds"}
+
+    @property
+    def base_model_prefix(self):
+        return self.config.base_family
+
+    def encode_passage(self, passage_input_ids=None, passage_attention_mask=None, passage_token_type_ids=None,
+                       passage_inputs_embeds=None):
+        """The base model's encode_passage (see DeformerModel)."""
+        return self.base_model.encode_passage(passage_input_ids, passage_attention_mask, passage_token_type_ids,
+                                              passage_inputs_embeds)
+
+
+class DeformerForQuestionAnswering(DeformerPreTrainedHead, bert.BertForQuestionAnswering):
+    """Answer-span start and end scores for every token of [question; passage] (length Tq + Tp)."""
+
+    def forward(self, question_input_ids=None, question_attention_mask=None, question_token_type_ids=None,
+                passage_input_ids=None, passage_attention_mask=None, passage_token_type_ids=None,
+                passage_cache=None, question_inputs_embeds=None, passage_inputs_embeds=None):
+        outputs = self.base_model(question_input_ids, question_attention_mask, question_token_type_ids,
+                                  passage_input_ids, passage_attention_mask, passage_token_type_ids, passage_cache,
+                                  question_inputs_embeds, passage_inputs_embeds)
+        logits = self.qa_outputs(outputs["last_hidden_state"])
+        return {"start_logits": logits[..., 0], "end_logits": logits[..., 1], **outputs}
+
+
+class DeformerForSequenceClassification(DeformerPreTrainedHead):
+    """num_labels scores from the question's first token, pooled as the base family does: BERT's pooler, dropout
+    and classifier; RoBERTa's classification head (no pooler)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        if config.base_family == "roberta":
+            self.classifier = roberta.RobertaClassificationHead(config)
+        else:
+            self.dropout = nn.Dropout(config.classifier_dropout_prob)
+            self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+
+    @property
+    def add_pooling_layer(self):
+        return self.config.base_family == "bert"
+
+    def forward(self, question_input_ids=None, question_attention_mask=None, question_token_type_ids=None,
+                passage_input_ids=None, passage_attention_mask=None, passage_token_type_ids=None,
+                passage_cache=None, question_inputs_embeds=None, passage_inputs_embeds=None):
+        outputs = self.base_model(question_input_ids, question_attention_mask, question_token_type_ids,
+                                  passage_input_ids, passage_attention_mask, passage_token_type_ids, passage_cache,
+                                  question_inputs_embeds, passage_inputs_embeds)
+        if self.config.base_family == "roberta":
+            return {"logits": self.classifier(outputs["last_hidden_state"]), **outputs}
+        return {"logits": self.classifier(self.dropout(outputs["pooler_output"])), **outputs}
+
+
+class DeformerForMultipleChoice(DeformerPreTrainedHead, bert.BertForMultipleChoice):
+    """Question and passage inputs [B, choices, T]; one score per choice from the pooled first token. A
+    passage_cache holds the passages of every choice: encode_passage of [B, choices, Tp] inputs ([B*choices, ...])."""
+
+    def encode_passage(self, passage_input_ids=None, passage_attention_mask=None, passage_token_type_ids=None,
+                       passage_inputs_embeds=None):
+        return super().encode_passage(*map(flat_choices, (passage_input_ids, passage_attention_mask,
+                                                          passage_token_type_ids, passage_inputs_embeds)))
+
+    def forward(self, question_input_ids=None, question_attention_mask=None, question_token_type_ids=None,
+                passage_input_ids=None, passage_attention_mask=None, passage_token_type_ids=None,
+                passage_cache=None, question_inputs_embeds=None, passage_inputs_embeds=None):
+        num_choices = (question_input_ids if question_input_ids is not None else question_inputs_embeds).shape[1]
+        outputs = self.base_model(*map(flat_choices, (
+            question_input_ids, question_attention_mask, question_token_type_ids, passage_input_ids,
+            passage_attention_mask, passage_token_type_ids)), passage_cache, flat_choices(question_inputs_embeds),
+            flat_choices(passage_inputs_embeds))
+        logits = tf.reshape(self.classifier(self.dropout(outputs["pooler_output"])), [-1, num_choices])
+        return {"logits": logits, **outputs}
+
+
+def flat_choices(tensor):
+    """[B, choices, T, ...] -> [B*choices, T, ...] (None stays None)."""
+    return None if tensor is None else tf.reshape(tensor, [-1, *tensor.shape[2:]])
+
+
+# head name -> port class, from the family's head registry (heads.py)
+HEADS = port_heads(REGISTRY, globals())
