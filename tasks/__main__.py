@@ -151,8 +151,8 @@ def add_predict_arguments(parser) -> None:
                        help="SQuAD-format JSON or JSONL of {\"context\", \"question\", \"id\"} (may be gzipped)")
     group.add_argument("--output", required=True, help="predictions JSON file written here: {id: answer}")
     group.add_argument("--null-odds-output", help="also write each question's null odds (SQuAD v2.0's na-prob file)")
-    group.add_argument("--max-passage-length", type=int,
-                       help="passage tokens per window with its special tokens (default: 384, or what the "
+    group.add_argument("--max-seq-length", type=int,
+                       help="tokens per passage window, its special tokens included (default: 384, or what the "
                             "model's positions leave after max_question_length)")
     group.add_argument("--doc-stride", type=int, default=128, help="tokens shared by consecutive passage windows")
     group.add_argument("--max-answer-length", type=int, default=30, help="longest answer span in tokens")

@@ -4,7 +4,7 @@ A DeFormer (backends/deformer/) encodes the passage alone, question-independent,
 passage's states at those layers (`model.encode_passage`) can be computed once and reused for every question
 (`model(..., passage_cache=...)`). `PassageServer` does this:
 
-- a passage is cut into windows of `max_passage_length` tokens ("p [SEP]", RoBERTa "</s> p </s>"; consecutive
+- a passage is cut into windows of `max_seq_length` tokens ("p [SEP]", RoBERTa "</s> p </s>"; consecutive
   windows share `doc_stride` tokens) that never depend on a question; a question is "[CLS] q [SEP]" ("<s> q </s>"),
   at most the model's `max_question_length` tokens (longer is an error, not a truncation: the model has no
   positions for it);
@@ -36,8 +36,9 @@ import numpy as np
 from backends import framework
 from backends.errors import BadInput, WeightsError
 from backends.tensorfile import SafetensorsReader, atomic_path, save_arrays
-from tasks.data.features import load_tokenizer, require_fast
+from tasks.data.features import load_tokenizer
 from tasks.data.files import DataError, no_examples, parse_json, read_text, require, text_lines
+from tasks.data.split_pair import PartLayout, tokens_of, window_starts
 from tasks.data.squad import SquadExample, SquadFeatures, postprocess_squad, read_squad
 from tasks.train.job import check_output_dir, log
 from tasks.train.model import load_model, parse_overrides
@@ -47,7 +48,7 @@ CACHE_FORMAT = "deformer-passage-cache/1"
 MANIFEST_FILE = "cache.json"  # which model a cache folder belongs to
 CACHE_SUFFIX = ".safetensors"
 DEFAULT_CACHE_BYTES = 2 << 30  # in-memory bound of the cached passage states
-DEFAULT_PASSAGE_LENGTH = 384
+DEFAULT_SEQ_LENGTH = 384  # passage tokens per window, special tokens included (tasks' SQuAD default)
 FAMILY = "deformer"
 STATE_PREFIX = "passage_states."  # cache file tensors: passage_states.<layer>, and the windows' WINDOW_ARRAYS
 WINDOW_ARRAYS = ("input_ids", "attention_mask", "token_type_ids", "offsets")
@@ -124,62 +125,44 @@ class PassageWindows:
 
 
 class Tokens:
-    """The DeFormer's two inputs from text: questions "[CLS] q [SEP]" and passage windows "p [SEP]" (the
-    tokenizer's own pair template, cut after the question part: RoBERTa's passage is "</s> p </s>")."""
+    """The DeFormer's two inputs from text, laid out as the task layer's split pairs (tasks/data/split_pair.py,
+    what `tasks evaluate` feeds a DeFormer): questions "[CLS] q [SEP]" ("<s> q </s>"), never cut (a question
+    longer than max_question_length is an error: the model has no positions for it), and passage windows "p [SEP]"
+    ("</s> p </s>") of max_seq_length tokens, consecutive windows sharing doc_stride tokens."""
 
-    def __init__(self, tokenizer, config, max_passage_length: int, doc_stride: int):
-        require_fast(tokenizer)
-        self.tokenizer, self.max_question_length = tokenizer, config.max_question_length
-        self.passage_type = 1 if config.type_vocab_size > 1 else 0
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        question, passage = -1, -2  # sentinels: where the texts' tokens go in the template
-        template = tokenizer.build_inputs_with_special_tokens([question], [passage])
-        passage_part = template[len(tokenizer.build_inputs_with_special_tokens([question])):]
-        at = passage_part.index(passage)
-        self.prefix, self.suffix = passage_part[:at], passage_part[at + 1:]
-        self.max_passage_length = max_passage_length
-        self.content = max_passage_length - len(self.prefix) - len(self.suffix)  # passage tokens per window
-        if self.content < 1:
-            raise ServeError(f"--max-passage-length {max_passage_length} leaves no room for passage tokens")
-        if not 0 <= doc_stride < self.content:
-            raise ServeError(f"--doc-stride {doc_stride} must be at least 0 and less than the {self.content} "
-                             f"passage tokens of a window (--max-passage-length {max_passage_length})")
+    def __init__(self, tokenizer, max_question_length: int, max_seq_length: int, doc_stride: int):
+        self.tokenizer, self.max_question_length = tokenizer, max_question_length
+        self.layout = PartLayout.from_tokenizer(tokenizer)
+        self.room = max_seq_length - self.layout.passage_specials  # passage tokens per window
+        if self.room < 1:
+            raise ServeError(f"--max-seq-length {max_seq_length} leaves no room for passage tokens")
+        if not 0 <= doc_stride < self.room:
+            raise ServeError(f"--doc-stride {doc_stride} must be at least 0 and less than the {self.room} "
+                             f"passage tokens of a window (--max-seq-length {max_seq_length})")
         self.doc_stride = doc_stride
 
     def passage(self, text: str) -> PassageWindows:
-        if not text.strip():
-            raise ServeError("the passage is empty")
-        encoded = self.tokenizer(text, add_special_tokens=False, truncation=True, max_length=self.content,
-                                 stride=self.doc_stride, return_overflowing_tokens=True, return_offsets_mapping=True)
-        windows = [(ids, spans) for ids, spans in zip(encoded["input_ids"], encoded["offset_mapping"]) if ids]
-        if not windows:
-            raise ServeError(f"the passage {text[:30]!r} has no tokens")
-        length = max(len(ids) for ids, _ in windows) + len(self.prefix) + len(self.suffix)
-        count = len(windows)
-        input_ids = np.full((count, length), self.pad_id, np.int64)
-        mask = np.zeros((count, length), np.int64)
-        offsets = np.full((count, length, 2), -1, np.int64)
-        for w, (ids, spans) in enumerate(windows):
-            row = [*self.prefix, *ids, *self.suffix]
-            input_ids[w, :len(row)], mask[w, :len(row)] = row, 1
-            offsets[w, len(self.prefix):len(self.prefix) + len(ids)] = spans
-        return PassageWindows(input_ids, mask, np.where(mask == 1, self.passage_type, 0), offsets)
+        (tokens,), (spans,) = tokens_of(self.tokenizer, [text], offsets=True)
+        if not tokens:
+            raise ServeError("the passage is empty (no tokens)")
+        starts = window_starts(len(tokens), self.room, self.doc_stride)
+        arrays = self.layout.pad([self.layout.part("b", tokens[start:start + self.room]) for start in starts])
+        offsets = np.full((*arrays["input_ids"].shape, 2), -1, np.int64)
+        first = len(self.layout.passage_prefix)
+        for window, start in enumerate(starts):
+            window_spans = spans[start:start + self.room]
+            offsets[window, first:first + len(window_spans)] = window_spans
+        return PassageWindows(arrays["input_ids"], arrays["attention_mask"], arrays["token_type_ids"], offsets)
 
     def questions(self, questions, ids=None) -> dict:
         """question_* arrays [Q, Tq], padded to the longest; ServeError for one past max_question_length."""
-        encoded = self.tokenizer([q.lstrip() for q in questions], add_special_tokens=True)["input_ids"]
-        for n, row in enumerate(encoded):
+        parts = [self.layout.part("a", tokens) for tokens in tokens_of(self.tokenizer, [q.lstrip() for q in questions])]
+        for n, (row, _) in enumerate(parts):
             if len(row) > self.max_question_length:
                 name = f"question {ids[n]!r}" if ids is not None else f"question {n}"
                 raise ServeError(f"{name} has {len(row)} tokens with its special tokens; the model's "
                                  f"max_question_length is {self.max_question_length}")
-        length = max(len(row) for row in encoded)
-        input_ids = np.full((len(encoded), length), self.pad_id, np.int64)
-        mask = np.zeros_like(input_ids)
-        for n, row in enumerate(encoded):
-            input_ids[n, :len(row)], mask[n, :len(row)] = row, 1
-        return {"question_input_ids": input_ids, "question_attention_mask": mask,
-                "question_token_type_ids": np.zeros_like(input_ids)}
+        return {f"question_{name}": array for name, array in self.layout.pad(parts).items()}
 
 
 def joint_features(questions: dict, windows: PassageWindows, rows_q: np.ndarray, rows_w: np.ndarray,
@@ -341,10 +324,6 @@ class DiskCache:
 
 # ---- the server ----------------------------------------------------------------------------------------------
 
-def split_of(config) -> str:
-    return f"{config.encoder2_layers}/{config.assist_layers}/{config.encoder3_layers}"
-
-
 class PassageServer:
     """A DeFormer QA model folder served with cached passages (see the module's docstring).
 
@@ -353,7 +332,7 @@ class PassageServer:
     """
 
     def __init__(self, model, backend: str, *, tokenizer=None, dtype: str = "float32", device: str = "cpu",
-                 cache_dir=None, max_cache_bytes: int = DEFAULT_CACHE_BYTES, max_passage_length: int | None = None,
+                 cache_dir=None, max_cache_bytes: int = DEFAULT_CACHE_BYTES, max_seq_length: int | None = None,
                  doc_stride: int = 128, max_answer_length: int = 30, n_best: int = 20, version_2: bool = False,
                  null_score_diff_threshold: float = 0.0, batch_size: int = 32, config_overrides=None, seed: int = 0):
         from backends import FRAMEWORKS
@@ -391,19 +370,17 @@ class PassageServer:
                 raise ServeError(str(exc)) from None
         if len(tokenizer) > config.vocab_size:
             raise ServeError(f"the tokenizer has {len(tokenizer)} tokens, the model's vocab_size is {config.vocab_size}")
-        first = config.pad_token_id + 1 if config.base_family == "roberta" else 0  # RoBERTa's positions start there
-        room = config.max_position_embeddings - first - config.max_question_length
-        length = min(DEFAULT_PASSAGE_LENGTH, room) if max_passage_length is None else max_passage_length
+        room = config.max_positions - config.max_question_length  # passage positions start at max_question_length
+        length = min(DEFAULT_SEQ_LENGTH, room) if max_seq_length is None else max_seq_length
         if length > room:
-            raise ServeError(f"--max-passage-length {length}: passage positions start at max_question_length "
-                             f"{config.max_question_length}; the model's max_position_embeddings "
-                             f"{config.max_position_embeddings} leaves room for {room} passage tokens")
-        self.tokens = Tokens(tokenizer, config, length, doc_stride)
-        self.layers = config.encoder2_layers + config.assist_layers + 1  # embedding output + layers 1..E2+A
+            raise ServeError(f"--max-seq-length {length}: the model's {config.max_positions} positions leave "
+                             f"{room} for the passage after its max_question_length {config.max_question_length}")
+        self.tokens = Tokens(tokenizer, config.max_question_length, length, doc_stride)
+        self.layers = config.passage_layers + 1  # the embedding output and layers 1..E2+A
         self.memory = LRUCache(max_cache_bytes)
         self.identity_settings = {"family": FAMILY, "config": config.to_dict(), "dtype": dtype,
                                   "tokenizer": tokenizer_fingerprint(tokenizer),
-                                  "max_passage_length": length, "doc_stride": doc_stride}
+                                  "max_seq_length": length, "doc_stride": doc_stride}
         self.disk = None if cache_dir is None else DiskCache(cache_dir, self.identity())
         # what a passage's key hashes beside its text: the whole identity for files, the settings in memory
         self.fingerprint = self.disk.identity.fingerprint if self.disk else sha256_json(self.identity_settings)
@@ -413,7 +390,7 @@ class PassageServer:
     def identity(self) -> ModelIdentity:
         """The model's identity for cache files (hashes the weights: called once, for a cache folder)."""
         fingerprint = sha256_json({**self.identity_settings, "weights": weights_digest(self.source.params)})
-        return ModelIdentity(self.model_name, split_of(self.config), self.dtype, fingerprint)
+        return ModelIdentity(self.model_name, self.config.split, self.dtype, fingerprint)
 
     def key(self, passage: str) -> str:
         return sha256_json({"passage": passage, "model": self.fingerprint})
@@ -560,7 +537,7 @@ class PredictJob:
         self.server = PassageServer(
             args.model, args.backend, tokenizer=args.tokenizer, dtype=args.dtype, device=args.device,
             cache_dir=args.cache_dir, max_cache_bytes=int(args.max_cache_mb * (1 << 20)),
-            max_passage_length=args.max_passage_length, doc_stride=args.doc_stride,
+            max_seq_length=args.max_seq_length, doc_stride=args.doc_stride,
             max_answer_length=args.max_answer_length, n_best=args.n_best,
             version_2=args.version_2_with_negative, null_score_diff_threshold=args.null_score_diff_threshold,
             batch_size=args.batch_size, config_overrides=args.config_overrides)

@@ -29,9 +29,8 @@ SQUAD = {"version": "v1.1", "data": [{"title": "Pets", "paragraphs": [
 ]}]}
 
 
-def tiny_tokens(tokenizer, max_question_length=12, max_passage_length=16, doc_stride=4, type_vocab_size=2):
-    config = SimpleNamespace(max_question_length=max_question_length, type_vocab_size=type_vocab_size)
-    return Tokens(tokenizer, config, max_passage_length, doc_stride)
+def tiny_tokens(tokenizer, max_question_length=12, max_seq_length=16, doc_stride=4):
+    return Tokens(tokenizer, max_question_length, max_seq_length, doc_stride)
 
 
 @pytest.fixture
@@ -86,8 +85,7 @@ def test_passage_windows_are_the_pair_template_cut_after_the_question(tokenizer)
     assert all(a[-4:] == b[:4] for a, b in zip(seen, seen[1:]))
     covered = [span for n, window in enumerate(seen) for span in (window if n == 0 else window[4:])]
     assert covered == [tuple(s) for s in content["offset_mapping"]]
-    assert set(windows.token_type_ids[windows.attention_mask == 1].tolist()) == {1}
-    assert set(tiny_tokens(tokenizer, type_vocab_size=1).passage(CONTEXT).token_type_ids.ravel().tolist()) == {0}
+    assert set(windows.token_type_ids[windows.attention_mask == 1].tolist()) == {1}  # the pair's second text
 
 
 def test_questions_padded_and_too_long_refused(tokenizer):
@@ -104,7 +102,8 @@ def test_questions_padded_and_too_long_refused(tokenizer):
 def test_empty_passage_and_bad_windows_refused(tokenizer):
     with pytest.raises(ServeError, match="the passage is empty"):
         tiny_tokens(tokenizer).passage(" \n")
-    with pytest.raises(ServeError, match="--doc-stride 15 must be at least 0 and less than the 15 passage tokens"):
+    with pytest.raises(ServeError, match="--doc-stride 15 must be at least 0 and less than the 15 passage tokens "
+                                         "of a window \\(--max-seq-length 16\\)"):
         tiny_tokens(tokenizer, doc_stride=15)
 
 
@@ -201,3 +200,108 @@ def test_cli_bad_input_file(capsys, tmp_path, content, message):
 # ---- with the model: a tiny seeded DeFormer in every backend ----
 
 needs_deformer = pytest.mark.skipif("deformer" not in FAMILIES, reason="backends/deformer is not here")
+
+LONG_QUESTION = "Where did the cat sit on the mat near the door of the old house?"  # 17 tokens with [CLS] [SEP]
+
+
+def write_deformer_folder(folder, base="bert", split=(1, 2, 1), max_question_length=12):
+    """config.json of a tiny 4-layer DeFormer (no weights: the seeded numpy init) and a vocab.txt for the texts."""
+    from backends.deformer.config import from_base_config
+    from .test_train_support import tiny_config
+
+    write_wordpiece_vocab(folder, [CONTEXT, *QUESTIONS, LONG_QUESTION])
+    vocab = len((folder / "vocab.txt").read_text().split())
+    # type_vocab_size 2: the WordPiece tokenizer gives the passage token type 1 (RoBERTa's own has one type)
+    base_config = tiny_config(base, vocab_size=vocab + 4, num_hidden_layers=sum(split), type_vocab_size=2)
+    config = from_base_config(base_config, *split, max_question_length=max_question_length)
+    (folder / "config.json").write_text(json.dumps(config.to_dict()))
+    return folder
+
+
+def server_of(folder, backend, **options):
+    from tasks.serve import PassageServer
+
+    return PassageServer(folder, backend, dtype="float64", max_seq_length=16, doc_stride=4, **options)
+
+
+@needs_deformer
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("base, split", [("bert", (1, 2, 1)), ("roberta", (0, 3, 1)), ("bert", (2, 0, 2))])
+def test_cached_logits_equal_one_shot(backend, tmp_path, base, split):
+    """float64: the questions against the passage's cached states give the full model's logits (<= 1e-10), in
+    every window (the passage needs several), and the same answers."""
+    server = server_of(write_deformer_folder(tmp_path / "model", base, split), backend, batch_size=5)
+    entry, = server.encode_passages([CONTEXT])
+    assert len(entry.windows) > 1 and len(entry.states) == split[0] + split[1] + 1
+    cached_features, *cached = server.logits_with_cache(entry, QUESTIONS)
+    features, *one_shot = server.logits_one_shot(CONTEXT, QUESTIONS)
+    assert np.array_equal(cached_features.offsets, features.offsets)
+    for a, b in zip(cached, one_shot):
+        assert a.shape == b.shape == features.offsets.shape[:2] and a.dtype == np.float64
+        assert np.max(np.abs(a - b)) <= 1e-10
+    assert server.answer_with_cache(entry, QUESTIONS) == server.answer_one_shot(CONTEXT, QUESTIONS)
+    answers = server.answer(CONTEXT, QUESTIONS)
+    assert answers == [server.answer_one_shot(CONTEXT, QUESTIONS)[0][str(n)] for n in range(len(QUESTIONS))]
+    assert all(answer and answer in CONTEXT for answer in answers)
+    assert server.counts == {"memory": 1, "disk": 0, "computed": 1}  # answer() found the passage encoded
+
+
+@needs_deformer
+@pytest.mark.usefixtures("one_thread")
+def test_cli_predict_cache_dir_reused_and_refused_for_another_model(capsys, tmp_path):
+    backend = BACKENDS[0]
+    model, other = write_deformer_folder(tmp_path / "model"), write_deformer_folder(tmp_path / "other", split=(0, 3, 1))
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("".join(json.dumps({"context": CONTEXT if n < 3 else CONTEXT[:60], "question": q,
+                                             "id": f"q{n}"}) + "\n" for n, q in enumerate(QUESTIONS)))
+    cache = tmp_path / "cache"
+    common = ["predict", "--backend", backend, "--input", questions, "--dtype", "float64", "--max-seq-length", 16,
+              "--doc-stride", 4]
+    outputs = {}
+    for name, extra in (("first", ["--cache-passages", "--cache-dir", cache]),
+                        ("again", ["--cache-passages", "--cache-dir", cache]), ("one-shot", [])):
+        code, err = run(capsys, *common, "--model", model, "--output", tmp_path / f"{name}.json", *extra)
+        assert code == 0, err
+        outputs[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert outputs["first"] == outputs["again"] == outputs["one-shot"] and sorted(outputs["first"]) == \
+        ["q0", "q1", "q2", "q3"]
+    assert len(list(cache.glob("*.safetensors"))) == 2  # two passages
+    files = sorted(p.name for p in tmp_path.iterdir())
+    # another model's run on that cache folder: refused in one line naming both, nothing written
+    code, err = run(capsys, *common, "--model", other, "--output", tmp_path / "refused.json", "--cache-passages",
+                    "--cache-dir", cache)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"holds passages encoded by {model} (split 1/2/1, float64" in err and f"not by {other} (split 0/3/1" in err
+    # a question longer than the model takes, and an empty passage: refused before any work, nothing written
+    long = tmp_path / "long.jsonl"
+    long.write_text(json.dumps({"context": CONTEXT, "question": LONG_QUESTION, "id": "long"}) + "\n")
+    code, err = run(capsys, *common[:4], long, "--model", model, "--output", tmp_path / "long.json", "--cache-passages")
+    assert code == 2 and err.strip().splitlines() == [
+        f"python -m tasks predict: error: {long}: question 'long' has 17 tokens with its special tokens; the "
+        "model's max_question_length is 12"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*files, "long.jsonl"])
+    assert len(list(cache.glob("*.safetensors"))) == 2 and not list(cache.glob(".*"))
+
+
+@needs_deformer
+@pytest.mark.usefixtures("one_thread")
+def test_predict_answers_are_tasks_evaluate_predictions(capsys, tmp_path):
+    """`tasks predict --cache-passages` on a SQuAD file writes what `tasks evaluate` writes as predictions.json."""
+    backend = BACKENDS[0]
+    model = write_deformer_folder(tmp_path / "model")
+    data = json.loads(json.dumps(SQUAD))
+    for paragraph in data["data"][0]["paragraphs"]:
+        for qa in paragraph["qas"]:
+            qa["answers"] = [{"text": paragraph["context"].split()[1], "answer_start": 4}]
+    squad = tmp_path / "dev-v1.1.json"
+    squad.write_text(json.dumps(data))
+    settings = ["--backend", backend, "--model", model, "--dtype", "float64", "--max-seq-length", 16,
+                "--doc-stride", 4]
+    code, err = run(capsys, "evaluate", "--task", "squad", "--validation-file", squad, "--output-dir",
+                    tmp_path / "eval", "--no-progress", *settings)
+    assert code == 0, err
+    code, err = run(capsys, "predict", "--input", squad, "--output", tmp_path / "predict.json", "--cache-passages",
+                    *settings)
+    assert code == 0, err
+    assert json.loads((tmp_path / "predict.json").read_text()) == \
+        json.loads((tmp_path / "eval" / "eval" / "predictions.json").read_text())
