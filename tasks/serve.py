@@ -358,7 +358,7 @@ class PassageServer:
                              "(use `python -m tasks evaluate` for the others)")
         if self.source.fresh:
             log(f"note: {len(self.source.fresh)} parameters initialised fresh ({', '.join(self.source.fresh[:4])}"
-                f"{' ...' if len(self.source.fresh) > 4 else ''}): the answers are those of an untrained head")
+                f"{' ...' if len(self.source.fresh) > 4 else ''}): these answers are not a trained model's")
         config = self.config = self.source.config
         if tokenizer is None or isinstance(tokenizer, (str, Path)):
             folder = tokenizer or self.source.folder
