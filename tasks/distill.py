@@ -35,7 +35,7 @@ from backends.tensorfile import SafetensorsReader, save_arrays
 
 from tasks.train import runner_class
 from tasks.train.job import Job
-from tasks.data.split_pair import TEXTS, join_parts, student_layout
+from tasks.data.split_pair import TEXTS, join_parts, student_layout, token_feature
 from tasks.train.loop import model_arrays, num_rows, take
 from tasks.train.losses import LOSSES
 from tasks.train.model import load_model
@@ -232,7 +232,7 @@ class DistillJob(Job):
                 array = array.reshape(-1, *array.shape[-2:])  # choices flattened into rows, as the model's
             batch[TEACHER + name] = array
         if HIDDEN in teacher:
-            masks = [batch[spec.name] for spec in self.inputs if spec.feature == "attention_mask"]  # forward order
+            masks = [batch[spec.name] for spec in self.inputs if token_feature(spec) == "attention_mask"]  # in order
             mask = np.concatenate(masks, axis=-1)
             batch[HIDDEN_WEIGHTS] = hidden_mse_weights(mask.reshape(-1, mask.shape[-1]),
                                                        self.source.config.hidden_size)
@@ -241,7 +241,7 @@ class DistillJob(Job):
 
 def parts_of(arrays: dict, inputs, text: str) -> dict:
     """The token features (input_ids, ...) of the part `text` ("a", "b") from a split-pair model's inputs."""
-    return {spec.feature: arrays[spec.name] for spec in inputs if spec.text == text}
+    return {token_feature(spec): arrays[spec.name] for spec in inputs if spec.text == text}
 
 
 def write_outputs(runner, backend: str, inputs: dict, batch_size: int, names, folder: Path) -> None:

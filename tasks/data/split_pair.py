@@ -105,15 +105,23 @@ class PartLayout:
         return arrays
 
 
+def token_feature(spec) -> str:
+    """The tokenizer feature an InputSpec of a part holds: its `feature`, or the feature its `feature` ends with
+    (the deformer family declares "question_input_ids" and the like as features)."""
+    if spec.feature in TOKEN_FEATURES:
+        return spec.feature
+    for feature in TOKEN_FEATURES:
+        if spec.feature.endswith("_" + feature):
+            return feature
+    raise ValueError(f"input {spec.name}: no tokenizer feature {spec.feature!r}; features: {', '.join(TOKEN_FEATURES)}")
+
+
 def named_inputs(parts: dict, inputs, leading: tuple = ()) -> dict[str, np.ndarray]:
     """The arrays `inputs` (InputSpecs) declare from {"a": question arrays, "b": passage arrays}, reshaped to
     `leading` + (width,) (RACE: (examples, choices))."""
     named = {}
     for spec in inputs:
-        if spec.feature not in TOKEN_FEATURES:
-            raise ValueError(f"input {spec.name}: no tokenizer feature {spec.feature!r}; "
-                             f"features: {', '.join(TOKEN_FEATURES)}")
-        array = parts[spec.text][spec.feature]
+        array = parts[spec.text][token_feature(spec)]
         named[spec.name] = array.reshape(*leading, array.shape[-1]).astype(spec.dtype, copy=False) if leading \
             else array.astype(spec.dtype, copy=False)
     return named

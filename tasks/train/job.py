@@ -167,9 +167,7 @@ class Job:
                 raise TaskError(f"--max-query-length {options.max_query_length}: a question part of up to {longest} "
                                 f"tokens ({specials} special) exceeds the model's max_question_length "
                                 f"{config.max_question_length}")
-            positions = config.max_position_embeddings
-            if getattr(config, "base_family", None) == "roberta":  # RoBERTa's positions start at pad_token_id + 1
-                positions -= config.pad_token_id + 1
+            positions = config.max_positions  # RoBERTa's positions start at pad_token_id + 1
             if config.max_question_length + options.max_seq_length > positions:
                 raise TaskError(f"--max-seq-length {options.max_seq_length}: the passage part's positions start at "
                                 f"the model's max_question_length {config.max_question_length} and would pass its "
