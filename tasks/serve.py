@@ -334,7 +334,7 @@ class PassageServer:
     def __init__(self, model, backend: str, *, tokenizer=None, dtype: str = "float32", device: str = "cpu",
                  cache_dir=None, max_cache_bytes: int = DEFAULT_CACHE_BYTES, max_seq_length: int | None = None,
                  doc_stride: int = 128, max_answer_length: int = 30, n_best: int = 20, version_2: bool = False,
-                 null_score_diff_threshold: float = 0.0, batch_size: int = 32, config_overrides=None, seed: int = 0):
+                 null_score_diff_threshold: float = 0.0, batch_size: int = 32, config_overrides=None, seed: int = 42):
         from backends import FRAMEWORKS
 
         if backend not in FRAMEWORKS:
@@ -540,7 +540,7 @@ class PredictJob:
             max_seq_length=args.max_seq_length, doc_stride=args.doc_stride,
             max_answer_length=args.max_answer_length, n_best=args.n_best,
             version_2=args.version_2_with_negative, null_score_diff_threshold=args.null_score_diff_threshold,
-            batch_size=args.batch_size, config_overrides=args.config_overrides)
+            batch_size=args.batch_size, config_overrides=args.config_overrides, seed=args.seed)
         try:
             self.server.check(self.examples)
         except ServeError as exc:

@@ -244,10 +244,11 @@ def test_cached_logits_equal_one_shot(backend, tmp_path, base, split):
     for a, b in zip(cached, one_shot):
         assert a.shape == b.shape == features.offsets.shape[:2] and a.dtype == np.float64
         assert np.max(np.abs(a - b)) <= 1e-10
-    assert server.answer_with_cache(entry, QUESTIONS) == server.answer_one_shot(CONTEXT, QUESTIONS)
-    answers = server.answer(CONTEXT, QUESTIONS)
-    assert answers == [server.answer_one_shot(CONTEXT, QUESTIONS)[0][str(n)] for n in range(len(QUESTIONS))]
-    assert all(answer and answer in CONTEXT for answer in answers)
+    examples = [SquadExample(str(n), "", q, CONTEXT, (), False) for n, q in enumerate(QUESTIONS)]
+    answers, null_odds = server.answer_with_cache(entry, QUESTIONS)
+    assert (answers, null_odds) == postprocess_squad(examples, features, *one_shot)
+    assert all(answer and answer in CONTEXT for answer in answers.values())
+    assert server.answer(CONTEXT, QUESTIONS[1:2]) == [answers["1"]]
     assert server.counts == {"memory": 1, "disk": 0, "computed": 1}  # answer() found the passage encoded
 
 
