@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from backends import framework
-from backends.errors import BadInput, WeightsError
+from backends.errors import WeightsError
 from backends.tensorfile import SafetensorsReader, atomic_path, save_arrays
 from tasks.data.features import load_tokenizer
 from tasks.data.files import DataError, no_examples, parse_json, read_text, require, text_lines
@@ -400,8 +400,10 @@ class PassageServer:
     def check(self, examples) -> None:
         """ServeError for an empty passage or a question too long for the model, naming the question."""
         for context, group in by_passage(examples).items():
-            if not context.strip():
-                raise ServeError(f"question {group[0].qas_id!r}: the passage is empty")
+            try:
+                self.tokens.passage(context)
+            except ServeError as exc:
+                raise ServeError(f"question {group[0].qas_id!r}: {exc}") from None
             self.tokens.questions([e.question for e in group], [e.qas_id for e in group])
 
     # ---- the model ----

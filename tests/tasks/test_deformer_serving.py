@@ -286,7 +286,12 @@ def test_cli_predict_cache_dir_reused_and_refused_for_another_model(capsys, tmp_
     assert code == 2 and errors(err) == [
         f"python -m tasks predict: error: {long}: question 'long' has 18 tokens with its special tokens; the "
         "model's max_question_length is 12"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*files, "long.jsonl"])
+    empty = tmp_path / "empty.jsonl"  # no tokens: the tokenizer drops control characters
+    empty.write_text(json.dumps({"context": "\u0000\u0001", "question": "Who?", "id": "e"}) + "\n")
+    code, err = run(capsys, *common, empty, "--model", model, "--output", tmp_path / "empty.json", "--cache-passages")
+    assert code == 2 and errors(err) == [
+        f"python -m tasks predict: error: {empty}: question 'e': the passage is empty (no tokens)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*files, "long.jsonl", "empty.jsonl"])
     assert len(list(cache.glob("*.safetensors"))) == 2 and not list(cache.glob(".*"))
 
 
