@@ -16,8 +16,9 @@
 
 Teacher outputs are computed once over the train split before training, in the teacher's backend: in
 this process when it is the student's, else in a child process (`python -m tasks.distill JOB.json`),
-so each process imports one framework; they wait on disk, memory-mapped, and each batch reads its rows. TinyBERT's intermediate losses need the teacher's hidden states
-every step: the teacher then runs beside the student, in the same framework.
+so each process imports one framework; they wait on disk, memory-mapped, and each batch reads its rows.
+TinyBERT's intermediate losses need the teacher's hidden states every step: the teacher then runs beside
+the student, in the same framework.
 """
 from __future__ import annotations
 

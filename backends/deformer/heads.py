@@ -4,6 +4,8 @@ BERT's, and `base_class(config, head, ecosystem)` gives the base family's own fo
 from ..spec import Head
 
 HEADS = {
+    # the body alone (as the base family's "base" head: a bare BertModel/RobertaModel checkpoint opens as it)
+    "base": Head("DeformerModel", ("last_hidden_state", "pooler_output"), "BertModel", "BertModel"),
     "qa": Head("DeformerForQuestionAnswering", ("start_logits", "end_logits"), "BertForQuestionAnswering",
                "BertForQuestionAnswering"),
     "mc": Head("DeformerForMultipleChoice", ("logits",), "BertForMultipleChoice", "BertForMultipleChoice",

@@ -31,6 +31,8 @@ from .heads import HEADS as REGISTRY
 EMBEDDINGS = {"bert": bert.BertEmbeddings, "roberta": roberta.RobertaEmbeddings}
 # what an encode_passage() result holds (the passage_cache forward() takes)
 CACHE_KEYS = ("passage_states", "passage_attention_mask")
+# the inputs whose word embeddings the parity harness feeds as forward() arguments (backends/run.py)
+EMBEDDED_INPUTS = {"question_input_ids": "question_inputs_embeds", "passage_input_ids": "passage_inputs_embeds"}
 
 
 class DeformerEncoder(nn.Module):
@@ -77,6 +79,7 @@ class DeformerModel(bert.BertModel):
     the joint sequence's first token (the question's [CLS] / <s>)."""
 
     encoder_class = DeformerEncoder
+    embedded_inputs = EMBEDDED_INPUTS
 
     @property
     def embeddings_class(self):
@@ -158,8 +161,7 @@ class DeformerPreTrainedHead(bert.BertPreTrainedHead):
     """A task head over a DeformerModel held under the base family's prefix (`bert` or `roberta`)."""
 
     base_model_class = DeformerModel
-    # the inputs whose word embeddings the parity harness feeds as forward() arguments (backends/run.py)
-    embedded_inputs = {"question_input_ids": "question_inputs_embeds", "passage_input_ids": "passage_inputs_embeds"}
+    embedded_inputs = EMBEDDED_INPUTS
 
     @property
     def base_model_prefix(self):

@@ -71,7 +71,8 @@ class PartLayout:
                      specials(last_a + 1 + closing, first_b), specials(last_b + 1, len(ids)),
                      types[first_a], types[first_b], tokenizer.pad_token_id, tokenizer.pad_token_type_id)
         alone = tokenizer("a", return_token_type_ids=True)["input_ids"]
-        if [i for i, _ in layout.question_prefix + layout.question_suffix] != alone[:first_a] + alone[len(alone) - closing:]:
+        question_specials = [i for i, _ in layout.question_prefix + layout.question_suffix]
+        if question_specials != alone[:first_a] + alone[len(alone) - closing:]:
             raise ValueError(f"{type(tokenizer).__name__}: the question's special tokens differ between a pair and a "
                              "single text; the pair cannot be split into a question part and a passage part")
         return layout

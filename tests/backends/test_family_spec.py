@@ -34,11 +34,15 @@ def test_make_inputs_gives_exactly_the_declared_inputs(name):
             assert len({item.name for item in declared}) == len(declared)
             made = spec.make_inputs(config, head, SIZES["batch"], SIZES["seq"], np.random.default_rng(0))
             assert list(made) == [item.name for item in declared], (name, head)
+            lengths = {}  # text -> its inputs' one length
             for item in declared:
                 assert set(item.axes) <= set(INPUT_AXES) and item.axes[0] == "batch" and item.axes[-1] == "seq"
                 assert ("choices" in item.axes) == (head in spec.choice_heads), (name, head, item.name)
                 assert made[item.name].dtype == np.dtype(item.dtype), (name, head, item.name)
-                assert made[item.name].shape == item.shape(SIZES), (name, head, item.name)
+                assert made[item.name].shape[:-1] == item.shape(SIZES)[:-1], (name, head, item.name)
+                assert lengths.setdefault(item.text, made[item.name].shape[-1]) == made[item.name].shape[-1]
+            # texts read together fill the length; a text read alone (a two-tower or DeFormer part) has its own
+            assert lengths.get("joint", SIZES["seq"]) == SIZES["seq"] and max(lengths.values()) <= SIZES["seq"]
 
 
 def test_bilstm_pair_declares_two_towers():

@@ -51,6 +51,27 @@ def test_bilstm_pair_training_parity(tmp_path):
                          tmp_path, seq_len=6, max_steps=6)  # short: the TF LSTM steps in Python
 
 
+@pytest.mark.parametrize("base,head", [("bert", "qa"), ("roberta", "seqcls")])  # mc: float64 port parity
+def test_deformer_training_parity(base, head, tmp_path):
+    """DeFormer split 1/1/1 (question-only, assist and joint layers), ragged questions and passages, dropout on
+    with shared masks."""
+    from backends.deformer.config import from_base_config
+    from backends.deformer.weights import BASE_WEIGHTS
+
+    body = tiny_config(base, dropout=True).replace(num_hidden_layers=3)
+    assert BASE_WEIGHTS[base].config_class is type(body)
+    config = from_base_config(body, 1, 1, 1, max_question_length=8)
+    assert_same_training("deformer", config, head, "float64", 1e-3, 1e-8, tmp_path)
+
+
+def test_deformer_mc_training_parity(tmp_path):
+    """The DeFormer's multiple-choice head (the choices axis on both parts), split 0/2/1 on RoBERTa's shape,
+    20 AdamW updates of one micro-batch each (the TF port runs eagerly and slowly)."""
+    config = tiny_config("deformer", False, "deformer-roberta-large-0-12-12", num_hidden_layers=3, encoder2_layers=0,
+                         assist_layers=2, encoder3_layers=1)
+    assert_same_training("deformer", config, "mc", "float64", 1e-3, 1e-8, tmp_path, grad_accum=1)
+
+
 def assert_same_training(family_name, config, head, dtype, learning_rate, tolerance, tmp_path, seq_len=12,
                          **changes):
     """Every backend trains the same losses and weights from the same init, batches and schedule (SETTINGS

@@ -27,10 +27,10 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def tiny_config(family_name: str, dropout: bool = False, **changes):
-    """The family's first preset shrunk to tiny size; every dropout probability 0 unless `dropout`."""
+def tiny_config(family_name: str, dropout: bool = False, preset: str | None = None, **changes):
+    """The family's first preset (or `preset`) shrunk to tiny size; every dropout probability 0 unless `dropout`."""
     spec = family(family_name)
-    config = spec.shrink(next(iter(spec.presets.values())).config)
+    config = spec.shrink((spec.presets[preset] if preset else next(iter(spec.presets.values()))).config)
     if not dropout:
         changes = {**{key: 0.0 for key, value in vars(config).items()
                       if "dropout" in key and isinstance(value, float)}, **changes}
