@@ -81,8 +81,9 @@ def squad_passages(path, tokenizer, count: int, length: int, per_passage: int) -
     articles: dict[str, list] = {}
     for example in read_squad(path):
         articles.setdefault(example.title, []).append(example)
-    special = len(tokenizer.build_inputs_with_special_tokens([0], [0])) - len(tokenizer.build_inputs_with_special_tokens([0])) - 1
-    content = length - special
+    from tasks.data.split_pair import PartLayout
+
+    content = length - PartLayout.from_tokenizer(tokenizer).passage_specials
     found = []
     for examples in articles.values():
         paragraphs = list(dict.fromkeys(example.context for example in examples))

@@ -147,7 +147,8 @@ def add_predict_arguments(parser) -> None:
     group.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="parameter dtype")
     group.add_argument("--batch-size", type=int, default=32, help="question-window rows per forward pass")
     group.add_argument("--seed", type=int, default=42,
-                       help="seed of the numpy init of what the folder lacks (a fresh QA head; default 42, as evaluate)")
+                       help="seed of the numpy init of what the folder lacks (a fresh QA head; default 42, as "
+                            "evaluate)")
     group = parser.add_argument_group("questions and answers")
     group.add_argument("--input", required=True,
                        help="SQuAD-format JSON or JSONL of {\"context\", \"question\", \"id\"} (may be gzipped)")

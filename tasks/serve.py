@@ -369,7 +369,8 @@ class PassageServer:
             except FileNotFoundError as exc:
                 raise ServeError(str(exc)) from None
         if len(tokenizer) > config.vocab_size:
-            raise ServeError(f"the tokenizer has {len(tokenizer)} tokens, the model's vocab_size is {config.vocab_size}")
+            raise ServeError(f"the tokenizer has {len(tokenizer)} tokens, the model's vocab_size is "
+                             f"{config.vocab_size}")
         room = config.max_positions - config.max_question_length  # passage positions start at max_question_length
         length = min(DEFAULT_SEQ_LENGTH, room) if max_seq_length is None else max_seq_length
         if length > room:
