@@ -1,4 +1,4 @@
-"""python -m tasks finetune | evaluate | distill: GLUE, SQuAD, RACE and BoolQ on torch, paddle or tf.
+"""python -m tasks finetune | evaluate | distill | predict: GLUE, SQuAD, RACE and BoolQ on torch, paddle or tf.
 
 Only the chosen framework is imported. Bad options, missing or malformed files give a one-line error and exit
 2 before any work; a training run whose loss becomes NaN or Inf stops with a one-line error and exit 1.
@@ -137,6 +137,42 @@ def add_distill_arguments(parser) -> None:
                             "scores) instead of the prediction loss; needs a TinyBERT student")
 
 
+def add_predict_arguments(parser) -> None:
+    group = parser.add_argument_group("model and backend")
+    group.add_argument("--model", required=True, help="a DeFormer QA model folder (python -m tasks finetune)")
+    group.add_argument("--backend", required=True, choices=BACKENDS, help="framework to run in")
+    group.add_argument("--tokenizer", help="tokenizer folder (default: the model folder)")
+    group.add_argument("--config-overrides", metavar="KEY=VALUE,...", help="change config values")
+    group.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="where to run (default cpu)")
+    group.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="parameter dtype")
+    group.add_argument("--batch-size", type=int, default=32, help="question-window rows per forward pass")
+    group.add_argument("--seed", type=int, default=42,
+                       help="seed of the numpy init of what the folder lacks (a fresh QA head; default 42, as "
+                            "evaluate)")
+    group = parser.add_argument_group("questions and answers")
+    group.add_argument("--input", required=True,
+                       help="SQuAD-format JSON or JSONL of {\"context\", \"question\", \"id\"} (may be gzipped)")
+    group.add_argument("--output", required=True, help="predictions JSON file written here: {id: answer}")
+    group.add_argument("--null-odds-output", help="also write each question's null odds (SQuAD v2.0's na-prob file)")
+    group.add_argument("--max-seq-length", type=int,
+                       help="tokens per passage window, its special tokens included (default: 384, or what the "
+                            "model's positions leave after max_question_length)")
+    group.add_argument("--doc-stride", type=int, default=128, help="tokens shared by consecutive passage windows")
+    group.add_argument("--max-answer-length", type=int, default=30, help="longest answer span in tokens")
+    group.add_argument("--n-best", type=int, default=20, help="start and end candidates per window")
+    group.add_argument("--version-2-with-negative", action="store_true", help="SQuAD v2.0: questions may have no "
+                                                                             "answer")
+    group.add_argument("--null-score-diff-threshold", type=float, default=0.0,
+                       help="SQuAD v2.0: answer nothing when the null odds exceed this")
+    group = parser.add_argument_group("cached passages")
+    group.add_argument("--cache-passages", action="store_true",
+                       help="encode each passage once and answer its questions against its cached layer states")
+    group.add_argument("--cache-dir", help="also keep the encoded passages as safetensors files in this folder "
+                                           "(reused by later runs of the same model)")
+    group.add_argument("--max-cache-mb", type=float, default=2048,
+                       help="memory bound of the cached passages (least recently used dropped; default 2048)")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="python -m tasks", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -167,6 +203,12 @@ def build_parser() -> Parser:
     add_model_arguments(distill, "--student", "the student: a preset or a model folder")
     add_training_arguments(distill)
     add_distill_arguments(distill)
+    predict = sub.add_parser(
+        "predict", help="answer questions with a DeFormer, each passage encoded once",
+        description="Answer SQuAD-style questions with a DeFormer QA model. With --cache-passages each passage's "
+                    "lower-layer states are computed once and every question on it reuses them (tasks/serve.py); "
+                    "the answers equal the full model's.")
+    add_predict_arguments(predict)
     return parser
 
 
@@ -193,6 +235,8 @@ def main(argv=None) -> int:
 
     if args.command == "distill":
         from tasks.distill import DistillJob as Job
+    elif args.command == "predict":
+        from tasks.serve import PredictJob as Job
     else:
         from tasks.train.job import Job
 
