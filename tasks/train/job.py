@@ -13,8 +13,11 @@ from tasks.data.features import load_tokenizer
 
 from . import runner_class
 from .loop import Trainer, TrainArgs, check_resume_state, latest_checkpoint, num_rows, predict_all, schedule
+from backends.checkpoints.adapters import is_adapter_folder, read_adapter_folder
+
+from .adapters import AdapterSetup, describe_trainable
 from .losses import LOSSES
-from .model import load_model, parse_overrides, save_model
+from .model import attach_adapter, load_model, parse_overrides, save_model
 from .task import Options, TaskError, make_task
 
 EVAL_DIR = "eval"  # dev-split prediction files go here; the test split's (submissions) into the output folder
@@ -84,9 +87,12 @@ class Job:
         if training and self.resume is None and self.output_dir.is_dir() and any(self.output_dir.iterdir()) \
                 and not args.overwrite_output_dir:
             raise TaskError(f"output folder {self.output_dir} is not empty; use --overwrite-output-dir or --resume")
+        adapter, load_from = self.adapter_options()
         self.tokenizer = self.load_tokenizer()
         self.source = load_model(getattr(args, self.model_option), self.task.head, self.task.num_labels,
                                  parse_overrides(args.config_overrides), args.seed)
+        if adapter is not None or load_from is not None:
+            self.source = attach_adapter(self.source, adapter, load_from, getattr(args, self.model_option))
         self.check_fits(self.source.config)
         limits = {"train": getattr(args, "max_train_samples", None), "dev": args.max_eval_samples,
                   "test": args.max_predict_samples}
@@ -112,6 +118,28 @@ class Job:
                        max_query_length=a.max_query_length, max_answer_length=a.max_answer_length, n_best=a.n_best,
                        version_2_with_negative=a.version_2_with_negative,
                        null_score_diff_threshold=a.null_score_diff_threshold)
+
+    def adapter_options(self) -> tuple[AdapterSetup | None, Path | None]:
+        """(a fresh adapter to add, an adapter folder to load): --train-adapter needs --adapter-config or
+        --load-adapter; the config string and name are checked before any data is read."""
+        a = self.args
+        train, text = getattr(a, "train_adapter", False), getattr(a, "adapter_config", None)
+        load_from = Path(a.load_adapter) if getattr(a, "load_adapter", None) else None
+        if load_from is not None and not is_adapter_folder(load_from):
+            raise TaskError(f"--load-adapter {load_from}: not an adapter folder (no adapter_config.json)")
+        if train and text is None and load_from is None:
+            raise TaskError("--train-adapter needs --adapter-config (seq_bn, double_seq_bn, par_bn, lora, e.g. "
+                            "seq_bn[reduction_factor=8]) or --load-adapter DIR")
+        if not train and text is not None:
+            raise TaskError("--adapter-config is for --train-adapter")
+        if not train and load_from is not None and getattr(a, "do_train", False):
+            raise TaskError("--load-adapter with --do-train trains the adapter: give --train-adapter too")
+        if text is None:
+            return None, load_from
+        from backends.adapters import check_name, parse_adapter_config
+
+        parse_adapter_config(text)  # an unknown method or key: ConfigError naming it
+        return AdapterSetup(text, check_name(a.adapter_name)), load_from
 
     def resume_checkpoint(self) -> Path | None:
         if not self.args.resume:
@@ -154,13 +182,17 @@ class Job:
         a = self.args
         return runner_class(a.backend)(self.source.family, self.source.config, self.source.head, self.source.params,
                                        dtype=a.dtype, device=a.device, bf16=a.bf16, seed=a.seed,
-                                       dropout_masks=getattr(a, "dropout_masks", "shared"))  # evaluate: no option
+                                       dropout_masks=getattr(a, "dropout_masks", "shared"),  # evaluate: no option
+                                       trainable=self.source.trainable)
 
     def run(self) -> dict:
         """Train, evaluate and predict as asked; write the metrics JSON files; return all metrics."""
         if self.source.fresh or self.source.unused:
             log(f"note: {len(self.source.fresh)} parameters initialised fresh ({few(self.source.fresh)}); "
                 f"{len(self.source.unused)} stored tensors unused ({few(self.source.unused)})")
+        if self.source.trainable is not None:
+            log(f"adapter {self.source.adapter_name} ({self.source.config.adapter}), base model frozen: "
+                + describe_trainable(self.source.params, self.source.trainable))
         runner = self.make_runner()
         if self.output_dir is not None:
             self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -194,13 +226,20 @@ class Job:
             runner, train_args, inputs, loss_fn, self.output_dir,
             save_model=lambda folder: save_model(folder, self.source, runner.get_params(), self.tokenizer),
             evaluate=(lambda: self.evaluate(runner, "dev")) if self.do_eval else None,
-            main_metric=self.task.main_metric, prepare=prepare)
+            main_metric=self.task.main_metric, prepare=prepare,
+            load_weights=self.adapter_weights(runner) if self.source.adapter_name is not None else None)
         metrics = trainer.train(self.resume)
         save_model(self.output_dir, self.source, runner.get_params(), self.tokenizer)
         write_json(self.output_dir / "trainer_state.json",
                    {"best_metric": trainer.state.best_metric, "best_step": trainer.state.best_step,
                     "log_history": trainer.state.log_history, "settings": trainer.run_settings()})
         return {**metrics, "train_samples": len(self.splits["train"].examples)}
+
+    @staticmethod
+    def adapter_weights(runner):
+        """load_weights of a resumed adapter run: its checkpoints hold the adapter and head; the frozen base is
+        the runner's own."""
+        return lambda folder: {**runner.get_params(), **read_adapter_folder(folder).params}
 
     def evaluate(self, runner, split_name: str, prefix: str | None = None) -> dict:
         """Metrics of one split (when labelled). With a prefix (a final evaluation), the metrics get it

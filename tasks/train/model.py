@@ -10,17 +10,20 @@ use (pre-training heads) are listed in a note. A saved model is transformers' la
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from backends import FAMILIES, family, family_marker, family_of_config, presets
 from backends.checkpoints import detect_format, open_checkpoint
+from backends.checkpoints.adapters import check_base, expected_shapes, is_adapter_folder, read_adapter_folder, \
+    write_adapter_folder
 from backends.checkpoints.rules import format_rules
 from backends.errors import BadInput
 from backends.tensorfile import save_arrays
 
+from .adapters import AdapterSetup, fresh_adapter, trainable_names, with_adapter
 from .loop import WEIGHTS_FILE
 from .task import TaskError
 
@@ -38,6 +41,9 @@ class ModelSource:
     folder: Path | None = None  # where the model (and usually its tokenizer) came from
     fresh: list = field(default_factory=list)
     unused: list = field(default_factory=list)
+    seed: int = 0  # of the fresh parameters' init
+    adapter_name: str | None = None  # an adapter run: config.adapter holds its config string
+    trainable: frozenset | None = None  # the parameters to train (None: all); an adapter run's are saved alone
 
 
 def family_of(config_path: Path) -> str:
@@ -74,6 +80,9 @@ def load_model(model: str, head: str, num_labels: int | None = None, overrides: 
         name, config, folder, checkpoint = known[model].family, known[model].config, None, None
     else:
         folder = Path(model)
+        if is_adapter_folder(folder) and not (folder / CONFIG_FILE).is_file():
+            raise TaskError(f"--model {model} is an adapter-only folder: give its base model as --model and "
+                            f"--load-adapter {model}")
         if not (folder / CONFIG_FILE).is_file():
             raise TaskError(f"--model {model}: neither a preset nor a folder with {CONFIG_FILE}")
         checkpoint = _open_folder(folder)
@@ -102,7 +111,38 @@ def load_model(model: str, head: str, num_labels: int | None = None, overrides: 
     finally:
         if checkpoint is not None:
             checkpoint.close()
-    return ModelSource(name, config, head, params, folder, fresh, unused)
+    return ModelSource(name, config, head, params, folder, fresh, unused, seed=seed)
+
+
+def attach_adapter(source: ModelSource, setup: AdapterSetup | None, load_from=None, model: str = "") -> ModelSource:
+    """`source` with an adapter: a fresh one (`setup`: config string and name) or the adapter and task head of the
+    adapter-only folder `load_from`; the base model is frozen (`trainable`: the adapter and the task head)."""
+    stored = None
+    if load_from is not None:
+        stored = read_adapter_folder(load_from)
+        check_base(stored, source.family, source.config, f"--model {model}")
+        if stored.head != source.head:
+            raise TaskError(f"--load-adapter {load_from}: its head is {stored.head}; this task needs {source.head}")
+        if setup is not None and setup.config != stored.adapter:
+            raise TaskError(f"--adapter-config {setup.config} differs from the adapter in {load_from} "
+                            f"({stored.adapter}); leave --adapter-config out to continue that one")
+        setup = AdapterSetup(stored.adapter, stored.name)
+    config = with_adapter(source.config, setup)
+    params, fresh = dict(source.params), list(source.fresh)
+    if stored is None:
+        adapter = fresh_adapter(source.family, config, source.head, setup, source.seed)
+        fresh += list(adapter)
+    else:
+        head_shapes = expected_shapes(source.family, config, source.head, setup.name)[1]
+        for key, array in stored.head_params.items():
+            if tuple(array.shape) != head_shapes[key]:  # num_labels of another task
+                raise TaskError(f"--load-adapter {load_from}: {key} has shape {list(array.shape)}, this task's "
+                                f"{source.head} head needs {list(head_shapes[key])}")
+        adapter = stored.params
+        fresh = [key for key in fresh if key not in adapter]
+    params.update(adapter)
+    return replace(source, config=config, params=params, fresh=fresh, adapter_name=setup.name,
+                   trainable=trainable_names(params, source.family, config))
 
 
 def _open_folder(folder: Path):
@@ -115,8 +155,12 @@ def _open_folder(folder: Path):
 
 
 def save_model(folder, source: ModelSource, params: dict, tokenizer=None) -> None:
-    """model.safetensors (canonical names), config.json and the tokenizer files, as transformers lays them out."""
+    """model.safetensors (canonical names), config.json and the tokenizer files, as transformers lays them out; an
+    adapter run's adapter and head alone (backends/checkpoints/adapters.py: the `adapters` library's layout)."""
     folder = Path(folder)
+    if source.adapter_name is not None:  # the adapter and the head alone, in the `adapters` library's layout
+        write_adapter_folder(folder, "hf", source.family, source.config, source.head, source.adapter_name, params)
+        return
     folder.mkdir(parents=True, exist_ok=True)
     save_arrays(folder / WEIGHTS_FILE, params, metadata={"format": "pt"})  # transformers checks the format tag
     classes = format_rules(source.family, "hf").classes
