@@ -48,7 +48,8 @@ FRAMEWORK_OF = {"hf": "torch", "paddle": "paddle", "tf": "tf"}  # whose port lay
 @dataclass
 class AdapterFolder:
     """An adapter-only checkpoint: the model config it was trained with (its `adapter` field set), the adapter's
-    name, the head and the adapter and head parameters in canonical names and layouts."""
+    name, the head and the adapter and head parameters in canonical names and layouts (the adapter's under the
+    name the ports give it, `backends.adapters.DEFAULT_NAME`: `name` is the one its files use)."""
 
     path: Path
     fmt: str
@@ -73,16 +74,33 @@ def is_adapter_folder(path) -> bool:
     return (Path(path) / ADAPTER_CONFIG).is_file()
 
 
-def expected_shapes(family: str, config, head: str, name: str) -> tuple[dict, dict]:
-    """({adapter parameter: shape}, {head parameter: shape}) of a `head` model of `family` with config's adapter."""
-    from backends.adapters import adapter_param_shapes, is_adapter_param
+def renamed(params: dict, old: str, new: str) -> dict:
+    """Adapter parameters of adapter `old` named for adapter `new` (the library's AdapterLoader.rename_func)."""
+    if old == new:
+        return dict(params)
+    return {key.replace(f"adapters.{old}.", f"adapters.{new}.").replace(f".loras.{old}.", f".loras.{new}."): value
+            for key, value in params.items()}
 
-    spec = backends.family(family)
-    base = {key: shape for key, shape in spec.param_shapes(config.replace(adapter=None), head).items()
-            if not is_adapter_param(key)}
+
+def head_names(names, family: str, config) -> list[str]:
+    """The task head's own parameters among `names` (a base-model head has none): not an adapter's, and outside
+    the base model's prefix: the family's (`bert.`), or the base family's for a family that rewires another's
+    layers under its names (the DeFormer's `base_family`). The library's PredictionHeadLoader takes the same."""
+    from backends.adapters import is_adapter_param
+
     prefix = (getattr(config, "base_family", None) or family) + "."
-    prefixed = any(key.startswith(prefix) for key in base)
-    head_shapes = {key: tuple(shape) for key, shape in base.items() if prefixed and not key.startswith(prefix)}
+    names = list(names)
+    prefixed = any(name.startswith(prefix) for name in names)
+    return [name for name in names if prefixed and not name.startswith(prefix) and not is_adapter_param(name)]
+
+
+def expected_shapes(family: str, config, head: str, name: str) -> tuple[dict, dict]:
+    """({adapter parameter: shape}, {head parameter: shape}) of a `head` model of `family` with config's adapter
+    (named `name`)."""
+    from backends.adapters import adapter_param_shapes
+
+    base = backends.family(family).param_shapes(config.replace(adapter=None), head)
+    head_shapes = {key: tuple(base[key]) for key in head_names(base, family, config)}
     adapter = {key: tuple(shape) for key, shape in adapter_param_shapes(family, config, config.adapter, name,
                                                                         head).items()}
     return adapter, head_shapes
@@ -90,12 +108,15 @@ def expected_shapes(family: str, config, head: str, name: str) -> tuple[dict, di
 
 def write_adapter_folder(path, fmt: str, family: str, config, head: str, name: str, params: dict,
                          dtype: str | None = None) -> None:
-    """Write the adapter and head parameters among `params` (canonical; others are ignored) into folder `path`
-    in format `fmt` ("hf", "paddle", "tf"); `dtype` casts floating tensors (None keeps theirs)."""
+    """Write the adapter and head parameters among `params` (canonical, the adapter under the ports' name; others
+    are ignored) into folder `path` in format `fmt` ("hf", "paddle", "tf"), the adapter named `name`; `dtype`
+    casts floating tensors (None keeps theirs)."""
     if fmt not in FILES:
         raise BadInput(f"adapter checkpoints are stored as {', '.join(FILES)}, not {fmt!r}")
-    from backends.adapters import parse_adapter_config
+    from backends.adapters import DEFAULT_NAME, parse_adapter_config
+    from backends.adapters.config import check_name
 
+    params = renamed(params, DEFAULT_NAME, check_name(name))
     adapter_shapes, head_shapes = expected_shapes(family, config, head, name)
     missing = [key for key in (*adapter_shapes, *head_shapes) if key not in params]
     if missing:
@@ -141,7 +162,7 @@ def _write_weights(file: Path, fmt: str, family: str, params: dict, dtype: str |
 
 def read_adapter_folder(path) -> AdapterFolder:
     """An adapter-only checkpoint, every file and tensor checked: one-line errors name the file and key."""
-    from backends.adapters import parse_adapter_config
+    from backends.adapters import DEFAULT_NAME, parse_adapter_config
 
     path = Path(path)
     if not path.is_dir():
@@ -173,7 +194,8 @@ def read_adapter_folder(path) -> AdapterFolder:
         files = TORCH_FILES
     adapter_params = _read_weights(path / files[0], fmt, family, adapter_shapes)
     head_params = _read_weights(path / files[1], fmt, family, head_shapes)
-    return AdapterFolder(path, fmt, family, config, head, name, adapter_params, head_params)
+    return AdapterFolder(path, fmt, family, config, head, name, renamed(adapter_params, name, DEFAULT_NAME),
+                         head_params)
 
 
 def _read_weights(file: Path, fmt: str, family: str, shapes: dict) -> dict:

@@ -11,11 +11,11 @@ from backends import family, presets
 from backends.errors import BadInput
 from tasks.data.features import load_tokenizer
 
-from . import runner_class
-from .loop import Trainer, TrainArgs, check_resume_state, latest_checkpoint, num_rows, predict_all, schedule
 from backends.checkpoints.adapters import is_adapter_folder, read_adapter_folder
 
+from . import runner_class
 from .adapters import AdapterSetup, describe_trainable
+from .loop import Trainer, TrainArgs, check_resume_state, latest_checkpoint, num_rows, predict_all, schedule
 from .losses import LOSSES
 from .model import attach_adapter, load_model, parse_overrides, save_model
 from .task import Options, TaskError, make_task
@@ -87,12 +87,12 @@ class Job:
         if training and self.resume is None and self.output_dir.is_dir() and any(self.output_dir.iterdir()) \
                 and not args.overwrite_output_dir:
             raise TaskError(f"output folder {self.output_dir} is not empty; use --overwrite-output-dir or --resume")
-        adapter, load_from = self.adapter_options()
+        adapter, stored = self.adapter_options()
         self.tokenizer = self.load_tokenizer()
         self.source = load_model(getattr(args, self.model_option), self.task.head, self.task.num_labels,
-                                 parse_overrides(args.config_overrides), args.seed)
-        if adapter is not None or load_from is not None:
-            self.source = attach_adapter(self.source, adapter, load_from, getattr(args, self.model_option))
+                                 parse_overrides(args.config_overrides), args.seed, adapter=adapter)
+        if adapter is not None:
+            self.source = attach_adapter(self.source, adapter, stored, getattr(args, self.model_option))
         self.check_fits(self.source.config)
         limits = {"train": getattr(args, "max_train_samples", None), "dev": args.max_eval_samples,
                   "test": args.max_predict_samples}
@@ -119,9 +119,10 @@ class Job:
                        version_2_with_negative=a.version_2_with_negative,
                        null_score_diff_threshold=a.null_score_diff_threshold)
 
-    def adapter_options(self) -> tuple[AdapterSetup | None, Path | None]:
-        """(a fresh adapter to add, an adapter folder to load): --train-adapter needs --adapter-config or
-        --load-adapter; the config string and name are checked before any data is read."""
+    def adapter_options(self):
+        """(the adapter on the model, the adapter folder it comes from, if any): --train-adapter needs
+        --adapter-config or --load-adapter; the config string, the name and the folder are checked before any
+        data is read."""
         a = self.args
         train, text = getattr(a, "train_adapter", False), getattr(a, "adapter_config", None)
         load_from = Path(a.load_adapter) if getattr(a, "load_adapter", None) else None
@@ -134,12 +135,19 @@ class Job:
             raise TaskError("--adapter-config is for --train-adapter")
         if not train and load_from is not None and getattr(a, "do_train", False):
             raise TaskError("--load-adapter with --do-train trains the adapter: give --train-adapter too")
+        if load_from is not None:
+            stored = read_adapter_folder(load_from)
+            if text is not None and text != stored.adapter:
+                raise TaskError(f"--adapter-config {text} differs from the adapter in {load_from} ({stored.adapter}); "
+                                "leave --adapter-config out to continue that one")
+            return AdapterSetup(stored.adapter, stored.name), stored
         if text is None:
-            return None, load_from
-        from backends.adapters import check_name, parse_adapter_config
+            return None, None
+        from backends.adapters import parse_adapter_config
+        from backends.adapters.config import check_name
 
         parse_adapter_config(text)  # an unknown method or key: ConfigError naming it
-        return AdapterSetup(text, check_name(a.adapter_name)), load_from
+        return AdapterSetup(text, check_name(a.adapter_name)), None
 
     def resume_checkpoint(self) -> Path | None:
         if not self.args.resume:

@@ -17,13 +17,12 @@ import numpy as np
 
 from backends import FAMILIES, family, family_marker, family_of_config, presets
 from backends.checkpoints import detect_format, open_checkpoint
-from backends.checkpoints.adapters import check_base, expected_shapes, is_adapter_folder, read_adapter_folder, \
-    write_adapter_folder
+from backends.checkpoints.adapters import check_base, is_adapter_folder, write_adapter_folder
 from backends.checkpoints.rules import format_rules
 from backends.errors import BadInput
 from backends.tensorfile import save_arrays
 
-from .adapters import AdapterSetup, fresh_adapter, trainable_names, with_adapter
+from .adapters import AdapterSetup, trainable_names
 from .loop import WEIGHTS_FILE
 from .task import TaskError
 
@@ -41,7 +40,6 @@ class ModelSource:
     folder: Path | None = None  # where the model (and usually its tokenizer) came from
     fresh: list = field(default_factory=list)
     unused: list = field(default_factory=list)
-    seed: int = 0  # of the fresh parameters' init
     adapter_name: str | None = None  # an adapter run: config.adapter holds its config string
     trainable: frozenset | None = None  # the parameters to train (None: all); an adapter run's are saved alone
 
@@ -73,8 +71,9 @@ def parse_overrides(text: str | None) -> dict:
 
 
 def load_model(model: str, head: str, num_labels: int | None = None, overrides: dict | None = None,
-               seed: int = 0) -> ModelSource:
-    """A preset (fresh numpy init) or a model folder (a checkpoint, or config.json alone) for `head`."""
+               seed: int = 0, adapter: AdapterSetup | None = None) -> ModelSource:
+    """A preset (fresh numpy init) or a model folder (a checkpoint, or config.json alone) for `head`; with
+    `adapter`, the model has it (config field `adapter`) and the checkpoint's base model gets its fresh init."""
     known = presets()
     if model in known:
         name, config, folder, checkpoint = known[model].family, known[model].config, None, None
@@ -99,6 +98,10 @@ def load_model(model: str, head: str, num_labels: int | None = None, overrides: 
         if num_labels is not None:
             changes["num_labels"] = num_labels
         unknown = [key for key in changes if not hasattr(config, key)]
+        if adapter is not None:
+            if not hasattr(config, "adapter"):
+                raise TaskError(f"--model {model}: the {name} family takes no adapters")
+            changes["adapter"] = adapter.config
         if unknown:
             raise TaskError(f"--config-overrides: {name} configs have no {', '.join(unknown)}")
         config = config.replace(**changes)
@@ -111,38 +114,27 @@ def load_model(model: str, head: str, num_labels: int | None = None, overrides: 
     finally:
         if checkpoint is not None:
             checkpoint.close()
-    return ModelSource(name, config, head, params, folder, fresh, unused, seed=seed)
+    return ModelSource(name, config, head, params, folder, fresh, unused)
 
 
-def attach_adapter(source: ModelSource, setup: AdapterSetup | None, load_from=None, model: str = "") -> ModelSource:
-    """`source` with an adapter: a fresh one (`setup`: config string and name) or the adapter and task head of the
-    adapter-only folder `load_from`; the base model is frozen (`trainable`: the adapter and the task head)."""
-    stored = None
-    if load_from is not None:
-        stored = read_adapter_folder(load_from)
+def attach_adapter(source: ModelSource, setup: AdapterSetup, stored=None, model: str = "") -> ModelSource:
+    """`source` (built with the adapter in its config: a fresh adapter) as an adapter run: the base model frozen,
+    the adapter and the task head trained; with `stored` (an AdapterFolder), its adapter and head replace the
+    fresh ones, once its base model is checked to be this one."""
+    params, fresh = dict(source.params), list(source.fresh)
+    if stored is not None:
         check_base(stored, source.family, source.config, f"--model {model}")
         if stored.head != source.head:
-            raise TaskError(f"--load-adapter {load_from}: its head is {stored.head}; this task needs {source.head}")
-        if setup is not None and setup.config != stored.adapter:
-            raise TaskError(f"--adapter-config {setup.config} differs from the adapter in {load_from} "
-                            f"({stored.adapter}); leave --adapter-config out to continue that one")
-        setup = AdapterSetup(stored.adapter, stored.name)
-    config = with_adapter(source.config, setup)
-    params, fresh = dict(source.params), list(source.fresh)
-    if stored is None:
-        adapter = fresh_adapter(source.family, config, source.head, setup, source.seed)
-        fresh += list(adapter)
-    else:
-        head_shapes = expected_shapes(source.family, config, source.head, setup.name)[1]
-        for key, array in stored.head_params.items():
-            if tuple(array.shape) != head_shapes[key]:  # num_labels of another task
-                raise TaskError(f"--load-adapter {load_from}: {key} has shape {list(array.shape)}, this task's "
-                                f"{source.head} head needs {list(head_shapes[key])}")
-        adapter = stored.params
-        fresh = [key for key in fresh if key not in adapter]
-    params.update(adapter)
-    return replace(source, config=config, params=params, fresh=fresh, adapter_name=setup.name,
-                   trainable=trainable_names(params, source.family, config))
+            raise TaskError(f"--load-adapter {stored.path}: its head is {stored.head}; this task needs {source.head}")
+        shapes = family(source.family).param_shapes(source.config, source.head)
+        for key, array in stored.params.items():
+            if tuple(array.shape) != tuple(shapes[key]):  # a head of another label count
+                raise TaskError(f"--load-adapter {stored.path}: {key} has shape {list(array.shape)}, this task's "
+                                f"{source.head} head needs {list(shapes[key])}")
+        params.update(stored.params)
+        fresh = [key for key in fresh if key not in stored.params]
+    return replace(source, params=params, fresh=fresh, adapter_name=setup.name,
+                   trainable=trainable_names(params, source.family, source.config))
 
 
 def _open_folder(folder: Path):

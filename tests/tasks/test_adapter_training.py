@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def head_only(family_name: str, config, head: str) -> frozenset:
     """The task head's parameters: what trains when the base model is frozen and no adapter is added."""
-    from tasks.train.adapters import head_names
+    from backends.checkpoints.adapters import head_names
 
     return frozenset(head_names(family(family_name).param_shapes(config, head), family_name, config))
 
