@@ -17,7 +17,7 @@ from . import runner_class
 from .adapters import AdapterSetup, describe_trainable
 from .loop import Trainer, TrainArgs, check_resume_state, latest_checkpoint, num_rows, predict_all, schedule
 from .losses import LOSSES
-from .model import attach_adapter, load_model, parse_overrides, save_model
+from .model import attach_adapter, load_model, parse_overrides, refuse_adapter_folder, save_model
 from .task import Options, TaskError, make_task
 
 EVAL_DIR = "eval"  # dev-split prediction files go here; the test split's (submissions) into the output folder
@@ -88,6 +88,7 @@ class Job:
                 and not args.overwrite_output_dir:
             raise TaskError(f"output folder {self.output_dir} is not empty; use --overwrite-output-dir or --resume")
         adapter, stored = self.adapter_options()
+        refuse_adapter_folder(getattr(args, self.model_option))  # before its (absent) tokenizer is looked for
         self.tokenizer = self.load_tokenizer()
         self.source = load_model(getattr(args, self.model_option), self.task.head, self.task.num_labels,
                                  parse_overrides(args.config_overrides), args.seed, adapter=adapter)

@@ -70,6 +70,13 @@ def parse_overrides(text: str | None) -> dict:
     return overrides
 
 
+def refuse_adapter_folder(model: str) -> None:
+    """TaskError when --model names an adapter-only folder (it holds no base model)."""
+    if is_adapter_folder(model) and not (Path(model) / CONFIG_FILE).is_file():
+        raise TaskError(f"--model {model} is an adapter-only folder: give its base model as --model and "
+                        f"--load-adapter {model}")
+
+
 def load_model(model: str, head: str, num_labels: int | None = None, overrides: dict | None = None,
                seed: int = 0, adapter: AdapterSetup | None = None) -> ModelSource:
     """A preset (fresh numpy init) or a model folder (a checkpoint, or config.json alone) for `head`; with
@@ -79,9 +86,7 @@ def load_model(model: str, head: str, num_labels: int | None = None, overrides: 
         name, config, folder, checkpoint = known[model].family, known[model].config, None, None
     else:
         folder = Path(model)
-        if is_adapter_folder(folder) and not (folder / CONFIG_FILE).is_file():
-            raise TaskError(f"--model {model} is an adapter-only folder: give its base model as --model and "
-                            f"--load-adapter {model}")
+        refuse_adapter_folder(model)
         if not (folder / CONFIG_FILE).is_file():
             raise TaskError(f"--model {model}: neither a preset nor a folder with {CONFIG_FILE}")
         checkpoint = _open_folder(folder)
