@@ -12,6 +12,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from .._fw.paddle import activation
+from ..adapters.layers_paddle import add_adapters, residual_block
 from .._fw.paddle.nn import Embedding, LayerNorm
 from ..spec import port_heads
 from .heads import HEADS as REGISTRY
@@ -77,7 +78,8 @@ class BertSelfOutput(nn.Layer):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states, input_tensor):
-        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+        # LayerNorm(output + input_tensor), with this module's bottleneck adapter if the config has one
+        return residual_block(self, self.dropout(self.dense(hidden_states)), input_tensor, self.LayerNorm)
 
 
 class BertAttention(nn.Layer):
@@ -109,7 +111,8 @@ class BertOutput(nn.Layer):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states, input_tensor):
-        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+        # LayerNorm(output + input_tensor), with this module's bottleneck adapter if the config has one
+        return residual_block(self, self.dropout(self.dense(hidden_states)), input_tensor, self.LayerNorm)
 
 
 class BertLayer(nn.Layer):
@@ -167,6 +170,7 @@ class BertModel(nn.Layer):
         self.embeddings = self.embeddings_class(config)
         self.encoder = self.encoder_class(config)
         self.pooler = BertPooler(config) if add_pooling_layer else None
+        add_adapters(self.encoder.layer, config, "bert", config.hidden_size)  # config.adapter (None: none)
 
     def get_input_embeddings(self):
         return self.embeddings.word_embeddings
