@@ -13,13 +13,12 @@ rebuild the run: the family, the head, the adapter's config string and the full 
 was trained on (the library keeps only model_type and hidden_size). The library ignores keys it does not know.
 
 Other frameworks keep the same JSON files and store the weights as their port loads them (the family's port
-rules: names, and Linear kernels [in, out] for paddle and tf): `adapter.pdparams` / `model_head.pdparams`
+rules: names, and Linear kernels [in, out] for paddle and tf; the adapter under the ports' name "adapter"): `adapter.pdparams` / `model_head.pdparams`
 (paddle.save's format), `tf_adapter.safetensors` / `tf_model_head.safetensors`. The converters move a folder
 between these forms like a model.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +93,15 @@ def head_names(names, family: str, config) -> list[str]:
     return [name for name in names if prefixed and not name.startswith(prefix) and not is_adapter_param(name)]
 
 
+def stored_adapter_name(fmt: str, name: str) -> str:
+    """The adapter name in a format's weight names: the library's files use the adapter's own name (its
+    load_adapter renames), our ports' forms the name the ports give every adapter (DEFAULT_NAME), so that the
+    port's own loader (paddle's set_state_dict) takes the file as it is; adapter_config.json keeps the name."""
+    from backends.adapters import DEFAULT_NAME
+
+    return name if fmt == "hf" else DEFAULT_NAME
+
+
 def expected_shapes(family: str, config, head: str, name: str) -> tuple[dict, dict]:
     """({adapter parameter: shape}, {head parameter: shape}) of a `head` model of `family` with config's adapter
     (named `name`)."""
@@ -116,8 +124,10 @@ def write_adapter_folder(path, fmt: str, family: str, config, head: str, name: s
     from backends.adapters import DEFAULT_NAME, parse_adapter_config
     from backends.adapters.config import check_name
 
-    params = renamed(params, DEFAULT_NAME, check_name(name))
-    adapter_shapes, head_shapes = expected_shapes(family, config, head, name)
+    check_name(name)
+    stored_name = stored_adapter_name(fmt, name)
+    params = renamed(params, DEFAULT_NAME, stored_name)
+    adapter_shapes, head_shapes = expected_shapes(family, config, head, stored_name)
     missing = [key for key in (*adapter_shapes, *head_shapes) if key not in params]
     if missing:
         raise WeightsError(f"{path}: cannot write the adapter without {', '.join(missing[:4])}")
@@ -188,13 +198,14 @@ def read_adapter_folder(path) -> AdapterFolder:
         raise ConfigError(f"{config_file}: name {name!r} is not an adapter name")
     parse_adapter_config(ours["adapter"])  # an unknown method or key fails here, naming it
     config = spec.config_class.from_dict({**ours["model_config"], "adapter": ours["adapter"]}, source=str(config_file))
-    adapter_shapes, head_shapes = expected_shapes(family, config, head, name)
+    stored_name = stored_adapter_name(fmt, name)
+    adapter_shapes, head_shapes = expected_shapes(family, config, head, stored_name)
     files = FILES[fmt]
     if fmt == "hf" and not (path / files[0]).is_file() and (path / TORCH_FILES[0]).is_file():
         files = TORCH_FILES
     adapter_params = _read_weights(path / files[0], fmt, family, adapter_shapes)
     head_params = _read_weights(path / files[1], fmt, family, head_shapes)
-    return AdapterFolder(path, fmt, family, config, head, name, renamed(adapter_params, name, DEFAULT_NAME),
+    return AdapterFolder(path, fmt, family, config, head, name, renamed(adapter_params, stored_name, DEFAULT_NAME),
                          head_params)
 
 
