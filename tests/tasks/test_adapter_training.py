@@ -247,3 +247,32 @@ def test_bad_adapter_input_gives_one_line_and_exit_2(case, expected, base_folder
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and expected in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_finetune_continues_a_loaded_adapter(base_folder, glue_dir, tmp_path, capsys):
+    """--load-adapter in finetune: without --do-train it scores the folder as evaluate does; with --train-adapter
+    training starts from it (its name and config kept); --help lists the adapter options."""
+    import json
+
+    from backends.checkpoints.adapters import read_adapter_folder
+
+    first = tmp_path / "first"
+    code, stdout, err = finetune(capsys, base_folder, glue_dir, first, "--do-train", "--do-eval", "--max-steps", 3,
+                                 "--train-adapter", "--adapter-config", "lora[r=2]", "--adapter-name", "probe")
+    assert code == 0, err
+    scored = tmp_path / "scored"
+    code, again, err = finetune(capsys, base_folder, glue_dir, scored, "--do-eval", "--load-adapter", first)
+    assert code == 0, err
+    assert json.loads(again)["eval_acc"] == json.loads(stdout)["eval_acc"]
+    second = tmp_path / "second"
+    code, _, err = finetune(capsys, base_folder, glue_dir, second, "--do-train", "--max-steps", 2,
+                            "--train-adapter", "--load-adapter", first)
+    assert code == 0, err
+    before, after = read_adapter_folder(first), read_adapter_folder(second)
+    assert (after.name, after.adapter) == ("probe", "lora[r=2]")
+    assert any(not np.array_equal(after.params[k], before.params[k]) for k in before.params)
+    from tasks.__main__ import main
+
+    assert main(["finetune", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert all(flag in text for flag in ("--train-adapter", "--adapter-config", "--adapter-name", "--load-adapter"))
