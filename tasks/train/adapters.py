@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backends.adapters import is_adapter_param
+from backends.adapters import DEFAULT_NAME, is_adapter_param
 from backends.checkpoints.adapters import head_names
 
 
@@ -22,7 +22,7 @@ class AdapterSetup:
     """An adapter on a run's model: its config string (the `adapters` library's syntax) and its name."""
 
     config: str
-    name: str = "adapter"
+    name: str = DEFAULT_NAME
 
 
 def trainable_names(names, family_name: str, config) -> frozenset:

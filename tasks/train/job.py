@@ -199,7 +199,7 @@ class Job:
         if self.source.fresh or self.source.unused:
             log(f"note: {len(self.source.fresh)} parameters initialised fresh ({few(self.source.fresh)}); "
                 f"{len(self.source.unused)} stored tensors unused ({few(self.source.unused)})")
-        if self.source.trainable is not None:
+        if self.source.trainable is not None and self.do_train:
             log(f"adapter {self.source.adapter_name} ({self.source.config.adapter}), base model frozen: "
                 + describe_trainable(self.source.params, self.source.trainable))
         runner = self.make_runner()
