@@ -8,10 +8,9 @@ import tempfile
 from pathlib import Path
 
 from backends import family, presets
+from backends.checkpoints.adapters import is_adapter_folder, read_adapter_folder
 from backends.errors import BadInput
 from tasks.data.features import load_tokenizer
-
-from backends.checkpoints.adapters import is_adapter_folder, read_adapter_folder
 
 from . import runner_class
 from .adapters import AdapterSetup, describe_trainable
