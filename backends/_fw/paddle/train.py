@@ -151,7 +151,11 @@ class Runner:
                 for g in grads:
                     g.multiply_(coefficient)
         self.optimizer.set_lr(lr)
-        self.optimizer.step()
+        # paddle names an optimizer's moments <param>_moment1_<n>, n counting the optimizers this process made (a
+        # second Trainer on one Runner would get _1): a fresh name generator gives each optimizer the _0 names that
+        # optimizer_state and set_optimizer_state use
+        with paddle.utils.unique_name.guard():
+            self.optimizer.step()
         self.optimizer.clear_grad(set_to_zero=False)
         for name in stepped:
             self.steps[name] = self.steps.get(name, 0) + 1
