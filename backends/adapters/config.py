@@ -237,8 +237,8 @@ def _check(config: AdapterConfig, where: str) -> None:
             fail("non_linearity", f"must be one of {', '.join(ACTIVATIONS)}")
         if config.init_weights not in BN_INITS:
             fail("init_weights", f"must be one of {', '.join(BN_INITS)}")
-        if not (_is_number(config.scaling) or config.scaling in ("learned", "channel")):
-            fail("scaling", "must be a number, 'learned' or 'channel'")
+        if not (isinstance(config.scaling, float) or config.scaling in ("learned", "channel")):
+            fail("scaling", "must be a float (e.g. 2.0), 'learned' or 'channel' (as the adapters library)")
         if config.residual_before_ln not in (True, False, "post_add"):
             fail("residual_before_ln", "must be True, False or 'post_add'")
         if config.residual_before_ln == "post_add" and not config.original_ln_before and not config.is_parallel:

@@ -10,8 +10,8 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from .._fw.paddle import activation
-from ..adapters.layers_paddle import add_adapters, residual_block
 from .._fw.paddle.nn import Embedding, LayerNorm
+from ..adapters.layers_paddle import add_adapters, residual_block
 from ..spec import port_heads
 from . import positions
 from .heads import HEADS as REGISTRY

@@ -100,6 +100,7 @@ def test_library_defaults_without_the_library():
     ("seq_bn[reduction_factor=-1]", "reduction_factor=-1 must be a positive number"),
     ("seq_bn[non_linearity='softsign']", "non_linearity='softsign' must be one of"),
     ("seq_bn[dropout=1.5]", "dropout=1.5 must be a probability"),
+    ("par_bn[scaling=2]", "scaling=2 must be a float (e.g. 2.0)"),
     ("seq_bn[mh_adapter=1]", "mh_adapter=1 must be True or False"),
     ("seq_bn[reduction_factor=]", "cannot read 'reduction_factor=' as key=value pairs"),
     ("seq_bn[reduction_factor=8", "closing ']'"),
@@ -325,7 +326,22 @@ def test_library_model_computes_our_function(family_name, adapter, dtype):
 def test_parity_oracle_runs_the_library_for_bert_and_roberta_only():
     from parity.oracles import unsupported
 
-    assert unsupported("transformers", "bert", tiny_config("bert", "lora"), "seqcls") is None or \
-        "not installed" in unsupported("transformers", "bert", tiny_config("bert", "lora"), "seqcls")
+    pytest.importorskip("adapters")
+    assert unsupported("transformers", "bert", tiny_config("bert", "lora"), "seqcls") is None
+    assert unsupported("transformers", "roberta", tiny_config("roberta", "par_bn"), "qa") is None
     assert "no funnel" in unsupported("transformers", "funnel", tiny_config("funnel", "lora"), "model")
     assert "PaddleNLP" in unsupported("paddlenlp", "bert", tiny_config("bert", "lora"), "seqcls")
+
+
+def test_parity_cli_refuses_a_bad_adapter_before_any_worker():
+    import subprocess
+    import sys
+
+    from ..conftest import REPO
+
+    done = subprocess.run([sys.executable, "-m", "parity", "compare", "bert-base-uncased", "--tiny", "--adapter",
+                           "seq_bn[reduction_factor=0]"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == ("error: bert config: adapter: adapter config 'seq_bn[reduction_factor=0]': "
+                           "reduction_factor=0 must be a positive number or a mapping {layer: factor, "
+                           "'default': factor}\n")
