@@ -26,7 +26,9 @@ class ConfigBase:
         raise ConfigError(f"{self.model_type} config: {key}={getattr(self, key, None)!r} {message}")
 
     def to_dict(self) -> dict:
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        # `adapter` (backends/adapters) is written only when set: a model without adapters keeps its config.json
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "extra" and not (f.name == "adapter" and self.adapter is None)}
         data = {**self.extra, **data, "model_type": self.model_type}
         return data
 
@@ -85,3 +87,14 @@ def check_probability(config, *keys):
 def check_choice(config, key, choices):
     if getattr(config, key) not in choices:
         config.fail(key, f"must be one of {', '.join(map(str, choices))}")
+
+
+def check_adapter(config) -> None:
+    """The `adapter` field: None or an adapter config string the `adapters` library reads (backends/adapters)."""
+    if config.adapter is not None:
+        from .adapters import parse_adapter_config
+
+        try:
+            parse_adapter_config(config.adapter)
+        except ConfigError as exc:
+            raise ConfigError(f"{config.model_type} config: adapter: {exc}") from None

@@ -139,13 +139,14 @@ def family_spec(name: str, config_class: type, presets: Mapping[str, Preset], he
                 weights, port_rules: Mapping[str, RuleSet]) -> FamilySpec:
     """A family's FamilySpec: `weights` (its weights module, or a `BertWeights`-like object) provides
     param_shapes, init_params, model_inputs, make_inputs, hidden_state_names and shrink."""
+    param_shapes, init_params = with_adapters(weights.param_shapes, weights.init_params)
     return FamilySpec(
         name=name,
         config_class=config_class,
         presets=presets,
         head_registry=head_registry,
-        param_shapes=weights.param_shapes,
-        init_params=weights.init_params,
+        param_shapes=param_shapes,
+        init_params=init_params,
         port_rules=port_rules,
         model_inputs=weights.model_inputs,
         make_inputs=weights.make_inputs,
@@ -153,3 +154,27 @@ def family_spec(name: str, config_class: type, presets: Mapping[str, Preset], he
         shrink=weights.shrink,
         **({"optional_shapes": weights.optional_shapes} if hasattr(weights, "optional_shapes") else {}),
     )
+
+
+def with_adapters(param_shapes: Callable, init_params: Callable) -> tuple[Callable, Callable]:
+    """A family's param_shapes and init_params extended by the adapter its config asks for (config field
+    `adapter`, backends/adapters): its parameters follow the base model's, and their init is drawn after
+    the base model's from the same generator. A config without an adapter gets exactly the family's own."""
+
+    def adapter_shapes(config, head):
+        from .adapters import config_of, shapes_from_base
+
+        adapter = config_of(config)
+        return adapter, ({} if adapter is None else shapes_from_base(param_shapes(config, head), adapter))
+
+    def all_shapes(config, head: str) -> dict:
+        return {**param_shapes(config, head), **adapter_shapes(config, head)[1]}
+
+    def all_init(config, head: str, rng: np.random.Generator) -> dict:
+        from .adapters import init_from_shapes
+
+        params = init_params(config, head, rng)
+        adapter, shapes = adapter_shapes(config, head)
+        return params if adapter is None else {**params, **init_from_shapes(shapes, adapter, rng)}
+
+    return all_shapes, all_init

@@ -52,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
             description=f"Read {READS[src]};\nwrite {WRITES[dst]}, as do our ports.\n\n"
             "Tensors stream one at a time into a temporary directory renamed to DST at the end; tokenizer "
             "files are carried along. Every stored entry is accounted for: missing parameters and unknown "
-            "entries fail (exit 2) unless allowed by name.", formatter_class=argparse.RawDescriptionHelpFormatter)
+            "entries fail (exit 2) unless allowed by name. An adapter-only folder (adapter_config.json, as python -m "
+            "tasks finetune --train-adapter writes) moves the same way between the hf, paddle and tf forms.",
+            formatter_class=argparse.RawDescriptionHelpFormatter)
         sub.add_argument("src", metavar="SRC", help=f"source directory ({src})")
         sub.add_argument("dst", metavar="DST", help=f"directory to create ({dst})")
         sub.add_argument("--family", help="model family (default: the config's model_type)")

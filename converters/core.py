@@ -22,6 +22,8 @@ import numpy as np
 
 import backends
 from backends.checkpoints import Checkpoint, formats, open_checkpoint
+from backends.checkpoints.adapters import FILES as ADAPTER_FILES, is_adapter_folder, read_adapter_folder, \
+    write_adapter_folder
 from backends.checkpoints.rules import FormatRules, format_rules
 from backends.errors import BadInput, WeightsError
 from backends.run import run_backend
@@ -73,6 +75,8 @@ def convert(command: str, src, dst, options: Options | None = None, warn=None) -
     if options.dtype is not None and options.dtype not in DTYPES:
         raise BadInput(f"--dtype {options.dtype}: choose one of {', '.join(DTYPES)}")
     started = time.perf_counter()
+    if is_adapter_folder(src):
+        return convert_adapter(command, src, dst, options, started)
     checkpoint = open_checkpoint(src_fmt, src, options.family, options.head, options.allow_unknown)
     try:
         if checkpoint.skipped:
@@ -111,6 +115,35 @@ def convert(command: str, src, dst, options: Options | None = None, warn=None) -
         "dtype": options.dtype or "as stored", "skipped": checkpoint.skipped, "left_out": checkpoint.left_out,
         "notes": notes, "warnings": warnings, "tokenizer_files": [file.name for file in tokenizer], "verify": report,
         "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def convert_adapter(command: str, src: Path, dst: Path, options: Options, started: float) -> dict:
+    """An adapter-only folder (backends/checkpoints/adapters.py) moved to another framework's form: the same JSON
+    files, the adapter and head weights named and laid out as the target's port loads them."""
+    src_fmt, dst_fmt = COMMANDS[command]
+    if src_fmt not in ADAPTER_FILES or dst_fmt not in ADAPTER_FILES:
+        raise BadInput(f"{src}: an adapter-only folder; {command} does not move those (forms: {', '.join(ADAPTER_FILES)})")
+    if options.verify:
+        raise BadInput(f"{src}: --verify runs a whole model; an adapter-only folder has no base model to run")
+    stored = read_adapter_folder(src)
+    if stored.fmt != src_fmt:
+        raise BadInput(f"{src}: an adapter folder in {stored.fmt} form, not {src_fmt}: use {stored.fmt}2{dst_fmt}")
+    if options.family and options.family != stored.family:
+        raise BadInput(f"{src}: an adapter for a {stored.family} model, not --family {options.family}")
+    if options.head and options.head != stored.head:
+        raise BadInput(f"{src}: an adapter with a {stored.head} head, not --head {options.head}")
+    with atomic_dir(dst, options.force) as tmp:
+        write_adapter_folder(tmp, dst_fmt, stored.family, stored.config, stored.head, stored.name, stored.params,
+                             options.dtype)
+    arrays = stored.params.values()
+    out_size = {"bfloat16": 2, "float16": 2, "float32": 4}.get(options.dtype)
+    return {
+        "command": command, "source": str(src), "destination": str(dst), "family": stored.family,
+        "head": stored.head, "adapter": stored.adapter, "adapter_name": stored.name, "tensors": len(stored.params),
+        "bytes": int(sum(a.size * (out_size or a.itemsize) for a in arrays)), "dtype": options.dtype or "as stored",
+        "skipped": [], "left_out": [], "notes": [], "warnings": [], "tokenizer_files": [],
+        "verify": None, "seconds": round(time.perf_counter() - started, 3),
     }
 
 

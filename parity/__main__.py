@@ -53,6 +53,10 @@ def build_parser():
     compare.add_argument("--seed", type=int, default=0, help="seed of weights, inputs and loss projection")
     compare.add_argument("--tiny", action="store_true", help="shrink a preset to a tiny config with the same switches")
     compare.add_argument("--no-backward", action="store_true", help="compare outputs only, no gradients")
+    compare.add_argument("--adapter", metavar="CONFIG", default=None,
+                         help="add an adapter to the preset's model, as the adapters library's config string: "
+                              "seq_bn, double_seq_bn, par_bn, lora, with overrides such as seq_bn[reduction_factor=8] "
+                              "or lora[r=4,alpha=16]")
     compare.add_argument("--against", default="",
                          help="also compare third-party classes in float32 (outputs only): transformers, paddlenlp")
     compare.add_argument("--json", metavar="PATH", help="write the full report as JSON")
@@ -136,7 +140,7 @@ def _compare(args) -> int:
     report = compare(args.target, args.backends if args.backends is not None else None,
                      reference=args.reference, dtype=args.dtype, head=args.head, tiny=args.tiny, batch=args.batch,
                      seq_len=args.seq_len, seed=args.seed, backward=not args.no_backward, tolerances=args.tolerance,
-                     against=args.against, workdir=args.workdir, timeout=args.timeout,
+                     against=args.against, workdir=args.workdir, timeout=args.timeout, adapter=args.adapter,
                      progress=lambda m: console.print(f"[dim]{m}[/]"))
     print_report(report, console)
     if args.json:

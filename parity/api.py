@@ -24,7 +24,8 @@ DTYPE_CHOICES = ("float64", "float32", "both")
 
 def compare(target, backends=None, *, reference: str = "torch", dtype: str = "both", head: str | None = None,
             tiny: bool = False, batch: int = 2, seq_len: int = 128, seed: int = 0, backward: bool = True,
-            tolerances=None, against=(), workdir=None, timeout: float | None = None, progress=None) -> Report:
+            tolerances=None, against=(), workdir=None, timeout: float | None = None, progress=None,
+            adapter: str | None = None) -> Report:
     """Run `target` (a preset, a family name or a checkpoint directory) through `backends` (default:
     every installed one) and compare every output and gradient with `reference`; returns the Report
     (`report.passed`, `report.raise_for_failure()`, `report.describe()`, `report.to_json()`).
@@ -33,6 +34,8 @@ def compare(target, backends=None, *, reference: str = "torch", dtype: str = "bo
     reference) or "both". tolerances: a `Tolerances`, a mapping {key: value} or ["key=value", ...]
     overriding the pass rules. against: third-party oracles ("transformers", "paddlenlp"). timeout:
     seconds a worker may run (default scaled to the model). progress: called with one line per step.
+    adapter: an adapter config string ("seq_bn", "lora[r=4]"; backends/adapters) added to a preset's model,
+    its parameters seeded like the others.
     Raises BadInput for bad input, WorkerFailed when a backend's process fails or times out."""
     backends = _names(backends, "backends") if backends is not None else installed_frameworks()
     for fw in [*backends, reference]:
@@ -44,7 +47,7 @@ def compare(target, backends=None, *, reference: str = "torch", dtype: str = "bo
         tolerances = Tolerances().with_overrides(tolerances or ())
     if workdir is not None:
         workdir = os.fspath(workdir)
-    resolved = resolve_target(target, head=head, tiny=tiny)
+    resolved = resolve_target(target, head=head, tiny=tiny, adapter=adapter)
     say = progress or (lambda message: None)
     if resolved.note:
         say(resolved.note)

@@ -6,6 +6,7 @@ parent compares them tensor by tensor, one tensor read at a time, so it never ho
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -138,13 +139,17 @@ def targets() -> dict:
     return found
 
 
-def resolve_target(name, head: str | None = None, tiny: bool = False) -> Target:
+def resolve_target(name, head: str | None = None, tiny: bool = False, adapter: str | None = None) -> Target:
     """A preset name, a family name (its smallest preset), or a checkpoint directory in any format
-    backends.checkpoints reads (transformers PyTorch or TF, PaddleNLP, our own saves)."""
+    backends.checkpoints reads (transformers PyTorch or TF, PaddleNLP, our own saves). `adapter` (a
+    preset or family only) adds an adapter config string's adapter (backends/adapters) to the model."""
     name = os.fspath(name)
     if os.path.isdir(name):
         if tiny:
             raise BadInput(f"--tiny shrinks a preset; {name} is a checkpoint directory (its config is used as is)")
+        if adapter is not None:
+            raise BadInput(f"--adapter adds a seeded adapter to a preset; {name} is a checkpoint directory "
+                           "(its config's adapter field is used as is)")
         from backends.checkpoints import detect_format, open_checkpoint
 
         checkpoint = open_checkpoint(detect_format(name), name, head=head)
@@ -163,7 +168,13 @@ def resolve_target(name, head: str | None = None, tiny: bool = False) -> Target:
     head = head or found.head
     if head not in spec.heads:
         raise BadInput(f"--head {head!r}: family {found.family} has heads {', '.join(spec.heads)}")
-    return Target(found.family, config, head, found.name + (" (tiny)" if tiny else ""), note=note)
+    label = found.name + (" (tiny)" if tiny else "")
+    if adapter is not None:
+        if "adapter" not in {f.name for f in dataclasses.fields(config)}:
+            raise BadInput(f"--adapter {adapter!r}: family {found.family} takes no adapters")
+        config = config.replace(adapter=adapter)  # a ConfigError (BadInput) names a bad config string
+        label += f" + {adapter}"
+    return Target(found.family, config, head, label, note=note)
 
 
 # families whose position ids do not start at 0: RoBERTa's count from pad_token_id + 1 (a DeFormer's as its base)

@@ -43,6 +43,9 @@ TRANSFORMERS_CLASSES = {name: classes for name in FAMILIES
                         if (classes := {head: spec.transformers for head, spec in family(name).head_registry.items()
                                         if spec.transformers})}
 ORACLES = {"transformers": "transformers (PyTorch classes)", "paddlenlp": "PaddleNLP 2.8.1 (paddle classes)"}
+# families whose transformers class the `adapters` library (1.3) adds adapters to: the oracle of a model with
+# an adapter (config field `adapter`) is that class with the library's adapter
+ADAPTERS_FAMILIES = ("bert", "roberta")
 PADDLENLP_FAMILIES = ("bert", "roberta", "funnel")
 # Funnel switches PaddleNLP computes differently: key -> the only value it handles
 PADDLENLP_FUNNEL_SWITCHES = {"attention_type": "relative_shift", "separate_cls": True, "truncate_seq": True}
@@ -67,7 +70,14 @@ def unsupported(oracle: str, family_name: str, config, head: str) -> str | None:
         if family_name == "deformer" and config.passage_layers:
             return (f"transformers has no DeFormer: no oracle for split {config.split} (only 0/0/N is the base "
                     "model on the concatenation)")
+        if getattr(config, "adapter", None) is not None:
+            if family_name not in ADAPTERS_FAMILIES:
+                return f"the adapters library has no {family_name} (only {', '.join(ADAPTERS_FAMILIES)})"
+            if not _adapters_installed():
+                return "the model has an adapter: the adapters library is not installed (.ci/install-dev)"
         return None
+    if getattr(config, "adapter", None) is not None:
+        return "PaddleNLP has no bottleneck adapters of the adapters library's kind"
     if family_name not in PADDLENLP_FAMILIES:
         return f"PaddleNLP has no class computing our {family_name} outputs (oracles: {', '.join(PADDLENLP_FAMILIES)})"
     from backends.checkpoints.rules import format_rules
@@ -100,7 +110,9 @@ def run_transformers(family_name: str, config, head: str, params, inputs: dict, 
 
         class_name, inputs = base_class(config, head), joint_inputs(config, inputs)
     hf_config = transformers.AutoConfig.for_model(**config.to_dict())
-    model = getattr(transformers, class_name)(hf_config).eval().to(getattr(torch, dtype))
+    model = getattr(transformers, class_name)(hf_config)
+    add_library_adapter(model, config)
+    model = model.eval().to(getattr(torch, dtype))
     state = {name: torch.from_numpy(np.asarray(params[name], dtype=dtype)) for name in params}
     missing, unexpected = model.load_state_dict(state, strict=False)
     # a tied weight (the MLM decoder is the word embedding) is one of ours but two of transformers' keys
@@ -115,6 +127,29 @@ def run_transformers(family_name: str, config, head: str, params, inputs: dict, 
                     output_attentions=True)
     found = {ours: getattr(out, theirs) for ours, theirs in OUTPUT_NAMES.items() if getattr(out, theirs, None) is not None}
     return {name: t.numpy() for name, t in flatten_outputs(found).items()}
+
+
+def _adapters_installed() -> bool:
+    import importlib.util
+    import sys
+
+    # the library is a lazy module: once imported its __spec__ is None, which find_spec refuses
+    return "adapters" in sys.modules or importlib.util.find_spec("adapters") is not None
+
+
+def add_library_adapter(model, config) -> None:
+    """The adapter `config.adapter` names, added to a transformers model by the `adapters` library
+    (`adapters.init`, `add_adapter`, active), under our parameter names (backends/adapters)."""
+    from backends.adapters import DEFAULT_NAME, config_of
+
+    adapter = config_of(config)
+    if adapter is None:
+        return
+    import adapters
+
+    adapters.init(model)
+    model.add_adapter(DEFAULT_NAME, config=adapter.to_dict())
+    model.set_active_adapters(DEFAULT_NAME)
 
 
 def run_paddlenlp(family_name: str, config, head: str, params, inputs: dict, dtype: str) -> dict:

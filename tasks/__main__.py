@@ -112,6 +112,23 @@ def add_training_arguments(parser) -> None:
                        "backend does not change the result; native: each framework's own dropout RNG")
 
 
+def add_adapter_arguments(parser, training: bool) -> None:
+    group = parser.add_argument_group("adapters (the `adapters` library's names and layout)")
+    if training:
+        group.add_argument("--train-adapter", action="store_true",
+                           help="freeze the base model; train an adapter and the task head, and save only those (the "
+                                "`adapters` library's layout: adapter_config.json, head_config.json, "
+                                "adapter.safetensors, model_head.safetensors)")
+        group.add_argument("--adapter-config", metavar="CONFIG",
+                           help="the adapter to add, as the `adapters` library writes it: seq_bn, double_seq_bn, par_bn, "
+                                "lora, with overrides such as seq_bn[reduction_factor=8] or lora[r=4,alpha=16]")
+        group.add_argument("--adapter-name", default="adapter",
+                           help="the adapter's name in its parameter names (default: adapter)")
+    group.add_argument("--load-adapter", metavar="DIR",
+                       help="an adapter-only folder (finetune --train-adapter writes one) to put on --model"
+                            + (": training continues from it" if training else ""))
+
+
 def add_distill_arguments(parser) -> None:
     group = parser.add_argument_group("distillation")
     group.add_argument("--teacher", "--teacher-model-path", dest="teacher", required=True,
@@ -186,6 +203,7 @@ def build_parser() -> Parser:
     add_task_arguments(finetune)
     add_model_arguments(finetune)
     add_training_arguments(finetune)
+    add_adapter_arguments(finetune, training=True)
     evaluate = sub.add_parser("evaluate", help="evaluate a saved model (from any backend) on a task",
                               description="Score a model folder on the dev split; with --do-predict also write the "
                                           "test-split prediction files.")
@@ -194,6 +212,7 @@ def build_parser() -> Parser:
     evaluate.add_argument("--output-dir", help="write eval_results.json and predictions here")
     evaluate.add_argument("--batch-size", type=int, default=32, help="examples per batch (default 32)")
     evaluate.add_argument("--do-predict", action="store_true", help="also write test-split predictions")
+    add_adapter_arguments(evaluate, training=False)
     distill = sub.add_parser(
         "distill", help="distill a fine-tuned teacher into a smaller student",
         description="Train a student on the teacher's outputs: soft targets at a temperature mixed with the hard "

@@ -96,12 +96,14 @@ class Runner(Protocol):
 
     model: Model  # the port's model
     params: dict  # parameter name -> parameter
+    trainable: frozenset  # the names of the parameters it trains (all unless some are frozen)
     head: str
 
     def __init__(self, family: str, config, head: str, params: Mapping[str, np.ndarray] | None = None,
                  dtype: str = "float32", device: str = "cpu", bf16: bool = False, seed: int = 0,
-                 dropout_masks: str = "shared") -> None:
-        """Build the model (params: canonical arrays, or the family's init) and swap in shared dropout."""
+                 dropout_masks: str = "shared", trainable=None) -> None:
+        """Build the model (params: canonical arrays, or the family's init) and swap in shared dropout.
+        `trainable`: the canonical names to train (None: all); the others are frozen (backends/_fw/freezing.py)."""
 
     def to_tensors(self, batch: dict) -> dict:
         """numpy arrays -> tensors on the device (floats in the model dtype); other values pass through."""

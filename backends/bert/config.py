@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .._fw import ACTIVATIONS
-from ..config_base import ConfigBase, check_choice, check_positive_int, check_probability
+from ..config_base import ConfigBase, check_adapter, check_choice, check_positive_int, check_probability
 from ..errors import ConfigError
 from ..spec import Preset
 
@@ -32,6 +32,7 @@ class BertConfig(ConfigBase):
     position_embedding_type: str = "absolute"
     classifier_dropout: float | None = None
     num_labels: int = 2
+    adapter: str | None = None  # an adapter config string ("seq_bn", "lora[r=4]": backends/adapters) or None
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -65,6 +66,7 @@ class BertConfig(ConfigBase):
         if self.extra.get("is_decoder") or self.extra.get("add_cross_attention"):
             raise ConfigError(f"{self.model_type} config: is_decoder/add_cross_attention are not supported "
                               "(encoder only)")
+        check_adapter(self)
 
     @property
     def tie_word_embeddings(self) -> bool:

@@ -13,6 +13,7 @@ from paddle import nn
 
 from .._fw.paddle import activation
 from .._fw.paddle.nn import Embedding, LayerNorm
+from ..adapters.layers_paddle import add_adapters, residual_block
 from ..spec import port_heads
 from .heads import HEADS as REGISTRY
 
@@ -82,7 +83,8 @@ class BertSelfOutput(nn.Layer):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states, input_tensor):
-        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+        # LayerNorm(output + input_tensor), with this module's bottleneck adapter if the config has one
+        return residual_block(self, self.dropout(self.dense(hidden_states)), input_tensor, self.LayerNorm)
 
 
 class BertAttention(nn.Layer):
@@ -114,7 +116,8 @@ class BertOutput(nn.Layer):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states, input_tensor):
-        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+        # LayerNorm(output + input_tensor), with this module's bottleneck adapter if the config has one
+        return residual_block(self, self.dropout(self.dense(hidden_states)), input_tensor, self.LayerNorm)
 
 
 class BertLayer(nn.Layer):
@@ -173,6 +176,7 @@ class BertModel(nn.Layer):
         self.embeddings = self.embeddings_class(config)
         self.encoder = self.encoder_class(config)
         self.pooler = BertPooler(config) if add_pooling_layer else None
+        add_adapters(self.encoder.layer, config, "bert", config.hidden_size)  # config.adapter (None: none)
 
     def get_input_embeddings(self):
         return self.embeddings.word_embeddings

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .._fw.torch import activation
+from ..adapters.layers_torch import add_adapters, residual_block
 from ..spec import port_heads
 from .heads import HEADS as REGISTRY
 
@@ -84,7 +85,8 @@ class BertSelfOutput(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states, input_tensor):
-        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+        # LayerNorm(output + input_tensor), with this module's bottleneck adapter if the config has one
+        return residual_block(self, self.dropout(self.dense(hidden_states)), input_tensor, self.LayerNorm)
 
 
 class BertAttention(nn.Module):
@@ -116,7 +118,8 @@ class BertOutput(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states, input_tensor):
-        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+        # LayerNorm(output + input_tensor), with this module's bottleneck adapter if the config has one
+        return residual_block(self, self.dropout(self.dense(hidden_states)), input_tensor, self.LayerNorm)
 
 
 class BertLayer(nn.Module):
@@ -175,6 +178,7 @@ class BertModel(nn.Module):
         self.embeddings = self.embeddings_class(config)
         self.encoder = self.encoder_class(config)
         self.pooler = BertPooler(config) if add_pooling_layer else None
+        add_adapters(self.encoder.layer, config, "bert", config.hidden_size)  # config.adapter (None: none)
 
     def get_input_embeddings(self):
         return self.embeddings.word_embeddings

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .._fw import ACTIVATIONS
-from ..config_base import ConfigBase, check_choice, check_positive_int, check_probability
+from ..config_base import ConfigBase, check_adapter, check_choice, check_positive_int, check_probability
 from ..spec import Preset
 
 
@@ -37,6 +37,7 @@ class FunnelConfig(ConfigBase):
     pad_token_id: int | None = 0
     num_labels: int = 2
     tie_word_embeddings: bool = True  # the MLM head's lm_head weight is the word-embedding matrix
+    adapter: str | None = None  # an adapter config string ("seq_bn", "lora[r=4]": backends/adapters) or None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -77,6 +78,7 @@ class FunnelConfig(ConfigBase):
         check_choice(self, "attention_type", ("relative_shift", "factorized"))
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
             self.fail("pad_token_id", f"must index the vocabulary (size {self.vocab_size})")
+        check_adapter(self)
 
     @property
     def num_blocks(self) -> int:

@@ -11,6 +11,7 @@ from paddle import nn
 
 from .._fw.paddle import activation
 from .._fw.paddle.nn import Embedding, LayerNorm
+from ..adapters.layers_paddle import add_adapters, residual_block
 from ..spec import port_heads
 from . import positions
 from .heads import HEADS as REGISTRY
@@ -205,7 +206,8 @@ class FunnelRelMultiheadAttention(nn.Layer):
         attn_prob = self.attention_dropout(F.softmax(attn_score, axis=-1))
         attn_vec = paddle.einsum("bnij,bjnd->bind", attn_prob, v_head)
         attn_out = self.hidden_dropout(self.post_proj(attn_vec.reshape([batch, seq_len, n_head * d_head])))
-        return self.layer_norm(query + attn_out), attn_prob
+        # layer_norm(query + attn_out), with this module's bottleneck adapter if the config has one
+        return residual_block(self, attn_out, query, self.layer_norm), attn_prob
 
 
 class FunnelPositionwiseFFN(nn.Layer):
@@ -220,7 +222,7 @@ class FunnelPositionwiseFFN(nn.Layer):
 
     def forward(self, hidden):
         h = self.activation_dropout(self.activation_function(self.linear_1(hidden)))
-        return self.layer_norm(hidden + self.dropout(self.linear_2(h)))
+        return residual_block(self, self.dropout(self.linear_2(h)), hidden, self.layer_norm)
 
 
 class FunnelLayer(nn.Layer):
@@ -241,6 +243,7 @@ class FunnelEncoder(nn.Layer):
         self.attention_structure = FunnelAttentionStructure(config)
         self.blocks = nn.LayerList(
             [nn.LayerList([FunnelLayer(config, b) for _ in range(size)]) for b, size in enumerate(config.block_sizes)])
+        add_adapters([layer for block in self.blocks for layer in block], config, "funnel", config.d_model)
 
     def forward(self, inputs_embeds, attention_mask, token_type_ids):
         """Returns (last hidden, hidden states incl. the embeddings, attention probabilities)."""
@@ -290,6 +293,8 @@ class FunnelDecoder(nn.Layer):
         self.config = config
         self.attention_structure = FunnelAttentionStructure(config)
         self.layers = nn.LayerList([FunnelLayer(config, 0) for _ in range(config.num_decoder_layers)])
+        # the decoder's layers come after the encoder's in the adapters' layer index
+        add_adapters(self.layers, config, "funnel", config.d_model, first_index=sum(config.block_sizes))
 
     def forward(self, final_hidden, first_block_hidden, attention_mask, token_type_ids):
         upsampled_hidden = upsample(final_hidden, stride=2 ** (len(self.config.block_sizes) - 1),

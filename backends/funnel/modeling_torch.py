@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .._fw.torch import activation
+from ..adapters.layers_torch import add_adapters, residual_block
 from ..spec import port_heads
 from . import positions
 from .heads import HEADS as REGISTRY
@@ -202,7 +203,8 @@ class FunnelRelMultiheadAttention(nn.Module):
         attn_prob = self.attention_dropout(torch.softmax(attn_score, dim=-1))
         attn_vec = torch.einsum("bnij,bjnd->bind", attn_prob, v_head)
         attn_out = self.hidden_dropout(self.post_proj(attn_vec.reshape(batch, seq_len, n_head * d_head)))
-        return self.layer_norm(query + attn_out), attn_prob
+        # layer_norm(query + attn_out), with this module's bottleneck adapter if the config has one
+        return residual_block(self, attn_out, query, self.layer_norm), attn_prob
 
 
 class FunnelPositionwiseFFN(nn.Module):
@@ -217,7 +219,7 @@ class FunnelPositionwiseFFN(nn.Module):
 
     def forward(self, hidden):
         h = self.activation_dropout(self.activation_function(self.linear_1(hidden)))
-        return self.layer_norm(hidden + self.dropout(self.linear_2(h)))
+        return residual_block(self, self.dropout(self.linear_2(h)), hidden, self.layer_norm)
 
 
 class FunnelLayer(nn.Module):
@@ -238,6 +240,7 @@ class FunnelEncoder(nn.Module):
         self.attention_structure = FunnelAttentionStructure(config)
         self.blocks = nn.ModuleList(
             [nn.ModuleList([FunnelLayer(config, b) for _ in range(size)]) for b, size in enumerate(config.block_sizes)])
+        add_adapters([layer for block in self.blocks for layer in block], config, "funnel", config.d_model)
 
     def forward(self, inputs_embeds, attention_mask, token_type_ids):
         """Returns (last hidden, hidden states incl. the embeddings, attention probabilities)."""
@@ -286,6 +289,8 @@ class FunnelDecoder(nn.Module):
         self.config = config
         self.attention_structure = FunnelAttentionStructure(config)
         self.layers = nn.ModuleList([FunnelLayer(config, 0) for _ in range(config.num_decoder_layers)])
+        # the decoder's layers come after the encoder's in the adapters' layer index
+        add_adapters(self.layers, config, "funnel", config.d_model, first_index=sum(config.block_sizes))
 
     def forward(self, final_hidden, first_block_hidden, attention_mask, token_type_ids):
         upsampled_hidden = upsample(final_hidden, stride=2 ** (len(self.config.block_sizes) - 1),

@@ -14,7 +14,8 @@ HEAD_HAS_DECODER = {"model": True, "base": False, "seqcls": False, "mc": False, 
 # the Linear kernels (port_rules transposes them for frameworks storing [in, out]); lm_head.weight is not one:
 # it keeps the [vocab, d_model] layout of the word embeddings it is tied to (or stands in for) in every port and format
 LINEAR_WEIGHT = (r"(.*\.(q_head|k_head|v_head|post_proj|linear_1|linear_2|linear_hidden|linear_out)|qa_outputs"
-                 r"|discriminator_predictions\.(dense|dense_prediction))\.weight")
+                 r"|discriminator_predictions\.(dense|dense_prediction)"
+                 r"|.*\.adapters\.\w+\.(adapter_down\.0|adapter_up))\.weight")  # and the bottleneck adapters'
 PORT_RULES = port_rules("funnel", LINEAR_WEIGHT)
 
 

@@ -8,14 +8,16 @@ import tempfile
 from pathlib import Path
 
 from backends import family, presets
+from backends.checkpoints.adapters import is_adapter_folder, read_adapter_folder
 from backends.errors import BadInput
 from tasks.data.features import load_tokenizer
 from tasks.data.split_pair import PartLayout, reads_split_pair
 
 from . import runner_class
+from .adapters import AdapterSetup, describe_trainable
 from .loop import Trainer, TrainArgs, check_resume_state, latest_checkpoint, num_rows, predict_all, schedule
 from .losses import LOSSES
-from .model import load_model, save_model, split_overrides
+from .model import attach_adapter, load_model, refuse_adapter_folder, save_model, split_overrides
 from .task import Options, TaskError, make_task
 
 EVAL_DIR = "eval"  # dev-split prediction files go here; the test split's (submissions) into the output folder
@@ -85,9 +87,13 @@ class Job:
         if training and self.resume is None and self.output_dir.is_dir() and any(self.output_dir.iterdir()) \
                 and not args.overwrite_output_dir:
             raise TaskError(f"output folder {self.output_dir} is not empty; use --overwrite-output-dir or --resume")
+        adapter, stored = self.adapter_options()
+        refuse_adapter_folder(getattr(args, self.model_option))  # before its (absent) tokenizer is looked for
         self.tokenizer = self.load_tokenizer()
         self.source = load_model(getattr(args, self.model_option), self.task.head, self.task.num_labels,
-                                 split_overrides(args), args.seed)
+                                 split_overrides(args), args.seed, adapter=adapter)
+        if adapter is not None:
+            self.source = attach_adapter(self.source, adapter, stored, getattr(args, self.model_option))
         limits = {"train": getattr(args, "max_train_samples", None), "dev": args.max_eval_samples,
                   "test": args.max_predict_samples}
         self.inputs = family(self.source.family).model_inputs(self.source.config, self.task.head)
@@ -114,6 +120,36 @@ class Job:
                        max_query_length=a.max_query_length, max_answer_length=a.max_answer_length, n_best=a.n_best,
                        version_2_with_negative=a.version_2_with_negative,
                        null_score_diff_threshold=a.null_score_diff_threshold)
+
+    def adapter_options(self):
+        """(the adapter on the model, the adapter folder it comes from, if any): --train-adapter needs
+        --adapter-config or --load-adapter; the config string, the name and the folder are checked before any
+        data is read."""
+        a = self.args
+        train, text = getattr(a, "train_adapter", False), getattr(a, "adapter_config", None)
+        load_from = Path(a.load_adapter) if getattr(a, "load_adapter", None) else None
+        if load_from is not None and not is_adapter_folder(load_from):
+            raise TaskError(f"--load-adapter {load_from}: not an adapter folder (no adapter_config.json)")
+        if train and text is None and load_from is None:
+            raise TaskError("--train-adapter needs --adapter-config (seq_bn, double_seq_bn, par_bn, lora, e.g. "
+                            "seq_bn[reduction_factor=8]) or --load-adapter DIR")
+        if not train and text is not None:
+            raise TaskError("--adapter-config is for --train-adapter")
+        if not train and load_from is not None and getattr(a, "do_train", False):
+            raise TaskError("--load-adapter with --do-train trains the adapter: give --train-adapter too")
+        if load_from is not None:
+            stored = read_adapter_folder(load_from)
+            if text is not None and text != stored.adapter:
+                raise TaskError(f"--adapter-config {text} differs from the adapter in {load_from} ({stored.adapter}); "
+                                "leave --adapter-config out to continue that one")
+            return AdapterSetup(stored.adapter, stored.name), stored
+        if text is None:
+            return None, None
+        from backends.adapters import parse_adapter_config
+        from backends.adapters.config import check_name
+
+        parse_adapter_config(text)  # an unknown method or key: ConfigError naming it
+        return AdapterSetup(text, check_name(a.adapter_name)), None
 
     def resume_checkpoint(self) -> Path | None:
         if not self.args.resume:
@@ -184,13 +220,17 @@ class Job:
         a = self.args
         return runner_class(a.backend)(self.source.family, self.source.config, self.source.head, self.source.params,
                                        dtype=a.dtype, device=a.device, bf16=a.bf16, seed=a.seed,
-                                       dropout_masks=getattr(a, "dropout_masks", "shared"))  # evaluate: no option
+                                       dropout_masks=getattr(a, "dropout_masks", "shared"),  # evaluate: no option
+                                       trainable=self.source.trainable)
 
     def run(self) -> dict:
         """Train, evaluate and predict as asked; write the metrics JSON files; return all metrics."""
         if self.source.fresh or self.source.unused:
             log(f"note: {len(self.source.fresh)} parameters initialised fresh ({few(self.source.fresh)}); "
                 f"{len(self.source.unused)} stored tensors unused ({few(self.source.unused)})")
+        if self.source.trainable is not None and self.do_train:
+            log(f"adapter {self.source.adapter_name} ({self.source.config.adapter}), base model frozen: "
+                + describe_trainable(self.source.params, self.source.trainable))
         runner = self.make_runner()
         if self.output_dir is not None:
             self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -224,13 +264,20 @@ class Job:
             runner, train_args, inputs, loss_fn, self.output_dir,
             save_model=lambda folder: save_model(folder, self.source, runner.get_params(), self.tokenizer),
             evaluate=(lambda: self.evaluate(runner, "dev")) if self.do_eval else None,
-            main_metric=self.task.main_metric, prepare=prepare)
+            main_metric=self.task.main_metric, prepare=prepare,
+            load_weights=self.adapter_weights(runner) if self.source.adapter_name is not None else None)
         metrics = trainer.train(self.resume)
         save_model(self.output_dir, self.source, runner.get_params(), self.tokenizer)
         write_json(self.output_dir / "trainer_state.json",
                    {"best_metric": trainer.state.best_metric, "best_step": trainer.state.best_step,
                     "log_history": trainer.state.log_history, "settings": trainer.run_settings()})
         return {**metrics, "train_samples": len(self.splits["train"].examples)}
+
+    @staticmethod
+    def adapter_weights(runner):
+        """load_weights of a resumed adapter run: its checkpoints hold the adapter and head; the frozen base is
+        the runner's own."""
+        return lambda folder: {**runner.get_params(), **read_adapter_folder(folder).params}
 
     def evaluate(self, runner, split_name: str, prefix: str | None = None) -> dict:
         """Metrics of one split (when labelled). With a prefix (a final evaluation), the metrics get it

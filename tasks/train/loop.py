@@ -142,13 +142,15 @@ class Trainer:
 
     save_model(folder) writes the model (weights, config, tokenizer); evaluate() -> metrics dict, with
     main_metric (greater is better) choosing the best model; prepare(batch) -> batch may add inputs
-    (a distillation teacher's outputs) before each forward pass.
+    (a distillation teacher's outputs) before each forward pass; load_weights(folder) -> every parameter
+    of a checkpoint folder save_model wrote (an adapter run's holds the adapter and head alone).
     """
 
     def __init__(self, runner, args: TrainArgs, train_data: dict, loss_fn, output_dir,
                  save_model: Callable | None = None, evaluate: Callable | None = None, main_metric: str | None = None,
-                 prepare: Callable | None = None):
+                 prepare: Callable | None = None, load_weights: Callable | None = None):
         self.runner, self.args, self.train_data, self.loss_fn = runner, args, train_data, loss_fn
+        self.load_weights = load_weights or (lambda folder: read_finite(Path(folder) / WEIGHTS_FILE))
         self.output_dir = Path(output_dir)
         self.save_model = save_model or (lambda folder: save_arrays(Path(folder) / WEIGHTS_FILE, runner.get_params()))
         self.evaluate, self.main_metric, self.prepare = evaluate, main_metric, prepare
@@ -291,9 +293,9 @@ class Trainer:
         if changed:
             raise ResumeError(f"{folder}: cannot resume with other " + ", ".join(
                 f"{key} ({saved['settings'].get(key)} there, {settings[key]} now)" for key in changed))
-        weights = read_finite(folder / WEIGHTS_FILE)
+        weights = self.load_weights(folder)
         moments = read_finite(folder / OPTIMIZER_FILE)
-        check_optimizer_state(folder / OPTIMIZER_FILE, moments, weights, set(self.runner.params),
+        check_optimizer_state(folder / OPTIMIZER_FILE, moments, weights, set(self.runner.trainable),
                               applied=step - saved.get("skipped", 0))
         self.state = TrainState(**{key: saved.get(key, default) for key, default in asdict(TrainState()).items()})
         self.runner.set_params(weights)
@@ -352,7 +354,7 @@ def read_finite(path: Path) -> dict:
 
 def check_optimizer_state(path: Path, state: dict, weights: dict, params: set, applied: int) -> None:
     """The moments must cover what set_optimizer_state reads: step.N, exp_avg.N and exp_avg_sq.N of known
-    parameters N, shaped as the weights, and at least one parameter once an update was `applied` (the
+    parameters N (`params`: the ones the run trains), shaped as the weights, and at least one parameter once an update was `applied` (the
     runners skip what they do not find, which would restart those moments from zero without a word)."""
     names: dict[str, set] = {}
     for key in state:
@@ -364,7 +366,8 @@ def check_optimizer_state(path: Path, state: dict, weights: dict, params: set, a
         raise ResumeError(f"{path}: holds no optimizer state; resuming would restart the AdamW moments from zero")
     for name, slots in sorted(names.items()):
         if name not in params:
-            raise ResumeError(f"{path}: moments of {name!r}, which the model does not have")
+            raise ResumeError(f"{path}: moments of {name!r}, which this run does not train (the model lacks it, "
+                              "or it is frozen)")
         if not slots >= set(OPTIMIZER_SLOTS):
             raise ResumeError(f"{path}: {name!r} lacks {', '.join(sorted(set(OPTIMIZER_SLOTS) - slots))}")
         for slot in slots & set(BETA_POWER_SLOTS):

@@ -10,17 +10,19 @@ use (pre-training heads) are listed in a note. A saved model is transformers' la
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from backends import FAMILIES, family, family_marker, family_of_config, presets
 from backends.checkpoints import detect_format, open_checkpoint
+from backends.checkpoints.adapters import check_base, is_adapter_folder, write_adapter_folder
 from backends.checkpoints.rules import format_rules
 from backends.errors import BadInput
 from backends.tensorfile import save_arrays
 
+from .adapters import AdapterSetup, trainable_names
 from .loop import WEIGHTS_FILE
 from .task import TaskError
 
@@ -45,6 +47,8 @@ class ModelSource:
     folder: Path | None = None  # where the model (and usually its tokenizer) came from
     fresh: list = field(default_factory=list)
     unused: list = field(default_factory=list)
+    adapter_name: str | None = None  # an adapter run: config.adapter holds its config string
+    trainable: frozenset | None = None  # the parameters to train (None: all); an adapter run's are saved alone
 
 
 def family_of(config_path: Path) -> str:
@@ -73,14 +77,23 @@ def parse_overrides(text: str | None) -> dict:
     return overrides
 
 
+def refuse_adapter_folder(model: str) -> None:
+    """TaskError when --model names an adapter-only folder (it holds no base model)."""
+    if is_adapter_folder(model) and not (Path(model) / CONFIG_FILE).is_file():
+        raise TaskError(f"--model {model} is an adapter-only folder: give its base model as --model and "
+                        f"--load-adapter {model}")
+
+
 def load_model(model: str, head: str, num_labels: int | None = None, overrides: dict | None = None,
-               seed: int = 0) -> ModelSource:
-    """A preset (fresh numpy init) or a model folder (a checkpoint, or config.json alone) for `head`."""
+               seed: int = 0, adapter: AdapterSetup | None = None) -> ModelSource:
+    """A preset (fresh numpy init) or a model folder (a checkpoint, or config.json alone) for `head`; with
+    `adapter`, the model has it (config field `adapter`) and the checkpoint's base model gets its fresh init."""
     known = presets()
     if model in known:
         name, config, folder, checkpoint = known[model].family, known[model].config, None, None
     else:
         folder = Path(model)
+        refuse_adapter_folder(model)
         if not (folder / CONFIG_FILE).is_file():
             raise TaskError(f"--model {model}: neither a preset nor a folder with {CONFIG_FILE}")
         checkpoint = _open_folder(folder)
@@ -97,6 +110,10 @@ def load_model(model: str, head: str, num_labels: int | None = None, overrides: 
         if num_labels is not None:
             changes["num_labels"] = num_labels
         unknown = [key for key in changes if not hasattr(config, key)]
+        if adapter is not None:
+            if not hasattr(config, "adapter"):
+                raise TaskError(f"--model {model}: the {name} family takes no adapters")
+            changes["adapter"] = adapter.config
         if unknown:
             raise TaskError(f"--config-overrides: {name} configs have no {', '.join(unknown)}")
         config = config.replace(**changes)
@@ -160,6 +177,26 @@ def as_deformer(model: str, name: str, config, overrides: dict) -> tuple[str, ob
     return DEFORMER, config, overrides
 
 
+def attach_adapter(source: ModelSource, setup: AdapterSetup, stored=None, model: str = "") -> ModelSource:
+    """`source` (built with the adapter in its config: a fresh adapter) as an adapter run: the base model frozen,
+    the adapter and the task head trained; with `stored` (an AdapterFolder), its adapter and head replace the
+    fresh ones, once its base model is checked to be this one."""
+    params, fresh = dict(source.params), list(source.fresh)
+    if stored is not None:
+        check_base(stored, source.family, source.config, f"--model {model}")
+        if stored.head != source.head:
+            raise TaskError(f"--load-adapter {stored.path}: its head is {stored.head}; this task needs {source.head}")
+        shapes = family(source.family).param_shapes(source.config, source.head)
+        for key, array in stored.params.items():
+            if tuple(array.shape) != tuple(shapes[key]):  # a head of another label count
+                raise TaskError(f"--load-adapter {stored.path}: {key} has shape {list(array.shape)}, this task's "
+                                f"{source.head} head needs {list(shapes[key])}")
+        params.update(stored.params)
+        fresh = [key for key in fresh if key not in stored.params]
+    return replace(source, params=params, fresh=fresh, adapter_name=setup.name,
+                   trainable=trainable_names(params, source.family, source.config))
+
+
 def _open_folder(folder: Path):
     """The folder's checkpoint opened partially, or None when it holds a config but no weights file."""
     try:
@@ -170,8 +207,12 @@ def _open_folder(folder: Path):
 
 
 def save_model(folder, source: ModelSource, params: dict, tokenizer=None) -> None:
-    """model.safetensors (canonical names), config.json and the tokenizer files, as transformers lays them out."""
+    """model.safetensors (canonical names), config.json and the tokenizer files, as transformers lays them out; an
+    adapter run's adapter and head alone (backends/checkpoints/adapters.py: the `adapters` library's layout)."""
     folder = Path(folder)
+    if source.adapter_name is not None:  # the adapter and the head alone, in the `adapters` library's layout
+        write_adapter_folder(folder, "hf", source.family, source.config, source.head, source.adapter_name, params)
+        return
     folder.mkdir(parents=True, exist_ok=True)
     save_arrays(folder / WEIGHTS_FILE, params, metadata={"format": "pt"})  # transformers checks the format tag
     classes = format_rules(source.family, "hf", source.config).classes

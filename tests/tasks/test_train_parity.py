@@ -73,25 +73,27 @@ def test_deformer_mc_training_parity(tmp_path):
 
 
 def assert_same_training(family_name, config, head, dtype, learning_rate, tolerance, tmp_path, seq_len=12,
-                         **changes):
-    """Every backend trains the same losses and weights from the same init, batches and schedule (SETTINGS
-    with `changes`)."""
+                         params=None, trainable=None, **changes):
+    """Every backend trains the same losses and weights from the same init (or `params`), batches and schedule
+    (SETTINGS with `changes`), training all parameters or the `trainable` names; returns the reference's
+    (initial, trained) weights."""
     settings = {**SETTINGS, **changes}
     data = seeded_data(family_name, config, head, rows=24 if head != "mc" else 16, seq_len=seq_len)
     runs = {}
     for backend in BACKENDS:
-        trainer = make_trainer(make_runner(backend, family_name, config, head, dtype), data, tmp_path / backend,
-                               learning_rate=learning_rate, **settings)
+        runner = make_runner(backend, family_name, config, head, dtype, params=params, trainable=trainable)
+        trainer = make_trainer(runner, data, tmp_path / backend, learning_rate=learning_rate, **settings)
         trainer.train()
         runs[backend] = (losses(trainer), lstm_biases_summed(trainer.runner.get_params()))
     reference, (ref_losses, ref_params) = BACKENDS[0], runs[BACKENDS[0]]
     assert len(ref_losses) == settings["max_steps"] and np.all(np.isfinite(ref_losses))
-    initial = lstm_biases_summed(make_runner(reference, family_name, config, head, dtype).get_params())
+    initial = lstm_biases_summed(make_runner(reference, family_name, config, head, dtype, params=params).get_params())
     assert max_weight_diff(ref_params, initial) > 5 * tolerance  # training moved the weights
     for backend in BACKENDS[1:]:
-        step_losses, params = runs[backend]
+        step_losses, trained = runs[backend]
         assert np.max(np.abs(step_losses - ref_losses)) <= tolerance, backend
-        assert max_weight_diff(params, ref_params) <= tolerance, backend
+        assert max_weight_diff(trained, ref_params) <= tolerance, backend
+    return initial, ref_params
 
 
 @pytest.mark.skipif("paddle" not in BACKENDS or "torch" not in BACKENDS, reason="needs torch and paddle")

@@ -104,3 +104,21 @@ def test_best_model_follows_the_main_metric(tmp_path):
     assert max_weight_diff(dict(SafetensorsReader(tmp_path / BEST_DIR / "model.safetensors")),
                            dict(SafetensorsReader(tmp_path / "checkpoint-4" / "model.safetensors"))) == 0.0
     assert not list(tmp_path.glob(".*partial"))  # every save was renamed into place
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_runner_trained_by_two_trainers_saves_and_restores_its_moments(backend, tmp_path):
+    """A second Trainer on one Runner (a warm-up run, then the measured one) gets a new optimizer whose state
+    round-trips like the first's (paddle names each optimizer's moments apart)."""
+    config = tiny_config("bert")
+    data = seeded_data("bert", config, "seqcls", rows=8)
+    runner = make_runner(backend, "bert", config, "seqcls", "float64")
+    for steps in (1, 2):
+        make_trainer(runner, data, tmp_path, max_steps=steps, batch_size=4, learning_rate=1e-3).train()
+    state = runner.optimizer_state()
+    assert {int(state[key]) for key in state if key.startswith("step.")} == {2}
+    other = make_runner(backend, "bert", config, "seqcls", "float64")
+    make_trainer(other, data, tmp_path, max_steps=1, batch_size=4)  # a third optimizer in this process
+    other.set_optimizer_state(state)
+    restored = other.optimizer_state()
+    assert all(np.array_equal(restored[key], state[key]) for key in state if not key.startswith("beta"))

@@ -50,9 +50,11 @@ def seeded_data(family_name: str, config, head: str, rows: int, seq_len: int = 1
 
 
 def make_runner(backend: str, family_name: str, config, head: str, dtype: str, seed: int = 0,
-                dropout_masks: str = "shared"):
-    params = family(family_name).init_params(config, head, np.random.default_rng(seed))
-    return runner_class(backend)(family_name, config, head, params, dtype=dtype, dropout_masks=dropout_masks)
+                dropout_masks: str = "shared", params=None, trainable=None):
+    params = params if params is not None else family(family_name).init_params(config, head,
+                                                                                np.random.default_rng(seed))
+    return runner_class(backend)(family_name, config, head, params, dtype=dtype, dropout_masks=dropout_masks,
+                                 trainable=trainable)
 
 
 def make_trainer(runner, data: dict, output_dir, **settings) -> Trainer:

@@ -16,6 +16,7 @@ import paddle.nn.functional as F
 from backends import family as get_family
 from backends.build import build_model, export_params, load_params
 from ..dropout import mask_stream, share_dropout
+from ..freezing import trainable_names
 
 # ---- the op set (contract.TrainOps) the framework-free losses (tasks/train/losses.py, tasks/distill.py) call
 
@@ -68,13 +69,16 @@ class Runner:
     """One model of a family and head in Paddle, its AdamW, and the steps the driver calls."""
 
     def __init__(self, family: str, config, head: str, params=None, dtype: str = "float32", device: str = "cpu",
-                 bf16: bool = False, seed: int = 0, dropout_masks: str = "shared"):
+                 bf16: bool = False, seed: int = 0, dropout_masks: str = "shared", trainable=None):
         self.family, self.head = family, head
         paddle.set_device("gpu" if device == "gpu" else "cpu")  # paddle places tensors by a global device
         self.dtype = dtype
         self.bf16 = bf16
         self.model = build_model(family, "paddle", config, head, params, dtype=dtype, seed=seed)
         self.params = dict(self.model.named_parameters())
+        self.trainable = trainable_names(self.params, trainable)
+        for name, param in self.params.items():  # paddle's name for requires_grad=False
+            param.stop_gradient = name not in self.trainable
         self.rules = get_family(family).port_rules["paddle"]
         self.final_outputs = get_family(family).prediction_outputs(head)
         self.input_names = get_family(family).input_names(config, head)
@@ -115,12 +119,13 @@ class Runner:
     # ---- training ----
 
     def set_optimizer(self, settings) -> None:
-        """paddle.optimizer.AdamW (decoupled decay); no decay for `settings.no_decay` parameters."""
+        """paddle.optimizer.AdamW (decoupled decay) over the trainable parameters; no decay for
+        `settings.no_decay` parameters."""
         # apply_decay_param_fun receives paddle's internal tensor names (linear_3.w_0), not ours
         canonical = {param.name: name for name, param in self.params.items()}
         self.optimizer = paddle.optimizer.AdamW(
             learning_rate=0.0, beta1=settings.beta1, beta2=settings.beta2, epsilon=settings.eps,
-            parameters=list(self.params.values()), weight_decay=settings.weight_decay,
+            parameters=[p for n, p in self.params.items() if n in self.trainable], weight_decay=settings.weight_decay,
             apply_decay_param_fun=lambda internal: canonical[internal] not in settings.no_decay)
         self.beta1, self.beta2 = settings.beta1, settings.beta2
         self.steps = {}  # paddle keeps no step count (it multiplies running beta powers); torch does
@@ -146,7 +151,11 @@ class Runner:
                 for g in grads:
                     g.multiply_(coefficient)
         self.optimizer.set_lr(lr)
-        self.optimizer.step()
+        # paddle names an optimizer's moments <param>_moment1_<n>, n counting the optimizers this process made (a
+        # second Trainer on one Runner would get _1): a fresh name generator gives each optimizer the _0 names that
+        # optimizer_state and set_optimizer_state use
+        with paddle.utils.unique_name.guard():
+            self.optimizer.step()
         self.optimizer.clear_grad(set_to_zero=False)
         for name in stepped:
             self.steps[name] = self.steps.get(name, 0) + 1

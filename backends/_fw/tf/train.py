@@ -22,6 +22,7 @@ from tensorflow.python.eager import context
 from backends import family as get_family
 from backends.build import build_model, export_params, load_params
 from ..dropout import mask_stream, share_dropout
+from ..freezing import trainable_names
 
 from . import nn
 
@@ -91,7 +92,7 @@ class Runner:
     """One model of a family and head in TensorFlow, torch's AdamW in tf ops, and the steps the driver calls."""
 
     def __init__(self, family: str, config, head: str, params=None, dtype: str = "float32", device: str = "cpu",
-                 bf16: bool = False, seed: int = 0, dropout_masks: str = "shared"):
+                 bf16: bool = False, seed: int = 0, dropout_masks: str = "shared", trainable=None):
         if bf16:
             # the TF ports compute in their parameters' dtype (nn layers have no autocast policy)
             raise ValueError("--bf16 is not supported by the tf backend")
@@ -102,10 +103,14 @@ class Runner:
             self.model = build_model(family, "tf", config, head, params, dtype=dtype, seed=seed)
         tf.random.set_seed(seed)  # a global seed makes eager random ops take their seeds from `seed()` below
         self.params = dict(self.model.named_parameters())
-        # a variable may stand for several canonical parameters (the BiLSTM's one Keras LSTM bias is torch's
-        # bias_ih + bias_hh): torch updates each of them, so the sum moves `multiplicity` AdamW steps
+        self.trainable = trainable_names(self.params, trainable)
+        # the trained variables: only these are watched by the tape (frozen ones compute no gradient) and get
+        # optimizer slots. A variable may stand for several canonical parameters (the BiLSTM's one Keras LSTM
+        # bias is torch's bias_ih + bias_hh): torch updates each of them, so the sum moves `multiplicity` AdamW steps
         self.variables, self.names = [], []
         for name, variable in self.params.items():
+            if name not in self.trainable:
+                continue
             known = [i for i, v in enumerate(self.variables) if v is variable]
             if known:
                 self.names[known[0]].append(name)
@@ -164,7 +169,9 @@ class Runner:
     def forward_backward(self, batch: dict, loss_fn, scale: float = 1.0) -> float:
         """Add the gradients of scale * loss_fn(OPS, outputs, batch) to the accumulated ones; return the loss."""
         tensors = self.to_tensors(batch)
-        with tf.GradientTape() as tape:
+        # tf.Variables are trainable for good once made: the tape watches the trained ones alone instead
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(self.variables)
             loss = loss_fn(OPS, self.forward(tensors, train=True), tensors)
             scaled = loss * scale
         with tf.device(self.device):

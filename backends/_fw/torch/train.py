@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from backends import family as get_family
 from backends.build import build_model, export_params, load_params
 from ..dropout import mask_stream, share_dropout
+from ..freezing import trainable_names
 
 # ---- the op set (contract.TrainOps) the framework-free losses (tasks/train/losses.py, tasks/distill.py) call
 
@@ -68,13 +69,16 @@ class Runner:
     """One model of a family and head in PyTorch, its AdamW, and the steps the driver calls."""
 
     def __init__(self, family: str, config, head: str, params=None, dtype: str = "float32", device: str = "cpu",
-                 bf16: bool = False, seed: int = 0, dropout_masks: str = "shared"):
+                 bf16: bool = False, seed: int = 0, dropout_masks: str = "shared", trainable=None):
         self.family, self.head = family, head
         self.device = torch.device("cuda" if device == "gpu" else "cpu")
         self.dtype = getattr(torch, dtype)
         self.bf16 = bf16
         self.model = build_model(family, "torch", config, head, params, dtype=dtype, seed=seed).to(self.device)
         self.params = dict(self.model.named_parameters())
+        self.trainable = trainable_names(self.params, trainable)
+        for name, param in self.params.items():  # a frozen parameter computes no gradient
+            param.requires_grad_(name in self.trainable)
         self.rules = get_family(family).port_rules["torch"]
         self.final_outputs = get_family(family).prediction_outputs(head)
         self.input_names = get_family(family).input_names(config, head)
@@ -115,8 +119,10 @@ class Runner:
     # ---- training ----
 
     def set_optimizer(self, settings) -> None:
-        """torch.optim.AdamW (decoupled decay) over two groups: decayed and `settings.no_decay` parameters."""
-        groups = [{"params": [p for n, p in self.params.items() if (n in settings.no_decay) == exempt],
+        """torch.optim.AdamW (decoupled decay) over two groups of the trainable parameters: decayed and
+        `settings.no_decay` ones (frozen parameters get no optimizer state)."""
+        groups = [{"params": [p for n, p in self.params.items()
+                              if n in self.trainable and (n in settings.no_decay) == exempt],
                    "weight_decay": 0.0 if exempt else settings.weight_decay} for exempt in (False, True)]
         self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=0.0,
                                            betas=(settings.beta1, settings.beta2), eps=settings.eps)

@@ -43,7 +43,12 @@ _INLINE = 1 << 16  # payloads below this stay in the skeleton
 def read(path: Path) -> Source:
     config_file = first_file(path, CONFIGS, "config")
     config = _read_config(config_file)
-    weights = path / WEIGHTS
+    tensors, close = read_state_file(path / WEIGHTS)
+    return Source(path, config, config_file, tensors, path / WEIGHTS, close)
+
+
+def read_state_file(weights: Path) -> tuple[dict, object]:
+    """The tensors of one `.pdparams` file (stored name -> TensorRef) and the function that closes it."""
     if not weights.is_file():
         raise WeightsError(f"{weights}: no such file")
     handle = open(weights, "rb", buffering=0)
@@ -52,15 +57,20 @@ def read(path: Path) -> Source:
     except BaseException:
         handle.close()
         raise
-    return Source(path, config, config_file, tensors, weights, handle.close)
+    return tensors, handle.close
 
 
 def write(path: Path, config: dict, specs, produce, rules) -> None:
     write_json(path / CONFIGS[0], config)
     legacy = {key: value for key, value in config.items() if key != "architectures"}
     write_json(path / CONFIGS[1], {**legacy, "init_class": config["architectures"][0]})
+    write_state_file(path / WEIGHTS, specs, produce)
+
+
+def write_state_file(file: Path, specs, produce) -> None:
+    """One `.pdparams` file (what paddle.save writes for a state dict) of the tensors named in `specs`."""
     state = {name: _Pending(partial(produce, name)) for name, _, _ in specs}
-    with open(path / WEIGHTS, "wb") as out:
+    with open(file, "wb") as out:
         pickler = _Pickler(out, protocol=4)
         pickler.fast = True  # no memo: nothing written is kept alive
         pickler.dump(state)
