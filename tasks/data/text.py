@@ -47,7 +47,10 @@ def text_features(lines, tokenizer, max_seq_length: int, line_by_line: bool, who
         offsets = np.asarray(encoded["offset_mapping"], dtype=np.int64).reshape(len(lines), max_seq_length, 2)
     else:
         arrays, offsets = grouped_blocks(lines, tokenizer, max_seq_length, path)
-    maskable = (arrays.pop("special_tokens_mask") == 0) & (arrays["attention_mask"] == 1)
+    # special tokens the tokenizer added, padding, and special tokens written in the text ([UNK] too): as
+    # DataCollatorForLanguageModeling's get_special_tokens_mask(already_has_special_tokens=True)
+    maskable = (arrays.pop("special_tokens_mask") == 0) & (arrays["attention_mask"] == 1) & ~np.isin(
+        arrays["input_ids"], tokenizer.all_special_ids)
     if not maskable.any():
         raise DataError(path, None, "holds no token that can be masked (only special tokens)")
     features = {"maskable": maskable}
