@@ -44,6 +44,7 @@ def add_task_arguments(parser) -> None:
     group.add_argument("--null-score-diff-threshold", type=float, default=0.0,
                        help="SQuAD v2.0: answer nothing when the null odds exceed this")
     group.add_argument("--max-eval-samples", type=int, help="evaluate on the first N dev examples")
+    group.add_argument("--max-predict-samples", type=int, help="predict the first N test examples")
     group.add_argument("--mlm-probability", type=float, default=0.15,
                        help="mlm: share of the tokens masked (80%% [MASK], 10%% random token, 10%% unchanged; "
                             "default 0.15)")
@@ -52,7 +53,6 @@ def add_task_arguments(parser) -> None:
                             "text concatenated and cut into blocks of --max-seq-length tokens)")
     group.add_argument("--whole-word-masking", action="store_true",
                        help="mlm: mask whole words (every piece of a chosen word)")
-    group.add_argument("--max-predict-samples", type=int, help="predict the first N test examples")
 
 
 def add_model_arguments(parser, name: str = "--model", help_text: str = "a preset or a model folder") -> None:

@@ -245,6 +245,9 @@ def test_training_and_perplexity_are_the_same_in_every_backend(family_name, mode
     assert 1 < reference["eval_perplexity"] < 2 * tiny_vocab(model)  # a near-uniform start, a little training
     ref_losses = step_losses(tmp_path / BACKENDS[0])
     assert len(ref_losses) == 6 and np.all(np.isfinite(ref_losses))
+    state = json.loads((tmp_path / BACKENDS[0] / "trainer_state.json").read_text())
+    perplexities = [entry["eval"]["perplexity"] for entry in state["log_history"] if "eval" in entry]
+    assert len(perplexities) == 2 and state["best_metric"] == min(perplexities)  # lower is better
     for backend in BACKENDS[1:]:
         np.testing.assert_allclose(step_losses(tmp_path / backend), ref_losses, rtol=0, atol=1e-8)
         assert max_weight_diff(weights[backend], weights[BACKENDS[0]]) <= 1e-8
