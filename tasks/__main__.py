@@ -1,4 +1,5 @@
-"""python -m tasks finetune | evaluate | distill | predict: GLUE, SQuAD, RACE and BoolQ on torch, paddle or tf.
+"""python -m tasks finetune | evaluate | distill | predict: GLUE, SQuAD, RACE, BoolQ and masked-LM on torch,
+paddle or tf.
 
 Only the chosen framework is imported. Bad options, missing or malformed files give a one-line error and exit
 2 before any work; a training run whose loss becomes NaN or Inf stops with a one-line error and exit 1.
@@ -26,11 +27,11 @@ def add_task_arguments(parser) -> None:
     group = parser.add_argument_group("task and data")
     group.add_argument("--task", required=True,
                        help="a GLUE task (cola, sst-2, mrpc, sts-b, qqp, mnli, mnli-mm, qnli, rte, wnli), "
-                            "squad, squad_v2, race or boolq")
+                            "squad, squad_v2, race, boolq, or mlm (masked language modelling on text files)")
     group.add_argument("--data-dir", help="folder of the task's files (GLUE: the task folder or the GLUE root; "
                                           "SQuAD: train-v1.1.json/dev-v1.1.json; RACE: train|dev|test/{middle,high}; "
-                                          "BoolQ: train.jsonl, dev.jsonl or val.jsonl, test.jsonl; each file "
-                                          "may also be gzipped, as NAME.gz)")
+                                          "BoolQ: train.jsonl, dev.jsonl or val.jsonl, test.jsonl; mlm: train.txt, "
+                                          "validation.txt or dev.txt; each file may also be gzipped, as NAME.gz)")
     group.add_argument("--train-file", help="train split file, instead of the one in --data-dir")
     group.add_argument("--validation-file", help="dev split file, instead of the one in --data-dir")
     group.add_argument("--test-file", help="test split file, instead of the one in --data-dir")
@@ -50,6 +51,14 @@ def add_task_arguments(parser) -> None:
                        help="SQuAD v2.0: answer nothing when the null odds exceed this")
     group.add_argument("--max-eval-samples", type=int, help="evaluate on the first N dev examples")
     group.add_argument("--max-predict-samples", type=int, help="predict the first N test examples")
+    group.add_argument("--mlm-probability", type=float, default=0.15,
+                       help="mlm: share of the tokens masked (80%% [MASK], 10%% random token, 10%% unchanged; "
+                            "default 0.15)")
+    group.add_argument("--line-by-line", action="store_true",
+                       help="mlm: each non-blank line is one example, truncated to --max-seq-length (default: the "
+                            "text concatenated and cut into blocks of --max-seq-length tokens)")
+    group.add_argument("--whole-word-masking", action="store_true",
+                       help="mlm: mask whole words (every piece of a chosen word)")
 
 
 def add_model_arguments(parser, name: str = "--model", help_text: str = "a preset or a model folder") -> None:

@@ -1,5 +1,6 @@
 """Task metrics from scikit-learn/scipy: GLUE per task (names as transformers' run_glue reports them),
-accuracy for RACE and BoolQ, and the official SQuAD scores (re-exported from tasks.data.squad)."""
+accuracy for RACE and BoolQ, the official SQuAD scores (re-exported from tasks.data.squad), and the
+masked-LM loss and perplexity (as transformers' run_mlm.py reports them)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ __all__ = [
     "COMBINED_METRICS",
     "accuracy",
     "glue_metrics",
+    "masked_lm_losses",
+    "masked_lm_metrics",
     "predictions_from_logits",
     "squad_v1_scores",
     "squad_v2_scores",
@@ -78,3 +81,27 @@ def glue_metrics(task: str | GlueTask, predictions, labels) -> dict[str, float]:
         else:
             results[name] = METRICS[name](predictions, labels)
     return results
+
+
+def masked_lm_losses(logits, labels, ignore_index: int = -100) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: (sum of the cross-entropies at the labelled positions, in float64; their count).
+
+    logits [rows, seq, vocab], labels [rows, seq] with `ignore_index` where a position is not scored.
+    """
+    logits, labels = np.asarray(logits), np.asarray(labels)
+    rows, positions = np.nonzero(labels != ignore_index)
+    scored = logits[rows, positions].astype(np.float64)  # [masked, vocab]: only the masked positions' scores
+    peak = scored.max(axis=-1, keepdims=True)
+    log_norm = np.log(np.exp(scored - peak).sum(axis=-1)) + peak[:, 0]
+    losses = log_norm - scored[np.arange(len(rows)), labels[rows, positions]]
+    sums = np.bincount(rows, weights=losses, minlength=len(labels))
+    return sums, np.bincount(rows, minlength=len(labels))
+
+
+def masked_lm_metrics(loss_sums, counts) -> dict[str, float]:
+    """loss (the mean over every masked token), perplexity = exp(loss), and the number of masked tokens."""
+    total = int(np.sum(counts))
+    if total == 0:
+        raise ValueError("no masked token to score")
+    loss = float(np.sum(loss_sums)) / total
+    return {"loss": loss, "perplexity": float(np.exp(loss)) if loss < 709 else float("inf"), "masked_tokens": total}

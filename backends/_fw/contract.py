@@ -72,6 +72,10 @@ class TrainOps(Protocol):
     def cross_entropy(self, logits: Tensor, labels: Tensor) -> Tensor:
         """Mean cross-entropy of integer labels over the last axis."""
 
+    def masked_cross_entropy(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Mean cross-entropy of integer labels over the last axis at the positions whose label is not -100
+        (masked-LM labels: logits [..., vocab], labels [...]); 0 when every label is -100."""
+
     def mse(self, a: Tensor, b: Tensor) -> Tensor:
         """Mean squared difference, both flattened (b cast to a's dtype)."""
 

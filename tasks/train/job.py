@@ -15,7 +15,7 @@ from tasks.data.split_pair import PartLayout, reads_split_pair
 
 from . import runner_class
 from .adapters import AdapterSetup, describe_trainable
-from .loop import Trainer, TrainArgs, check_resume_state, latest_checkpoint, num_rows, predict_all, schedule
+from .loop import Trainer, TrainArgs, check_resume_state, latest_checkpoint, num_rows, schedule
 from .losses import LOSSES
 from .model import attach_adapter, load_model, refuse_adapter_folder, save_model, split_overrides
 from .task import Options, TaskError, make_task
@@ -119,7 +119,8 @@ class Job:
         return Options(max_seq_length=a.max_seq_length or (384 if squad else 128), doc_stride=a.doc_stride,
                        max_query_length=a.max_query_length, max_answer_length=a.max_answer_length, n_best=a.n_best,
                        version_2_with_negative=a.version_2_with_negative,
-                       null_score_diff_threshold=a.null_score_diff_threshold)
+                       null_score_diff_threshold=a.null_score_diff_threshold, mlm_probability=a.mlm_probability,
+                       line_by_line=a.line_by_line, whole_word_masking=a.whole_word_masking)
 
     def adapter_options(self):
         """(the adapter on the model, the adapter folder it comes from, if any): --train-adapter needs
@@ -265,7 +266,8 @@ class Job:
             save_model=lambda folder: save_model(folder, self.source, runner.get_params(), self.tokenizer),
             evaluate=(lambda: self.evaluate(runner, "dev")) if self.do_eval else None,
             main_metric=self.task.main_metric, prepare=prepare,
-            load_weights=self.adapter_weights(runner) if self.source.adapter_name is not None else None)
+            load_weights=self.adapter_weights(runner) if self.source.adapter_name is not None else None,
+            dynamic_inputs=self.task.dynamic_inputs(train_args.seed), greater_is_better=self.task.greater_is_better)
         metrics = trainer.train(self.resume)
         save_model(self.output_dir, self.source, runner.get_params(), self.tokenizer)
         write_json(self.output_dir / "trainer_state.json",
@@ -283,7 +285,7 @@ class Job:
         """Metrics of one split (when labelled). With a prefix (a final evaluation), the metrics get it
         and the prediction files are written: dev into OUTPUT_DIR/eval, test into OUTPUT_DIR."""
         split = self.splits[split_name]
-        outputs = predict_all(runner, split.inputs, self.eval_batch_size, progress=not self.args.no_progress)
+        outputs = self.task.predict(runner, split, self.eval_batch_size, progress=not self.args.no_progress)
         predictions = self.task.decode(split, outputs)
         metrics = self.task.score(split, predictions) if self.task.has_labels(split) else {}
         if prefix is None:

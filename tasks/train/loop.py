@@ -141,19 +141,23 @@ class Trainer:
     """Train a Runner on numpy arrays with a framework-free loss `loss_fn(ops, outputs, batch)`.
 
     save_model(folder) writes the model (weights, config, tokenizer); evaluate() -> metrics dict, with
-    main_metric (greater is better) choosing the best model; prepare(batch) -> batch may add inputs
-    (a distillation teacher's outputs) before each forward pass; load_weights(folder) -> every parameter
-    of a checkpoint folder save_model wrote (an adapter run's holds the adapter and head alone).
+    main_metric (greater is better, unless greater_is_better is False) choosing the best model; prepare(batch)
+    -> batch may add inputs (a distillation teacher's outputs) before each forward pass; dynamic_inputs(batch,
+    step, micro) -> batch draws inputs anew for each micro-batch (masked-LM masks) from its update and position;
+    load_weights(folder) -> every parameter of a checkpoint folder save_model wrote (an adapter run's holds the
+    adapter and head alone).
     """
 
     def __init__(self, runner, args: TrainArgs, train_data: dict, loss_fn, output_dir,
                  save_model: Callable | None = None, evaluate: Callable | None = None, main_metric: str | None = None,
-                 prepare: Callable | None = None, load_weights: Callable | None = None):
+                 prepare: Callable | None = None, load_weights: Callable | None = None,
+                 dynamic_inputs: Callable | None = None, greater_is_better: bool = True):
         self.runner, self.args, self.train_data, self.loss_fn = runner, args, train_data, loss_fn
         self.load_weights = load_weights or (lambda folder: read_finite(Path(folder) / WEIGHTS_FILE))
         self.output_dir = Path(output_dir)
         self.save_model = save_model or (lambda folder: save_arrays(Path(folder) / WEIGHTS_FILE, runner.get_params()))
         self.evaluate, self.main_metric, self.prepare = evaluate, main_metric, prepare
+        self.dynamic_inputs, self.greater_is_better = dynamic_inputs, greater_is_better
         model_arrays(runner, train_data)  # every declared input is there
         self.examples = num_rows(train_data)
         self.steps_per_epoch, self.total_steps = schedule(self.examples, args)
@@ -190,6 +194,8 @@ class Trainer:
             for micro, index in enumerate(batches):
                 self.runner.seed(dropout_seed(args.seed, step, micro))
                 batch = take(self.train_data, index)
+                if self.dynamic_inputs is not None:
+                    batch = self.dynamic_inputs(batch, step, micro)
                 if self.prepare is not None:
                     batch = self.prepare(batch)
                 weight = len(index) / count  # the update's loss is the mean over all its examples
@@ -255,7 +261,8 @@ class Trainer:
         metrics = self.evaluate()
         self.state.log_history.append({"step": self.state.step, "eval": metrics})
         value = metrics[self.main_metric]
-        if self.state.best_metric is None or value > self.state.best_metric:
+        best = self.state.best_metric
+        if best is None or (value > best if self.greater_is_better else value < best):
             self.state.best_metric, self.state.best_step = value, self.state.step
             self.write_folder(self.output_dir / BEST_DIR, with_optimizer=False, extra={"eval": metrics})
         return metrics

@@ -25,4 +25,10 @@ def span(ops, outputs, batch):
             + ops.cross_entropy(outputs["end_logits"], batch["end_positions"])) / 2
 
 
-LOSSES = {"classification": classification, "regression": regression, "span": span}
+def masked_lm(ops, outputs, batch):
+    """Cross-entropy of the vocabulary scores at the masked positions only, their mean (labels -100 elsewhere),
+    as transformers' *ForMaskedLM; a batch without a masked token contributes 0."""
+    return ops.masked_cross_entropy(outputs["logits"], batch["labels"])
+
+
+LOSSES = {"classification": classification, "regression": regression, "span": span, "masked_lm": masked_lm}

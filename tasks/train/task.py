@@ -1,8 +1,9 @@
 """What each task trains and evaluates on, framework-free: files, features, head, loss, decoding, metrics.
 
-`make_task(name, ...)` returns one of GlueTask (the nine GLUE tasks), BoolQTask, RaceTask, SquadTask. Each
-turns a split into a `Split` of numpy features, decodes a model's outputs into predictions, scores
-them, and writes them in the form the task's leaderboard or official script reads.
+`make_task(name, ...)` returns one of GlueTask (the nine GLUE tasks), BoolQTask, RaceTask, SquadTask, MlmTask
+(masked language modelling on plain text). Each turns a split into a `Split` of numpy features, decodes a
+model's outputs into predictions, scores them, and writes them in the form the task's leaderboard or official
+script reads.
 """
 from __future__ import annotations
 
@@ -11,18 +12,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from backends.errors import BadInput
 from tasks.data.boolq import BOOLQ_LABELS, boolq_features, read_boolq
 from tasks.data.features import label_array
+from tasks.data.files import DataError
 from tasks.data.glue import GLUE_TASKS, TASK_ALIASES, glue_features, glue_task, read_glue_file, write_glue_predictions
+from tasks.data.masking import IGNORE_INDEX, Masking, mask_rows, train_rng
 from tasks.data.race import ANSWER_LETTERS, LEVELS, option_text, race_features, race_labels, read_race
 from tasks.data.split_pair import EmptyPassage, named_inputs, pair_parts, squad_split_features
 from tasks.data.squad import (PREDICTIONS_FILE, SquadFeatures, postprocess_squad, read_squad, squad_features,
                               squad_v1_scores, squad_v2_scores, write_squad_outputs)
-from tasks.metrics import accuracy, glue_metrics, predictions_from_logits
+from tasks.data.text import read_lines, text_features
+from tasks.metrics import accuracy, glue_metrics, masked_lm_losses, masked_lm_metrics, predictions_from_logits
 
-TASK_NAMES = (*GLUE_TASKS, *TASK_ALIASES, "boolq", "race", "squad", "squad_v2")
+from .loop import model_arrays, num_rows, predict_all, take
+
+TASK_NAMES = (*GLUE_TASKS, *TASK_ALIASES, "boolq", "race", "squad", "squad_v2", "mlm")
 
 
 class TaskError(BadInput, ValueError):
@@ -52,6 +59,10 @@ class Options:
     # the model reads each pair as a question part and a passage part (tasks/data/split_pair.py); then
     # max_seq_length is the passage part's length (its special tokens included)
     split_pair: bool = False
+    # masked language modelling (run_mlm.py's names)
+    mlm_probability: float = 0.15
+    line_by_line: bool = False
+    whole_word_masking: bool = False
 
 
 class Task:
@@ -61,6 +72,7 @@ class Task:
     head: str = "seqcls"  # the family head the task fine-tunes
     loss: str = "classification"  # key of tasks.train.losses.LOSSES
     main_metric: str = "acc"
+    greater_is_better: bool = True  # of main_metric, when the best model is kept
     num_labels: int | None = 2
     split_files: dict = {}  # split -> candidate names inside data_dir, first found wins
     split_is_folder: bool = False  # a split is one file (RACE: a folder of article files)
@@ -115,6 +127,15 @@ class Task:
     def has_labels(self, split: Split) -> bool:
         """Whether the split can be scored (test files have no labels)."""
         return "labels" in split.inputs
+
+    def predict(self, runner, split: Split, batch_size: int, progress: bool = False) -> dict:
+        """The runner's outputs on the split that decode() reads: its final outputs of every row."""
+        return predict_all(runner, split.inputs, batch_size, progress=progress)
+
+    def dynamic_inputs(self, seed: int):
+        """None, or draw(batch, step, micro) -> batch: the inputs the driver draws anew for each micro-batch
+        (masked-LM masks), from the seed, the update and the micro-batch."""
+        return None
 
     def decode(self, split: Split, outputs: dict):
         """Predictions from the concatenated final outputs: label ids by default."""
@@ -288,9 +309,104 @@ class SquadTask(Task):
         return Path(output_dir) / PREDICTIONS_FILE
 
 
+class MlmTask(Task):
+    """Masked language modelling on plain text (transformers' run_mlm.py): --train-file/--validation-file, or
+    train.txt and validation.txt (dev.txt) in --data-dir. Training masks each micro-batch anew (dynamic
+    masking, drawn from seed, update and micro-batch); the validation text is masked once, row by row from the
+    row's index, so its loss and perplexity = exp(mean loss over the masked tokens) compare across runs and
+    backends. Writes the per-row losses (masked_lm_losses.tsv)."""
+
+    name = "mlm"
+    head = "mlm"
+    loss = "masked_lm"
+    main_metric = "perplexity"
+    greater_is_better = False
+    num_labels = None
+    split_files = {"train": ["train.txt"], "dev": ["validation.txt", "dev.txt"], "test": []}
+    # set by load(): how tokens are masked, and the name of the model input holding the token ids
+    masking: Masking | None = None
+    ids_name: str = "input_ids"
+
+    def path(self, split):
+        if split == "test":
+            raise TaskError("mlm: nothing to predict; score a text with --do-eval and --validation-file")
+        return super().path(split)
+
+    def load(self, split, tokenizer, limit=None, inputs=None):
+        o = self.options
+        if tokenizer.mask_token_id is None:
+            raise TaskError(f"mlm: the tokenizer has no mask token ({type(tokenizer).__name__})")
+        try:
+            self.masking = Masking(tokenizer.mask_token_id, len(tokenizer), o.mlm_probability, o.whole_word_masking)
+        except ValueError as exc:
+            raise TaskError(f"--mlm-probability: {exc}") from None
+        self.ids_name = next((spec.name for spec in inputs or () if spec.feature == "input_ids"), "input_ids")
+        path = self.path(split)
+        lines = read_lines(path)
+        if o.line_by_line:
+            lines = lines[:limit]  # one example per line: the first `limit` lines
+        features = text_features(lines, tokenizer, o.max_seq_length, o.line_by_line, o.whole_word_masking, path,
+                                 inputs)
+        features = {name: array[:limit] for name, array in features.items()}  # grouped: the first `limit` blocks
+        if split == "dev":  # one fixed masking of the validation text
+            maskable, starts = features.pop("maskable"), features.pop("word_starts", None)
+            features[self.ids_name], features["labels"] = mask_rows(self.masking, features[self.ids_name], maskable,
+                                                                    starts)
+            if not (features["labels"] != IGNORE_INDEX).any():
+                raise DataError(path, None, "too little text: the validation masking selected no token (give "
+                                            "more text or a higher --mlm-probability)")
+        return Split(features, list(range(num_rows(features))))
+
+    def has_labels(self, split):
+        return "labels" in split.inputs or "maskable" in split.inputs  # training draws its labels per step
+
+    def dynamic_inputs(self, seed):
+        def draw(batch, step, micro):
+            batch = dict(batch)
+            maskable, starts = batch.pop("maskable"), batch.pop("word_starts", None)
+            batch[self.ids_name], batch["labels"] = self.masking.apply(batch[self.ids_name], maskable,
+                                                                       train_rng(seed, step, micro), starts)
+            return batch
+        return draw
+
+    def predict(self, runner, split, batch_size, progress=False):
+        """Per row: the summed loss over its masked tokens and their count (the logits of one batch at a time:
+        those of a whole split would not fit)."""
+        inputs, labels = model_arrays(runner, split.inputs), split.inputs["labels"]
+        sums, counts = [], []
+        for start in tqdm(range(0, len(labels), batch_size), desc="evaluate", leave=False, disable=not progress):
+            rows = slice(start, start + batch_size)
+            loss_sums, count = masked_lm_losses(runner.predict(take(inputs, rows))["logits"], labels[rows],
+                                                IGNORE_INDEX)
+            sums.append(loss_sums)
+            counts.append(count)
+        return {"loss_sums": np.concatenate(sums), "masked_tokens": np.concatenate(counts)}
+
+    def decode(self, split, outputs):
+        return outputs
+
+    def score(self, split, predictions):
+        return masked_lm_metrics(predictions["loss_sums"], predictions["masked_tokens"])
+
+    def write(self, split, predictions, output_dir):
+        path = Path(output_dir) / "masked_lm_losses.tsv"
+        rows = zip(predictions["masked_tokens"].tolist(), predictions["loss_sums"].tolist())
+        lines = ["row\tmasked_tokens\tloss_sum", *(f"{i}\t{count}\t{loss!r}" for i, (count, loss) in enumerate(rows))]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return path
+
+
+MLM_DEFAULTS = {key: getattr(Options(), key) for key in ("mlm_probability", "line_by_line", "whole_word_masking")}
+
+
 def make_task(name: str, data_dir=None, files=None, options=None) -> Task:
-    """The task called `name` (GLUE names and aliases, boolq, race, squad, squad_v2)."""
+    """The task called `name` (GLUE names and aliases, boolq, race, squad, squad_v2, mlm)."""
     key = name.lower()
+    changed = [option for option, default in MLM_DEFAULTS.items() if getattr(options, option, default) != default]
+    if key == "mlm":
+        return MlmTask(data_dir, files, options)
+    if changed:
+        raise TaskError(f"--{changed[0].replace('_', '-')} applies to --task mlm only")
     if key in ("squad", "squad_v2"):
         return SquadTask(key, data_dir, files, options)
     if key == "boolq":

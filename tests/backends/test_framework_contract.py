@@ -104,6 +104,7 @@ def elementwise_cases(adapter, ops) -> dict:
     rng = np.random.default_rng(0)
     x, y = 3 * rng.standard_normal((4, 5)), rng.standard_normal((4, 5))
     labels = rng.integers(0, 5, 4)
+    masked_labels = np.array([[1, -100], [-100, 3]])  # masked-LM labels: -100 where a position is not scored
     t = adapter.from_numpy
     out = adapter.to_numpy
     cases = {
@@ -115,6 +116,8 @@ def elementwise_cases(adapter, ops) -> dict:
         "sigmoid": out(adapter.sigmoid(t(x))),
         "in_float64(float64)": out(adapter.in_float64(adapter.sigmoid)(t(x))),
         "cross_entropy": out(ops.cross_entropy(t(x), t(labels))),
+        "masked_cross_entropy": out(ops.masked_cross_entropy(t(x.reshape(2, 2, 5)), t(masked_labels))),
+        "masked_cross_entropy(none)": out(ops.masked_cross_entropy(t(x.reshape(2, 2, 5)), t(np.full((2, 2), -100)))),
         "mse": out(ops.mse(t(x), t(y.astype(np.float32)))),
         "log_softmax": out(ops.log_softmax(t(x))),
         "softmax": out(ops.softmax(t(x))),

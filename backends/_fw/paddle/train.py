@@ -26,6 +26,13 @@ def cross_entropy(logits, labels):
     return F.cross_entropy(logits, labels)
 
 
+def masked_cross_entropy(logits, labels):
+    """Mean cross-entropy over the positions whose label is not -100 (masked-LM labels); 0 when there are none."""
+    labels = labels.reshape([-1])
+    total = F.cross_entropy(logits.reshape([labels.shape[0], -1]), labels, ignore_index=-100, reduction="sum")
+    return total / paddle.clip((labels != -100).astype(total.dtype).sum(), min=1.0)
+
+
 def mse(a, b):
     """Mean squared difference, both flattened (b cast to a's dtype)."""
     return F.mse_loss(a.reshape([-1]), b.reshape([-1]).astype(a.dtype))

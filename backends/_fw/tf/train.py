@@ -34,6 +34,16 @@ def cross_entropy(logits, labels):
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
 
 
+def masked_cross_entropy(logits, labels):
+    """Mean cross-entropy over the positions whose label is not -100 (masked-LM labels); 0 when there are none."""
+    # TF's sparse cross-entropy has no ignore_index (and refuses labels outside the vocabulary on CPU): the
+    # scored positions are gathered first
+    scored = tf.not_equal(labels, -100)
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.boolean_mask(labels, scored),
+                                                            logits=tf.boolean_mask(logits, scored))
+    return tf.reduce_sum(losses) / tf.maximum(tf.reduce_sum(tf.cast(scored, losses.dtype)), 1.0)
+
+
 def mse(a, b):
     """Mean squared difference, both flattened (b cast to a's dtype)."""
     return tf.reduce_mean(tf.square(tf.reshape(a, [-1]) - tf.cast(tf.reshape(b, [-1]), a.dtype)))
