@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from backends.errors import BadInput, ConfigError
+from backends.tensorfile import unique_keys
 
 # format name -> module (hf: transformers PyTorch, tf: transformers TF h5, paddle: PaddleNLP, tf1bert: Google)
 MODULES = {"hf": "hf_torch", "tf": "hf_tf", "paddle": "paddlenlp", "tf1bert": "tf1_bert"}
@@ -49,13 +50,14 @@ def get(fmt: str):
     return importlib.import_module(f"{__name__}.{MODULES[fmt]}")
 
 
-def read_json(path: Path) -> dict:
-    """A JSON object from `path`, with a one-line error naming the file."""
+def read_json(path: Path, unique: bool = False) -> dict:
+    """A JSON object from `path`, with a one-line error naming the file; `unique`: a key repeated in any
+    object is an error (json keeps the last one silently)."""
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=unique_keys if unique else None)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, a repeated key
         raise ConfigError(f"{path}: not valid JSON ({exc})") from None
     except RecursionError:
         raise ConfigError(f"{path}: not valid JSON (nested too deeply)") from None

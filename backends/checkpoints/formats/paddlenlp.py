@@ -24,10 +24,11 @@ import numpy as np
 from backends.errors import WeightsError
 from backends.tensorfile import array_fits, read_exact
 
-from . import Source, TensorRef, bfloat16, first_file, is_bfloat16, read_json, write_json
+from . import Source, TensorRef, bfloat16, first_file, is_bfloat16, read_json, sharding, write_json
 
 TITLE = "PaddleNLP"
 FRAMEWORK = "paddle"
+MAX_SHARD_SIZE = "10GB"  # the default of PaddleNLP's PretrainedModel.save_pretrained
 WEIGHTS = "model_state.pdparams"
 CONFIGS = ("config.json", "model_config.json")
 # paddle.save's own bookkeeping entries in a state dict
@@ -43,27 +44,44 @@ _INLINE = 1 << 16  # payloads below this stay in the skeleton
 def read(path: Path) -> Source:
     config_file = first_file(path, CONFIGS, "config")
     config = _read_config(config_file)
-    weights = path / WEIGHTS
+    weights = sharding.weights_file(path, WEIGHTS)
+    if weights is None:
+        raise WeightsError(f"{path / WEIGHTS}: no such file (nor its sharded index {sharding.index_name(WEIGHTS)})")
+    if weights.name == WEIGHTS:
+        tensors, close = _open(weights)
+    else:
+        tensors, close = sharding.read(weights, _open)
+    return Source(path, config, config_file, tensors, weights, close)
+
+
+def write(path: Path, config: dict, specs, produce, rules, max_bytes: int | None = None) -> int:
+    """config.json, the legacy model_config.json and model_state.pdparams, or shards of at most `max_bytes`
+    (model_state-00001-of-00002.pdparams ...) and their index; the number of weights files."""
+    write_json(path / CONFIGS[0], config)
+    legacy = {key: value for key, value in config.items() if key != "architectures"}
+    write_json(path / CONFIGS[1], {**legacy, "init_class": config["architectures"][0]})
+    return sharding.write(path, WEIGHTS, specs, max_bytes, partial(_write_file, produce=produce))
+
+
+def _write_file(file: Path, specs, produce) -> None:
+    """One state dict pickled as paddle.save does, each array produced when the pickler reaches it."""
+    state = {name: _Pending(partial(produce, name)) for name, _, _ in specs}
+    with open(file, "wb") as out:
+        pickler = _Pickler(out, protocol=4)
+        pickler.fast = True  # no memo: nothing written is kept alive
+        pickler.dump(state)
+
+
+def _open(weights: Path):
+    """(stored name -> TensorRef, close) of one .pdparams file."""
     if not weights.is_file():
         raise WeightsError(f"{weights}: no such file")
     handle = open(weights, "rb", buffering=0)
     try:
-        tensors = _state_dict(weights, handle)
+        return _state_dict(weights, handle), handle.close
     except BaseException:
         handle.close()
         raise
-    return Source(path, config, config_file, tensors, weights, handle.close)
-
-
-def write(path: Path, config: dict, specs, produce, rules) -> None:
-    write_json(path / CONFIGS[0], config)
-    legacy = {key: value for key, value in config.items() if key != "architectures"}
-    write_json(path / CONFIGS[1], {**legacy, "init_class": config["architectures"][0]})
-    state = {name: _Pending(partial(produce, name)) for name, _, _ in specs}
-    with open(path / WEIGHTS, "wb") as out:
-        pickler = _Pickler(out, protocol=4)
-        pickler.fast = True  # no memo: nothing written is kept alive
-        pickler.dump(state)
 
 
 def _read_config(path: Path) -> dict:
