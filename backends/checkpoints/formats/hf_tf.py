@@ -190,7 +190,7 @@ def write(path: Path, config: dict, specs, produce, rules, max_bytes: int | None
     if len(sharding.plan(specs, max_bytes)) == 1:
         _write_keras(path / WEIGHTS, specs, produce, rules, scope)
         return 1
-    return sharding.write(path, WEIGHTS, specs, max_bytes, partial(_write_shard, produce=produce),
+    return sharding.write(path, WEIGHTS, specs, max_bytes, partial(write_shard, produce=produce),
                           index_key=lambda name: f"{scope}/{name}")
 
 
@@ -218,7 +218,7 @@ def _write_keras(file: Path, specs, produce, rules, scope: str) -> None:
     _write_bytes(file, specs, offsets, produce)
 
 
-def _write_shard(file: Path, specs, produce) -> None:
+def write_shard(file: Path, specs, produce) -> None:
     """One shard in transformers' TF shard layout: root attribute `layer_names` lists each weight (no model scope,
     so a tied weight, one variable, is stored once), the dataset at that path."""
     import h5py

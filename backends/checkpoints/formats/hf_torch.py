@@ -36,8 +36,12 @@ def write(path: Path, config: dict, specs, produce, rules, max_bytes: int | None
     """config.json + model.safetensors, or shards of at most `max_bytes` and their index; the number of weights
     files."""
     write_json(path / CONFIG, config)
-    return sharding.write(path, WEIGHTS[0], specs, max_bytes,
-                          lambda file, shard: write_safetensors(file, shard, produce, metadata={"format": "pt"}))
+    return sharding.write(path, WEIGHTS[0], specs, max_bytes, partial(write_shard, produce=produce))
+
+
+def write_shard(file: Path, specs, produce) -> None:
+    """One safetensors file (a whole model or a shard), tensor by tensor."""
+    write_safetensors(file, specs, produce, metadata={"format": "pt"})
 
 
 def _open(path: Path):

@@ -60,11 +60,11 @@ def write(path: Path, config: dict, specs, produce, rules, max_bytes: int | None
     write_json(path / CONFIGS[0], config)
     legacy = {key: value for key, value in config.items() if key != "architectures"}
     write_json(path / CONFIGS[1], {**legacy, "init_class": config["architectures"][0]})
-    return sharding.write(path, WEIGHTS, specs, max_bytes, partial(_write_file, produce=produce))
+    return sharding.write(path, WEIGHTS, specs, max_bytes, partial(write_shard, produce=produce))
 
 
-def _write_file(file: Path, specs, produce) -> None:
-    """One state dict pickled as paddle.save does, each array produced when the pickler reaches it."""
+def write_shard(file: Path, specs, produce) -> None:
+    """One .pdparams file (a whole model or a shard): a state dict pickled as paddle.save does, each array produced when the pickler reaches it."""
     state = {name: _Pending(partial(produce, name)) for name, _, _ in specs}
     with open(file, "wb") as out:
         pickler = _Pickler(out, protocol=4)
