@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO))
 from backends import family  # noqa: E402
 from backends.checkpoints.formats import get as get_format, sharding  # noqa: E402
 from backends.checkpoints.rules import format_rules  # noqa: E402
+from converters.core import Prefetcher  # noqa: E402
 
 # (command, source directory, output directory); each output is a later command's source
 STEPS = [("hf2paddle", "hf", "paddle"), ("paddle2hf", "paddle", "hf-from-paddle"), ("hf2tf", "hf", "tf"),
@@ -67,13 +68,20 @@ def build(directory: Path, family_name: str, config, head: str, max_bytes: int |
     rules = format_rules(family_name, "hf")
     directory.mkdir(parents=True)
 
-    def produce(name):
-        rng = np.random.default_rng(zlib.crc32(name.encode()))
-        return rng.standard_normal(shapes[name], dtype=np.float32) * 0.02
+    blocks = {}  # shape -> seeded random values in [-0.02, 0.02), drawn once
+
+    def produce(name):  # each tensor its shape's block, rolled by a seeded offset: distinct, and cheap to make
+        shape = shapes[name]
+        if shape not in blocks:
+            blocks[shape] = np.random.default_rng(zlib.crc32(repr(shape).encode())).random(shape, np.float32)
+            blocks[shape] -= 0.5
+            blocks[shape] *= 0.04
+        return np.roll(blocks[shape], zlib.crc32(name.encode()) % max(1, int(np.prod(shape))))
 
     specs = [(n, np.dtype(np.float32), s) for n, s in shapes.items()]
-    get_format("hf").write(directory, {**config.to_dict(), "architectures": [rules.classes[head]]}, specs, produce,
-                           rules, max_bytes)
+    with Prefetcher([n for n, _, _ in specs], produce) as prefetched:  # draws the next tensor while one is written
+        get_format("hf").write(directory, {**config.to_dict(), "architectures": [rules.classes[head]]}, specs,
+                               prefetched, rules, max_bytes)
     (directory / "vocab.txt").write_text("\n".join(f"tok{i}" for i in range(config.vocab_size)) + "\n")
     return sum(file.stat().st_size for file in weights_files(directory))
 
