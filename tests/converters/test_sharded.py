@@ -133,7 +133,8 @@ def test_library_shards_convert_to_shards_the_library_loads(tmp_path, library_sh
 
 @pytest.mark.oracle
 def test_parity_and_tasks_read_library_shards(library_shards):
-    """`parity compare DIR` (float64) and `tasks --model DIR` on each library's sharded folder."""
+    """`parity compare DIR` (float64; `--against` reads the weights the same way) and `tasks --model DIR` on each
+    library's sharded folder."""
     from parity.harness import resolve_target, run_parity_many
     from tasks.train.model import load_model
 
