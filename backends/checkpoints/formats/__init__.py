@@ -2,9 +2,12 @@
 
 A reader returns a `Source`: the config as a dict (transformers keys), the stored tensors as lazy
 `TensorRef`s keyed by their stored names (what the family's rules for the format produce), and what to
-close. A writer takes a config dict, (name, dtype, shape) specs and the family's `FormatRules`, and
-calls `produce(name)` for one tensor at a time, so no format ever holds a model in memory unless the
-format itself forces it.
+close. A writer takes a config dict, (name, dtype, shape) specs, the family's `FormatRules` and a shard
+size in bytes (None: one file), calls `produce(name)` for one tensor at a time, so no format ever holds a
+model in memory unless the format itself forces it, and returns how many weights files it wrote. Sharded
+checkpoints (shards + index, read and written the same way in every format) are `sharding`'s; each format
+module's `write_shard(file, specs, produce)` writes one of its files. `MAX_SHARD_SIZE` is the default of the
+format's save_pretrained.
 """
 from __future__ import annotations
 
