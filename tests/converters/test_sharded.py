@@ -18,11 +18,14 @@ from backends.errors import BadInput
 from .conftest import convert, real_text_inputs, tiny_config, unpadded, write_hf
 from .oracles import max_diff, save_paddlenlp, save_transformers_tf, save_transformers_torch
 from .test_errors import one_line_error, only
+from . import test_hostile
+from .test_hostile import commands, errors, run_main
 from .test_layouts import library_outputs, reported_keys, stored_bytes
 
 WEIGHTS = {"hf": "model.safetensors", "paddle": "model_state.pdparams", "tf": "tf_model.h5"}
 COMMANDS = {("hf", "paddle"): "hf2paddle", ("hf", "tf"): "hf2tf", ("tf", "hf"): "tf2hf", ("tf", "paddle"): "tf2paddle",
             ("paddle", "hf"): "paddle2hf", ("paddle", "tf"): "paddle2tf"}
+quiet_transformers = test_hostile.quiet_transformers  # the fixture
 SHARD = "3KB"  # tiny BERT: 27 kB in ~10 shards; its 4 kB word embeddings exceed it and get a shard of their own
 
 
@@ -289,3 +292,24 @@ def test_interrupted_sharded_write_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(sharding, "shard_name", fail_third)
     assert convert("hf2tf", source, tmp_path / "out", "--max-shard-size", SHARD) == 130
     assert written == [1, 2, 3] and only(tmp_path) == ["source"]
+
+
+def test_broken_shard_set_through_every_command(tmp_path, capsys, quiet_transformers):
+    """The converters, `parity compare DIR` and `tasks finetune --model DIR`: the same one line, exit 2, nothing
+    written."""
+    source = write_hf(tmp_path / "source", "bert", "base")
+    folder = tmp_path / "sharded"
+    assert convert("hf2paddle", source, tmp_path / "via") == 0
+    assert convert("paddle2hf", tmp_path / "via", folder, "--max-shard-size", SHARD) == 0
+    file = shard_files(folder, "hf")[-1]
+    (folder / file).unlink()
+    runs = commands(folder, tmp_path / "out", tmp_path / "data")
+    before = only(tmp_path)
+    for name, (module, argv) in runs.items():
+        capsys.readouterr()
+        assert run_main(module, argv) == 2, name
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and len(errors(err)) == 1, (name, err)
+        assert f"error: {folder / file}: no such file (named in model.safetensors.index.json for " in errors(err)[0], \
+            (name, err)
+        assert only(tmp_path) == before, name
