@@ -140,7 +140,7 @@ class SafetensorsReader(Mapping):
                                    f"(header length {length}, file {size} bytes)")
             blob = f.read(length)
         try:
-            header = json.loads(blob.decode("utf-8"), object_pairs_hook=_unique_keys)
+            header = json.loads(blob.decode("utf-8"), object_pairs_hook=unique_keys)
         except (UnicodeDecodeError, ValueError) as exc:  # json errors are ValueErrors
             raise WeightsError(f"{self.path}: corrupt safetensors header ({exc})") from None
         except RecursionError:
@@ -176,7 +176,7 @@ class SafetensorsReader(Mapping):
         return len(self._entries)
 
 
-def _unique_keys(pairs: list) -> dict:
+def unique_keys(pairs: list) -> dict:
     """A JSON object whose keys are all different (json keeps the last of repeated keys silently: a
     repeated tensor name would hide an entry)."""
     found = {}

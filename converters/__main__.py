@@ -30,15 +30,18 @@ from .core import COMMANDS, DTYPES, Options, VerifyFailed, check_output_file, co
 READS = {
     "hf": "a transformers PyTorch directory (config.json + model.safetensors, sharded safetensors or "
           "pytorch_model.bin)",
-    "tf": "a transformers TensorFlow directory (config.json + tf_model.h5)",
-    "paddle": "a PaddleNLP directory (model_state.pdparams + config.json or model_config.json)",
+    "tf": "a transformers TensorFlow directory (config.json + tf_model.h5 or its shards and index)",
+    "paddle": "a PaddleNLP directory (model_state.pdparams or its shards and index + config.json or "
+              "model_config.json)",
     "tf1bert": "Google's TF1 BERT directory (bert_model.ckpt.* + bert_config.json + vocab.txt)",
 }
-WRITES = {
-    "hf": "config.json + model.safetensors, which transformers' <Class>.from_pretrained loads",
-    "tf": "config.json + tf_model.h5, which transformers' TF<Class>.from_pretrained loads",
-    "paddle": "model_state.pdparams + config.json + model_config.json, which "
-              "paddlenlp.transformers.<Class>.from_pretrained loads",
+WRITES = {  # beyond --max-shard-size, the weights file is shards and an index, as save_pretrained writes them
+    "hf": "config.json + model.safetensors (or model-0000i-of-0000n.safetensors + model.safetensors.index.json), "
+          "which transformers' <Class>.from_pretrained loads",
+    "tf": "config.json + tf_model.h5 (or tf_model-0000i-of-0000n.h5 + tf_model.h5.index.json), which "
+          "transformers' TF<Class>.from_pretrained loads",
+    "paddle": "model_state.pdparams (or model_state-0000i-of-0000n.pdparams + model_state.pdparams.index.json) + "
+              "config.json + model_config.json, which paddlenlp.transformers.<Class>.from_pretrained loads",
 }
 
 
@@ -61,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--head", help="head to convert (default: the one whose parameters the checkpoint holds); "
                                         "parameters of the checkpoint's other heads are left out and reported")
         sub.add_argument("--dtype", choices=DTYPES, help="cast floating tensors (default: keep the stored dtypes)")
+        sub.add_argument("--max-shard-size", metavar="SIZE",
+                         help="split the weights into shards of at most SIZE with an index, as save_pretrained does "
+                              "(5GB, 500MB, 1GiB or bytes; a tensor larger than SIZE gets a shard of its own; default: "
+                              f"{formats.get(dst).MAX_SHARD_SIZE}, save_pretrained's)")
         sub.add_argument("--verify", action="store_true",
                          help="run source and result through our ports (PyTorch and the target's framework) "
                               "and fail (exit 1) if the outputs differ")
@@ -79,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     options = Options(family=args.family, head=args.head, dtype=args.dtype, force=args.force, strict=args.strict,
-                      verify=args.verify, allow_unknown=tuple(args.allow_unknown), tokenizer=not args.no_tokenizer)
+                      verify=args.verify, allow_unknown=tuple(args.allow_unknown), tokenizer=not args.no_tokenizer,
+                      max_shard_size=args.max_shard_size)
     try:
         _unwind_on_signals()
         if args.json:  # checked before any work: a conversion must not fail after writing its output
@@ -100,9 +108,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted: nothing written", file=sys.stderr)
         return 130
+    shards = f" ({summary['weights_files']} shards)" if summary["weights_files"] > 1 else ""
     checked = f", verified ({summary['verify']['max_abs_diff']:.2g} max diff)" if summary["verify"] else ""
     print(f"{args.command}: {summary['family']} {summary['head']}, {summary['tensors']} tensors, "
-          f"{summary['bytes'] / 1e6:.1f} MB -> {args.dst} in {summary['seconds']:.1f} s{checked}")
+          f"{summary['bytes'] / 1e6:.1f} MB -> {args.dst}{shards} in {summary['seconds']:.1f} s{checked}")
     return 0
 
 

@@ -24,6 +24,7 @@ import backends
 from backends.checkpoints import Checkpoint, formats, open_checkpoint
 from backends.checkpoints.adapters import FILES as ADAPTER_FILES, is_adapter_folder, read_adapter_folder, \
     write_adapter_folder
+from backends.checkpoints.formats import sharding
 from backends.checkpoints.rules import FormatRules, format_rules
 from backends.errors import BadInput, WeightsError
 from backends.run import run_backend
@@ -61,6 +62,7 @@ class Options:
     verify: bool = False
     allow_unknown: tuple = ()
     tokenizer: bool = True  # carry the tokenizer files (and require a vocabulary)
+    max_shard_size: int | str | None = None  # save_pretrained's syntax; None: the target library's default
 
 
 def convert(command: str, src, dst, options: Options | None = None, warn=None) -> dict:
@@ -74,6 +76,8 @@ def convert(command: str, src, dst, options: Options | None = None, warn=None) -
     check_paths(src, dst, options.force)
     if options.dtype is not None and options.dtype not in DTYPES:
         raise BadInput(f"--dtype {options.dtype}: choose one of {', '.join(DTYPES)}")
+    writer = formats.get(dst_fmt)
+    max_bytes = sharding.parse_size(writer.MAX_SHARD_SIZE if options.max_shard_size is None else options.max_shard_size)
     started = time.perf_counter()
     if is_adapter_folder(src):
         return convert_adapter(command, src, dst, options, started)
@@ -102,7 +106,7 @@ def convert(command: str, src, dst, options: Options | None = None, warn=None) -
         warnings: list[str] = []
         produce = Prefetcher([name for name, _, _ in specs], _producer(checkpoint, plan, options.strict, warnings, warn))
         with atomic_dir(dst, options.force) as tmp, produce:
-            formats.get(dst_fmt).write(tmp, config, specs, produce, target)
+            files = writer.write(tmp, config, specs, produce, target, max_bytes)
             for file in tokenizer:
                 shutil.copyfile(file, tmp / file.name)
             report = verify(checkpoint, dst_fmt, tmp, options.dtype, options.allow_unknown) if options.verify else None
@@ -110,7 +114,7 @@ def convert(command: str, src, dst, options: Options | None = None, warn=None) -
         checkpoint.close()
     return {
         "command": command, "source": str(src), "destination": str(dst), "family": checkpoint.family,
-        "head": checkpoint.head, "tensors": len(specs),
+        "head": checkpoint.head, "tensors": len(specs), "weights_files": files,
         "bytes": int(sum(np.prod(shape, dtype=np.int64) * dtype.itemsize for _, dtype, shape in specs)),
         "dtype": options.dtype or "as stored", "skipped": checkpoint.skipped, "left_out": checkpoint.left_out,
         "notes": notes, "warnings": warnings, "tokenizer_files": [file.name for file in tokenizer], "verify": report,

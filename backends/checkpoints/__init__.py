@@ -24,8 +24,10 @@ from . import formats
 from .rules import FormatRules, family_of_class, format_rules
 
 # weights file -> format, to recognise a checkpoint directory (first match wins)
+# (a sharded checkpoint holds the index `<weights file>.index.json` instead of the weights file)
 DIRECTORY_FORMATS = (("model.safetensors", "hf"), ("model.safetensors.index.json", "hf"), ("pytorch_model.bin", "hf"),
-                     ("pytorch_model.bin.index.json", "hf"), ("model_state.pdparams", "paddle"), ("tf_model.h5", "tf"))
+                     ("pytorch_model.bin.index.json", "hf"), ("model_state.pdparams", "paddle"),
+                     ("model_state.pdparams.index.json", "paddle"), ("tf_model.h5", "tf"), ("tf_model.h5.index.json", "tf"))
 
 
 def detect_format(path) -> str:

@@ -164,7 +164,7 @@ def _write_weights(file: Path, fmt: str, family: str, params: dict, dtype: str |
         target, value = rules.to_target(key, array) if fmt != "hf" else (key, array)
         stored[target] = np.ascontiguousarray(value)
     if fmt == "paddle":
-        formats.get("paddle").write_state_file(file, [(k, v.dtype, v.shape) for k, v in stored.items()],
+        formats.get("paddle").write_shard(file, [(k, v.dtype, v.shape) for k, v in stored.items()],
                                                stored.__getitem__)
     else:
         save_arrays(file, stored, metadata={"format": "pt" if fmt == "hf" else "tf"})

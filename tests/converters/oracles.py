@@ -137,9 +137,10 @@ def _perturbed(name: str, array: np.ndarray, rng: np.random.Generator, pad_token
     return array
 
 
-def save_transformers_torch(directory: str, class_name: str, config: dict, seed: int = 0, **kwargs) -> None:
-    """A checkpoint written by transformers' own PyTorch class (`save_pretrained`), its init perturbed;
-    `kwargs` go to the class (e.g. add_pooling_layer=False for a pooler-less export)."""
+def save_transformers_torch(directory: str, class_name: str, config: dict, seed: int = 0, max_shard_size=None,
+                            **kwargs) -> None:
+    """A checkpoint written by transformers' own PyTorch class (`save_pretrained`, sharded at `max_shard_size` if
+    given), its init perturbed; `kwargs` go to the class (e.g. add_pooling_layer=False for a pooler-less export)."""
     import torch
     import transformers
 
@@ -149,11 +150,12 @@ def save_transformers_torch(directory: str, class_name: str, config: dict, seed:
     with torch.no_grad():
         for name, param in model.named_parameters():  # a tied weight is listed once
             param.copy_(torch.from_numpy(_perturbed(name, param.numpy(), rng, config.get("pad_token_id"))))
-    model.save_pretrained(directory)
+    model.save_pretrained(directory, **_shards(max_shard_size))
 
 
-def save_transformers_tf(directory: str, class_name: str, config: dict, seed: int = 0) -> None:
-    """A checkpoint written by transformers' own TF class (`save_pretrained`: tf_model.h5), its init perturbed."""
+def save_transformers_tf(directory: str, class_name: str, config: dict, seed: int = 0, max_shard_size=None) -> None:
+    """A checkpoint written by transformers' own TF class (`save_pretrained`: tf_model.h5, or its shards at
+    `max_shard_size`), its init perturbed."""
     import tensorflow as tf
     import transformers
 
@@ -163,11 +165,12 @@ def save_transformers_tf(directory: str, class_name: str, config: dict, seed: in
     rng = np.random.default_rng(seed)
     for weight in model.weights:
         weight.assign(_perturbed(weight.name, weight.numpy(), rng, config.get("pad_token_id")))
-    model.save_pretrained(directory)
+    model.save_pretrained(directory, **_shards(max_shard_size))
 
 
-def save_paddlenlp(directory: str, class_name: str, config: dict, seed: int = 0) -> None:
-    """A checkpoint written by PaddleNLP's own class (`save_pretrained`: model_state.pdparams), its init perturbed."""
+def save_paddlenlp(directory: str, class_name: str, config: dict, seed: int = 0, max_shard_size=None) -> None:
+    """A checkpoint written by PaddleNLP's own class (`save_pretrained`: model_state.pdparams, or its shards at
+    `max_shard_size`), its init perturbed."""
     import paddle
 
     paddle.seed(seed)
@@ -176,4 +179,9 @@ def save_paddlenlp(directory: str, class_name: str, config: dict, seed: int = 0)
     rng = np.random.default_rng(seed)
     for name, param in model.named_parameters():  # a tied weight is listed once
         param.set_value(_perturbed(name, param.numpy(), rng, config.get("pad_token_id")))
-    model.save_pretrained(directory)
+    model.save_pretrained(directory, **_shards(max_shard_size))
+
+
+def _shards(max_shard_size) -> dict:
+    """save_pretrained's keyword for a sharded save (each library's own default otherwise)."""
+    return {} if max_shard_size is None else {"max_shard_size": max_shard_size}

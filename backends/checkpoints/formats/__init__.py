@@ -2,9 +2,12 @@
 
 A reader returns a `Source`: the config as a dict (transformers keys), the stored tensors as lazy
 `TensorRef`s keyed by their stored names (what the family's rules for the format produce), and what to
-close. A writer takes a config dict, (name, dtype, shape) specs and the family's `FormatRules`, and
-calls `produce(name)` for one tensor at a time, so no format ever holds a model in memory unless the
-format itself forces it.
+close. A writer takes a config dict, (name, dtype, shape) specs, the family's `FormatRules` and a shard
+size in bytes (None: one file), calls `produce(name)` for one tensor at a time, so no format ever holds a
+model in memory unless the format itself forces it, and returns how many weights files it wrote. Sharded
+checkpoints (shards + index, read and written the same way in every format) are `sharding`'s; each format
+module's `write_shard(file, specs, produce)` writes one of its files. `MAX_SHARD_SIZE` is the default of the
+format's save_pretrained.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from backends.errors import BadInput, ConfigError
+from backends.tensorfile import unique_keys
 
 # format name -> module (hf: transformers PyTorch, tf: transformers TF h5, paddle: PaddleNLP, tf1bert: Google)
 MODULES = {"hf": "hf_torch", "tf": "hf_tf", "paddle": "paddlenlp", "tf1bert": "tf1_bert"}
@@ -49,13 +53,14 @@ def get(fmt: str):
     return importlib.import_module(f"{__name__}.{MODULES[fmt]}")
 
 
-def read_json(path: Path) -> dict:
-    """A JSON object from `path`, with a one-line error naming the file."""
+def read_json(path: Path, unique: bool = False) -> dict:
+    """A JSON object from `path`, with a one-line error naming the file; `unique`: a key repeated in any
+    object is an error (json keeps the last one silently)."""
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=unique_keys if unique else None)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, a repeated key
         raise ConfigError(f"{path}: not valid JSON ({exc})") from None
     except RecursionError:
         raise ConfigError(f"{path}: not valid JSON (nested too deeply)") from None

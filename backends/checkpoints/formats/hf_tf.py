@@ -5,7 +5,9 @@ the root attribute `layer_names` lists the model's top-level layers (the main la
 head layers); group <layer> has the attribute `weight_names` (`<model scope>/<layer>/<path>:0`) and
 one dataset per weight at that path. transformers drops the model scope when matching: stored names
 here are the weight names without it (`bert/encoder/layer_._3/attention/self/query/kernel:0`), which
-the rules produce.
+the rules produce. A sharded checkpoint (transformers' `tf_shard_checkpoint`: tf_model-0000i-of-0000n.h5 +
+tf_model.h5.index.json) stores each weight once under that name, listed in each shard's root `layer_names`;
+the index names it with the model scope.
 """
 from __future__ import annotations
 
@@ -19,20 +21,33 @@ import numpy as np
 from backends.errors import BadInput, WeightsError
 from backends.tensorfile import read_exact
 
-from . import Source, TensorRef, is_bfloat16, read_json, write_at, write_json
+from . import Source, TensorRef, is_bfloat16, read_json, sharding, write_at, write_json
 
 TITLE = "transformers TensorFlow"
 FRAMEWORK = "tf"
+MAX_SHARD_SIZE = "5GB"  # the default of transformers' TFPreTrainedModel.save_pretrained
 CONFIG = "config.json"
 WEIGHTS = "tf_model.h5"
 _HEADER_LIMIT = 64512  # bytes an HDF5 object header can hold; longer attributes are split (as Keras does)
 
 
 def read(path: Path) -> Source:
+    config = read_json(path / CONFIG)
+    weights = sharding.weights_file(path, WEIGHTS)
+    if weights is None:
+        raise WeightsError(f"{path / WEIGHTS}: no such file (nor its sharded index {sharding.index_name(WEIGHTS)})")
+    if weights.name == WEIGHTS:
+        tensors, close = _open(weights, _keras_weights)
+    else:  # the index names weights with the model scope; the shards hold them without it
+        tensors, close = sharding.read(weights, partial(_open, walk=_shard_weights), stored_name=_unscoped)
+    return Source(path, config, path / CONFIG, tensors, weights, close)
+
+
+def _open(weights: Path, walk):
+    """(stored name -> TensorRef, close) of one h5 file whose weights `walk(handle, weights)` yields as (stored
+    name, dataset, where it is listed)."""
     import h5py
 
-    config = read_json(path / CONFIG)
-    weights = path / WEIGHTS
     if not weights.is_file():
         raise WeightsError(f"{weights}: no such file")
     try:
@@ -48,28 +63,47 @@ def read(path: Path) -> Source:
     try:
         size = weights.stat().st_size
         tensors, datasets = {}, {}
-        for layer in _attribute(handle, "layer_names"):
-            group = _inside(handle, layer, weights)
-            for weight in _attribute(group, "weight_names"):
-                dataset = _inside(group, weight, weights)
-                if not isinstance(dataset, h5py.Dataset):
-                    raise WeightsError(f"{weights}: {dataset.name} is a group, not a weight")
-                _check_dataset(dataset, weights, size)
-                name = weight.partition("/")[2] or weight  # drop the model scope, as transformers does
-                if name in datasets:  # a tied weight listed in two layers: one dataset (hard links), or, as
-                    # Keras' save_weights writes a layer holding a shared sublayer, a copy in each layer's group
-                    if datasets[name] != dataset and not _same_values(datasets[name], dataset, tensors[name],
-                                                                      _loader(dataset, raw, weights)):
-                        raise WeightsError(f"{weights}: two different weights are named {name} (in {layer})")
-                    continue
-                datasets[name] = dataset
-                tensors[name] = TensorRef(tuple(dataset.shape), dataset.dtype, _loader(dataset, raw, weights))
+        for name, dataset, where in walk(handle, weights):
+            if not isinstance(dataset, h5py.Dataset):
+                raise WeightsError(f"{weights}: {dataset.name} is a group, not a weight")
+            _check_dataset(dataset, weights, size)
+            if name in datasets:  # a tied weight listed in two layers: one dataset (hard links), or, as
+                # Keras' save_weights writes a layer holding a shared sublayer, a copy in each layer's group
+                if datasets[name] != dataset and not _same_values(datasets[name], dataset, tensors[name],
+                                                                  _loader(dataset, raw, weights)):
+                    raise WeightsError(f"{weights}: two different weights are named {name} (in {where})")
+                continue
+            datasets[name] = dataset
+            tensors[name] = TensorRef(tuple(dataset.shape), dataset.dtype, _loader(dataset, raw, weights))
     except BaseException as exc:
         close()
         if isinstance(exc, (KeyError, OSError)):  # h5py's errors for a missing or unreadable object
             raise WeightsError(f"{weights}: not a Keras h5 weights file ({exc})") from None
         raise
-    return Source(path, config, path / CONFIG, tensors, weights, close)
+    return tensors, close
+
+
+def _keras_weights(handle, weights: Path):
+    """(stored name, dataset, layer) of a whole-model file in Keras' layout: layers, each listing its weights."""
+    for layer in _attribute(handle, "layer_names"):
+        group = _inside(handle, layer, weights)
+        for weight in _attribute(group, "weight_names"):
+            name = weight.partition("/")[2] or weight  # drop the model scope, as transformers does
+            yield name, _inside(group, weight, weights), layer
+
+
+def _shard_weights(handle, weights: Path):
+    """(stored name, dataset, "/") of a shard as transformers writes it (`save_pretrained(max_shard_size=...)`,
+    read by `load_tf_shard`): the root's `layer_names` lists each weight by its name without the model scope,
+    the dataset at that path."""
+    for name in _attribute(handle, "layer_names"):
+        yield name, _inside(handle, name, weights), "/"
+
+
+def _unscoped(key: str) -> str:
+    """A weight name of a TF shard index without the model scope, as transformers' `strip_model_name_and_prefix`
+    and `load_tf_sharded_weights` drop it ("tf_bert_model/bert/...:0" -> "bert/...:0")."""
+    return key if "model." in key or "/" not in key else key.split("/", 1)[1]
 
 
 def _same_values(first, second, first_ref: TensorRef, load_second) -> bool:
@@ -146,19 +180,30 @@ def _read_h5py(dataset, path: Path) -> np.ndarray:
         raise WeightsError(f"{path}: dataset {dataset.name} is unreadable ({str(exc).splitlines()[0]})") from None
 
 
-def write(path: Path, config: dict, specs, produce, rules) -> None:
-    import h5py
-
+def write(path: Path, config: dict, specs, produce, rules, max_bytes: int | None = None) -> int:
+    """config.json + tf_model.h5 in Keras' layout, or shards of at most `max_bytes` in transformers' shard layout
+    (tf_model-00001-of-00002.h5 ...) and their index; the number of weights files."""
     if any(is_bfloat16(dtype) for _, dtype, _ in specs):
         raise BadInput(f"{WEIGHTS} cannot hold bfloat16 (h5py has no such type): use --dtype float16 or float32")
     write_json(path / CONFIG, config)
     scope = _snake_case("TF" + config["architectures"][0])
+    if len(sharding.plan(specs, max_bytes)) == 1:
+        _write_keras(path / WEIGHTS, specs, produce, rules, scope)
+        return 1
+    return sharding.write(path, WEIGHTS, specs, max_bytes, partial(write_shard, produce=produce),
+                          index_key=lambda name: f"{scope}/{name}")
+
+
+def _write_keras(file: Path, specs, produce, rules, scope: str) -> None:
+    """A whole model in Keras' `save_weights` layout (what `load_tf_weights_from_h5` reads)."""
+    import h5py
+
     layers = {}
     for name, dtype, shape in specs:
         layers.setdefault(name.split("/", 1)[0], []).append(name)
     shared = {layer: [name for name, _, _ in specs if re.fullmatch(pattern, name)]
               for layer, pattern in rules.shared.items() if layer in layers}
-    with h5py.File(path / WEIGHTS, "w") as out:
+    with h5py.File(file, "w") as out:
         _set_attribute(out, "layer_names", [layer.encode() for layer in layers])
         out.attrs["backend"] = b"tensorflow"
         out.attrs["keras_version"] = _keras_version().encode()
@@ -170,9 +215,24 @@ def write(path: Path, config: dict, specs, produce, rules) -> None:
             for name in names:
                 out[layer][f"{scope}/{name}"] = out[name.split("/", 1)[0]][f"{scope}/{name}"]
         _set_attribute(out.create_group("top_level_model_weights"), "weight_names", [])
-    # the tensors' bytes go straight to the places HDF5 allocated for them: h5py's writes hold the GIL and
-    # took twice as long as positioned writes
-    with open(path / WEIGHTS, "r+b", buffering=0) as raw:
+    _write_bytes(file, specs, offsets, produce)
+
+
+def write_shard(file: Path, specs, produce) -> None:
+    """One shard in transformers' TF shard layout: root attribute `layer_names` lists each weight (no model scope,
+    so a tied weight, one variable, is stored once), the dataset at that path."""
+    import h5py
+
+    with h5py.File(file, "w") as out:
+        _set_attribute(out, "layer_names", [name.encode() for name, _, _ in specs])
+        offsets = [_allocate(out, name, shape, dtype) for name, dtype, shape in specs]
+    _write_bytes(file, specs, offsets, produce)
+
+
+def _write_bytes(file: Path, specs, offsets, produce) -> None:
+    """The tensors' bytes straight to the places HDF5 allocated for them: h5py's writes hold the GIL and took
+    twice as long as positioned writes."""
+    with open(file, "r+b", buffering=0) as raw:
         for (name, _, _), offset in zip(specs, offsets):
             array = produce(name)
             if array.size:

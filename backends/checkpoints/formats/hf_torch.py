@@ -13,10 +13,11 @@ from pathlib import Path
 from backends.errors import WeightsError
 from backends.tensorfile import SafetensorsReader, write_safetensors
 
-from . import Source, TensorRef, bfloat16, first_file, read_json, write_json
+from . import Source, TensorRef, bfloat16, first_file, read_json, sharding, write_json
 
 TITLE = "transformers PyTorch"
 FRAMEWORK = "torch"
+MAX_SHARD_SIZE = "5GB"  # the default of transformers' PreTrainedModel.save_pretrained
 CONFIG = "config.json"
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
@@ -25,36 +26,22 @@ def read(path: Path) -> Source:
     config = read_json(path / CONFIG)
     weights = first_file(path, WEIGHTS, "weights file")
     if weights.name.endswith(".index.json"):
-        weight_map = read_json(weights).get("weight_map")
-        if not isinstance(weight_map, dict):
-            raise WeightsError(f"{weights}: no weight_map")
-        for name, shard in weight_map.items():  # shards are files beside the index, nothing elsewhere
-            if not isinstance(shard, str) or Path(shard).name != shard or shard in ("", ".", ".."):
-                raise WeightsError(f"{weights}: weight_map names {shard!r} for {name}: not a file name in {path}")
-        shards = {}
-
-        def close():
-            for _, close_shard in shards.values():
-                close_shard()
-
-        try:
-            for shard in sorted(set(weight_map.values())):
-                shards[shard] = _open(path / shard)
-            missing = [(name, shard) for name, shard in weight_map.items() if name not in shards[shard][0]]
-            if missing:
-                raise WeightsError(f"{path / missing[0][1]}: lacks {missing[0][0]}, listed in {weights.name}")
-        except BaseException:
-            close()
-            raise
-        tensors = {name: shards[shard][0][name] for name, shard in weight_map.items()}
-        return Source(path, config, path / CONFIG, tensors, weights, close)
-    tensors, close = _open(weights)
+        tensors, close = sharding.read(weights, _open)
+    else:
+        tensors, close = _open(weights)
     return Source(path, config, path / CONFIG, tensors, weights, close)
 
 
-def write(path: Path, config: dict, specs, produce, rules) -> None:
+def write(path: Path, config: dict, specs, produce, rules, max_bytes: int | None = None) -> int:
+    """config.json + model.safetensors, or shards of at most `max_bytes` and their index; the number of weights
+    files."""
     write_json(path / CONFIG, config)
-    write_safetensors(path / "model.safetensors", specs, produce, metadata={"format": "pt"})
+    return sharding.write(path, WEIGHTS[0], specs, max_bytes, partial(write_shard, produce=produce))
+
+
+def write_shard(file: Path, specs, produce) -> None:
+    """One safetensors file (a whole model or a shard), tensor by tensor."""
+    write_safetensors(file, specs, produce, metadata={"format": "pt"})
 
 
 def _open(path: Path):

@@ -24,10 +24,11 @@ import numpy as np
 from backends.errors import WeightsError
 from backends.tensorfile import array_fits, read_exact
 
-from . import Source, TensorRef, bfloat16, first_file, is_bfloat16, read_json, write_json
+from . import Source, TensorRef, bfloat16, first_file, is_bfloat16, read_json, sharding, write_json
 
 TITLE = "PaddleNLP"
 FRAMEWORK = "paddle"
+MAX_SHARD_SIZE = "10GB"  # the default of PaddleNLP's PretrainedModel.save_pretrained
 WEIGHTS = "model_state.pdparams"
 CONFIGS = ("config.json", "model_config.json")
 # paddle.save's own bookkeeping entries in a state dict
@@ -43,37 +44,44 @@ _INLINE = 1 << 16  # payloads below this stay in the skeleton
 def read(path: Path) -> Source:
     config_file = first_file(path, CONFIGS, "config")
     config = _read_config(config_file)
-    tensors, close = read_state_file(path / WEIGHTS)
-    return Source(path, config, config_file, tensors, path / WEIGHTS, close)
+    weights = sharding.weights_file(path, WEIGHTS)
+    if weights is None:
+        raise WeightsError(f"{path / WEIGHTS}: no such file (nor its sharded index {sharding.index_name(WEIGHTS)})")
+    if weights.name == WEIGHTS:
+        tensors, close = read_state_file(weights)
+    else:
+        tensors, close = sharding.read(weights, read_state_file)
+    return Source(path, config, config_file, tensors, weights, close)
 
 
-def read_state_file(weights: Path) -> tuple[dict, object]:
-    """The tensors of one `.pdparams` file (stored name -> TensorRef) and the function that closes it."""
-    if not weights.is_file():
-        raise WeightsError(f"{weights}: no such file")
-    handle = open(weights, "rb", buffering=0)
-    try:
-        tensors = _state_dict(weights, handle)
-    except BaseException:
-        handle.close()
-        raise
-    return tensors, handle.close
-
-
-def write(path: Path, config: dict, specs, produce, rules) -> None:
+def write(path: Path, config: dict, specs, produce, rules, max_bytes: int | None = None) -> int:
+    """config.json, the legacy model_config.json and model_state.pdparams, or shards of at most `max_bytes`
+    (model_state-00001-of-00002.pdparams ...) and their index; the number of weights files."""
     write_json(path / CONFIGS[0], config)
     legacy = {key: value for key, value in config.items() if key != "architectures"}
     write_json(path / CONFIGS[1], {**legacy, "init_class": config["architectures"][0]})
-    write_state_file(path / WEIGHTS, specs, produce)
+    return sharding.write(path, WEIGHTS, specs, max_bytes, partial(write_shard, produce=produce))
 
 
-def write_state_file(file: Path, specs, produce) -> None:
-    """One `.pdparams` file (what paddle.save writes for a state dict) of the tensors named in `specs`."""
+def write_shard(file: Path, specs, produce) -> None:
+    """One .pdparams file (a whole model or a shard): a state dict pickled as paddle.save does, each array produced when the pickler reaches it."""
     state = {name: _Pending(partial(produce, name)) for name, _, _ in specs}
     with open(file, "wb") as out:
         pickler = _Pickler(out, protocol=4)
         pickler.fast = True  # no memo: nothing written is kept alive
         pickler.dump(state)
+
+
+def read_state_file(weights: Path):
+    """(stored name -> TensorRef, close) of one .pdparams file (a whole model, a shard, an adapter)."""
+    if not weights.is_file():
+        raise WeightsError(f"{weights}: no such file")
+    handle = open(weights, "rb", buffering=0)
+    try:
+        return _state_dict(weights, handle), handle.close
+    except BaseException:
+        handle.close()
+        raise
 
 
 def _read_config(path: Path) -> dict:
