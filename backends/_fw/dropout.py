@@ -52,15 +52,16 @@ class MaskStream:
         self.row_generators = {}
         self.batch_free_generator = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, 0])))
 
-    def row_generator(self, key: int) -> np.random.Generator:
+    def row_generator(self, key: tuple) -> np.random.Generator:
+        """The generator of row j of example r, key (r, j); each is used by the same calls in every process."""
         if key not in self.row_generators:
-            self.row_generators[key] = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, 1, key])))
+            self.row_generators[key] = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, 1, *key])))
         return self.row_generators[key]
 
     def draws(self, shape: tuple, batch_free: bool) -> np.ndarray:
         """Uniform float32 draws of `shape`: row by row from each example's generator, or at once for a
         batch-free tensor. A batch axis of k rows per example (multiple choice flattens [B, C] into B * C
-        rows) keys row j of example r as r * k + j."""
+        rows) draws row j of example r from generator (r, j)."""
         if batch_free or not shape:
             return self.batch_free_generator.random(shape, dtype=np.float32)
         rows = self.rows if self.rows is not None else np.arange(shape[0])
@@ -69,9 +70,9 @@ class MaskStream:
                              f"of the {len(rows)} examples of the batch; if it has no batch axis, name the layer in "
                              "backends/_fw/dropout.py BATCH_FREE")
         per_example = shape[0] // len(rows)
-        keys = (rows[:, None] * per_example + np.arange(per_example)).reshape(-1)
         out = np.empty(shape, dtype=np.float32)
-        for index, key in enumerate(keys.tolist()):
+        for index in range(shape[0]):
+            key = (int(rows[index // per_example]), index % per_example)
             out[index] = self.row_generator(key).random(shape[1:], dtype=np.float32)
         return out
 

@@ -73,7 +73,8 @@ def main(argv=None) -> int:
     parser.add_argument("--hosts", help="several hosts: every host's address, comma-separated, the same order on each")
     parser.add_argument("--node-rank", type=int, default=0, help="this host's place in --hosts (default 0)")
     parser.add_argument("--port", type=int, default=29600, help="several hosts: worker i listens on PORT + i")
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="python -m tasks arguments (finetune ...)")
+    parser.add_argument("-m", "--module", default="tasks", help="the module each worker runs (default tasks)")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="the module's arguments (finetune ...)")
     args = parser.parse_args(argv)
     hosts = args.hosts.split(",") if args.hosts else ["localhost"]
     if args.nproc_per_node < 1:
@@ -84,7 +85,7 @@ def main(argv=None) -> int:
         parser.error("give the python -m tasks arguments (finetune ... --backend tf)")
     workers = cluster(args)
     first = args.node_rank * args.nproc_per_node
-    processes = [subprocess.Popen([sys.executable, "-m", "tasks", *args.command],
+    processes = [subprocess.Popen([sys.executable, "-m", args.module, *args.command],
                                   env=worker_environment(workers, first + local))
                  for local in range(args.nproc_per_node)]
     try:
