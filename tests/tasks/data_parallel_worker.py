@@ -1,8 +1,8 @@
 """One process of the data-parallel tests (tests/tasks/test_data_parallel.py), started by a framework's launcher:
 `python -m tests.tasks.data_parallel_worker JOB.json`. For each dtype of the job: train the tiny seeded model
 with the job's settings in the launcher's process group, gather the predictions, and (main process) write
-the final weights and predictions; then resume the job's 1-process checkpoint in the group and write its
-final weights too."""
+the final weights and predictions; then resume the job's 1-process checkpoint of that dtype, if any, in the
+group and write its final weights too."""
 from __future__ import annotations
 
 import json
@@ -34,11 +34,13 @@ def main(job_path: str) -> None:
     for dtype in job["dtypes"]:
         runner, data = train(job, group, dtype, out / dtype)
         predictions = predict_all(runner, data, job["eval_batch_size"], group=group)
-        resumed, _ = train(job, group, dtype, out / dtype / "resumed", resume=job["resume"][dtype])
         if group.layout.main:
             save_arrays(out / dtype / "final.safetensors", runner.get_params())
             save_arrays(out / dtype / "predictions.safetensors", predictions)
-            save_arrays(out / dtype / "resumed.safetensors", resumed.get_params())
+        if dtype in job["resume"]:
+            resumed, _ = train(job, group, dtype, out / dtype / "resumed", resume=job["resume"][dtype])
+            if group.layout.main:
+                save_arrays(out / dtype / "resumed.safetensors", resumed.get_params())
     group.barrier()
     group.close()
 
