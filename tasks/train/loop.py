@@ -371,8 +371,6 @@ def check_resume_state(folder, total_steps: int, args: TrainArgs | None = None, 
     load_checkpoint again)."""
     folder = Path(folder)
     saved = read_trainer_state(folder / STATE_FILE)
-    if args is not None:
-        check_settings(folder, saved["settings"], args, examples)
     step = saved["step"]
     if step >= total_steps:
         reached = "past" if step > total_steps else "at"
@@ -381,6 +379,8 @@ def check_resume_state(folder, total_steps: int, args: TrainArgs | None = None, 
     number = folder.name[len(CHECKPOINT_PREFIX):]
     if folder.name.startswith(CHECKPOINT_PREFIX) and number.isdigit() and int(number) != step:
         raise ResumeError(f"{folder / STATE_FILE}: step {step} does not match the folder name {folder.name}")
+    if args is not None:
+        check_settings(folder, saved["settings"], args, examples)
     return saved
 
 
