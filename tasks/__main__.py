@@ -85,6 +85,9 @@ def add_model_arguments(parser, name: str = "--model", help_text: str = "a prese
     group.add_argument("--seed", type=int, default=42,
                        help="seed of the batch order, dropout and any freshly initialised head (default 42)")
     group.add_argument("--no-progress", action="store_true", help="no progress bars")
+    group.add_argument("--ddp-timeout", type=float, default=1800.0, metavar="SECONDS",
+                       help="data-parallel runs (torchrun, paddle.distributed.launch, TF_CONFIG): how long a process "
+                            "waits for the others at a collective before it stops with an error (default 1800)")
 
 
 def add_training_arguments(parser) -> None:
@@ -97,7 +100,9 @@ def add_training_arguments(parser) -> None:
     group.add_argument("--epochs", type=int, default=3, help="passes over the train split (default 3)")
     group.add_argument("--max-steps", type=int, default=0, help="> 0: this many updates instead of --epochs")
     group.add_argument("--learning-rate", type=float, default=5e-5, help="peak AdamW learning rate (default 5e-5)")
-    group.add_argument("--batch-size", type=int, default=32, help="examples per micro-batch (default 32)")
+    group.add_argument("--batch-size", type=int, default=32,
+                       help="examples per micro-batch and process (default 32); data-parallel, an update takes "
+                            "--batch-size x processes x --grad-accum examples")
     group.add_argument("--grad-accum", type=int, default=1, help="micro-batches per update (default 1)")
     group.add_argument("--warmup-ratio", type=float, default=0.0, help="fraction of updates of linear warmup")
     group.add_argument("--weight-decay", type=float, default=0.0,
@@ -258,6 +263,7 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, or a one-line usage error
         return exit_.code
+    from backends._fw.parallel import CollectiveFailed
     from backends.errors import BadInput
     from tasks.train.loop import TrainingDiverged
 
@@ -269,11 +275,14 @@ def main(argv=None) -> int:
         from tasks.train.job import Job
 
     try:  # Job() checks options and files before a framework loads; run() checks a resumed checkpoint
-        results = Job(args).run()
-    except (BadInput, TrainingDiverged) as exc:  # usage errors exit 2; a run that diverged exits 1
+        job = Job(args)
+        results = job.run()
+    except (BadInput, TrainingDiverged, CollectiveFailed) as exc:  # usage errors and a lost process exit 2; a
+        # run that diverged exits 1
         print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    print(json.dumps(results, indent=2, sort_keys=True))
+    if job.layout.main:  # data-parallel: the other processes computed the same results
+        print(json.dumps(results, indent=2, sort_keys=True))
     return 0
 
 

@@ -115,8 +115,9 @@ class Runner(Protocol):
     def forward(self, tensors: dict, train: bool) -> dict:
         """The model's outputs on the model inputs among `tensors`, in train or eval mode."""
 
-    def seed(self, n: int) -> None:
-        """Seed dropout (the driver reseeds every micro-batch, so a resumed run draws the same masks)."""
+    def seed(self, n: int, rows=None) -> None:
+        """Seed dropout (the driver reseeds every micro-batch, so a resumed run draws the same masks); `rows`: the
+        positions in the micro-batch of the examples this process holds (data-parallel; None: all of them)."""
 
     def set_optimizer(self, settings) -> None:
         """torch's AdamW with `settings` (tasks/train/optim.py AdamWSettings); no decay for settings.no_decay."""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from backends import family, presets
 from backends.checkpoints.adapters import is_adapter_folder, read_adapter_folder
+from backends._fw.parallel import DEFAULT_TIMEOUT, layout, process_group
 from backends.errors import BadInput
 from tasks.data.features import load_tokenizer
 from tasks.data.split_pair import PartLayout, reads_split_pair
@@ -64,12 +65,15 @@ class Job:
 
     def __init__(self, args):
         self.args = args
+        self.layout = layout(args.backend)  # data-parallel: this process's rank among its launcher's processes
         training = args.command != "evaluate"
         self.do_train = training and args.do_train
         self.do_eval = args.do_eval if training else True
         self.do_predict = args.do_predict
         if not (self.do_train or self.do_eval or self.do_predict):
             raise TaskError("nothing to do: give --do-train, --do-eval and/or --do-predict")
+        if not getattr(args, "ddp_timeout", 1) > 0:
+            raise TaskError(f"--ddp-timeout must be a positive number of seconds, not {args.ddp_timeout}")
         for option in ("max_train_samples", "max_eval_samples", "max_predict_samples", "max_seq_length"):
             if (getattr(args, option, None) or 1) < 1:
                 raise TaskError(f"--{option.replace('_', '-')} must be positive")
@@ -110,7 +114,8 @@ class Job:
                 raise TaskError(f"{self.task.path(split)}: the {split} split has no labels to {purpose} (a test "
                                 "file? a header without the label column?)")
         if self.resume is not None:  # a damaged state, or a step with nothing left to train, fails here
-            check_resume_state(self.resume, schedule(num_rows(self.splits["train"].inputs), self.train_args())[1])
+            rows = num_rows(self.splits["train"].inputs)
+            check_resume_state(self.resume, schedule(rows, self.train_args())[1], self.train_args(), rows)
         self.eval_batch_size = args.eval_batch_size or args.batch_size
 
     def options(self) -> Options:
@@ -225,15 +230,27 @@ class Job:
                                        trainable=self.source.trainable)
 
     def run(self) -> dict:
-        """Train, evaluate and predict as asked; write the metrics JSON files; return all metrics."""
-        if self.source.fresh or self.source.unused:
+        """Train, evaluate and predict as asked; write the metrics JSON files; return all metrics.
+
+        Data-parallel, every process runs this (joining its framework's process group first: TensorFlow's
+        strategy must exist before any op runs); only the main process writes, and the others wait for it
+        at the end, so that a failed write fails every process."""
+        a = self.args
+        self.group = process_group(a.backend, self.layout, getattr(a, "ddp_timeout", DEFAULT_TIMEOUT), a.device)
+        results = self.run_in_group()
+        self.group.barrier()
+        self.group.close()
+        return results
+
+    def run_in_group(self) -> dict:
+        if (self.source.fresh or self.source.unused) and self.layout.main:
             log(f"note: {len(self.source.fresh)} parameters initialised fresh ({few(self.source.fresh)}); "
                 f"{len(self.source.unused)} stored tensors unused ({few(self.source.unused)})")
         if self.source.trainable is not None and self.do_train:
             log(f"adapter {self.source.adapter_name} ({self.source.config.adapter}), base model frozen: "
                 + describe_trainable(self.source.params, self.source.trainable))
         runner = self.make_runner()
-        if self.output_dir is not None:
+        if self.output_dir is not None and self.layout.main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
         results = {}
         if self.do_train:
@@ -242,7 +259,7 @@ class Job:
             results.update(self.evaluate(runner, "dev", "eval"))
         if self.do_predict:
             results.update(self.evaluate(runner, "test", "predict"))
-        if self.output_dir is not None:
+        if self.output_dir is not None and self.layout.main:
             for prefix in ("train", "eval", "predict"):
                 part = {key: value for key, value in results.items() if key.startswith(prefix + "_")}
                 if part:
@@ -256,7 +273,8 @@ class Job:
 
     def train_args(self) -> TrainArgs:
         a = self.args
-        return TrainArgs(**{key: getattr(a, key) for key in TRAIN_KEYS}, progress=not a.no_progress)
+        return TrainArgs(**{key: getattr(a, key) for key in TRAIN_KEYS}, progress=not a.no_progress and self.layout.main,
+                         processes=self.layout.size)
 
     def train(self, runner) -> dict:
         train_args = self.train_args()
@@ -267,12 +285,14 @@ class Job:
             evaluate=(lambda: self.evaluate(runner, "dev")) if self.do_eval else None,
             main_metric=self.task.main_metric, prepare=prepare,
             load_weights=self.adapter_weights(runner) if self.source.adapter_name is not None else None,
-            dynamic_inputs=self.task.dynamic_inputs(train_args.seed), greater_is_better=self.task.greater_is_better)
+            dynamic_inputs=self.task.dynamic_inputs(train_args.seed), greater_is_better=self.task.greater_is_better,
+            group=self.group)
         metrics = trainer.train(self.resume)
-        save_model(self.output_dir, self.source, runner.get_params(), self.tokenizer)
-        write_json(self.output_dir / "trainer_state.json",
-                   {"best_metric": trainer.state.best_metric, "best_step": trainer.state.best_step,
-                    "log_history": trainer.state.log_history, "settings": trainer.run_settings()})
+        if self.layout.main:
+            save_model(self.output_dir, self.source, runner.get_params(), self.tokenizer)
+            write_json(self.output_dir / "trainer_state.json",
+                       {"best_metric": trainer.state.best_metric, "best_step": trainer.state.best_step,
+                        "log_history": trainer.state.log_history, "settings": trainer.run_settings()})
         return {**metrics, "train_samples": len(self.splits["train"].examples)}
 
     @staticmethod
@@ -285,12 +305,13 @@ class Job:
         """Metrics of one split (when labelled). With a prefix (a final evaluation), the metrics get it
         and the prediction files are written: dev into OUTPUT_DIR/eval, test into OUTPUT_DIR."""
         split = self.splits[split_name]
-        outputs = self.task.predict(runner, split, self.eval_batch_size, progress=not self.args.no_progress)
+        outputs = self.task.predict(runner, split, self.eval_batch_size,
+                                    progress=not self.args.no_progress and self.layout.main, group=self.group)
         predictions = self.task.decode(split, outputs)
         metrics = self.task.score(split, predictions) if self.task.has_labels(split) else {}
         if prefix is None:
             return metrics
-        if self.output_dir is not None:
+        if self.output_dir is not None and self.layout.main:
             folder = self.output_dir / EVAL_DIR if split_name == "dev" else self.output_dir
             folder.mkdir(parents=True, exist_ok=True)
             self.task.write(split, predictions, folder)

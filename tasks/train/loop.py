@@ -5,6 +5,12 @@ permutation seeded by (seed, epoch)), gradient accumulation, the learning rate o
 seed of each micro-batch, when to evaluate and save, and which evaluation was best. A checkpoint holds
 the weights, the optimizer moments and the step; the batch position, the schedule position and the
 dropout seeds all follow from the step, so a resumed run repeats the uninterrupted one exactly.
+
+Data-parallel (a process group of backends/_fw/parallel.py): --batch-size is per process, and the micro-batches
+are those one process with batch_size x processes would take; each process runs its contiguous run of rows
+of each (their dropout masks keyed by position), the group sums gradients and loss once per update, and every
+process applies the same update. Only the main process (rank 0) writes files; a checkpoint records the global
+batch, so a run resumes on another process count with the same examples per update.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ from typing import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
+from backends._fw.parallel import SingleProcess, gather_rows
 from backends.errors import BadInput
 from backends.weights import check_finite
 from backends.tensorfile import SafetensorsReader, save_arrays
@@ -33,8 +40,9 @@ OPTIMIZER_SLOTS = ("step", "exp_avg", "exp_avg_sq")  # per parameter in OPTIMIZE
 BETA_POWER_SLOTS = ("beta1_pow", "beta2_pow")  # the paddle runner's running beta powers, when it wrote the file
 CHECKPOINT_PREFIX = "checkpoint-"
 BEST_DIR = "best"
-# options a resumed run must share with the run that wrote the checkpoint
-RESUME_KEYS = ("seed", "batch_size", "grad_accum", "learning_rate", "warmup_ratio", "weight_decay",
+# options a resumed run must share with the run that wrote the checkpoint (global_batch_size: examples per
+# update, batch_size x processes x grad_accum, so that another process count can resume)
+RESUME_KEYS = ("seed", "global_batch_size", "grad_accum", "learning_rate", "warmup_ratio", "weight_decay",
                "total_steps", "train_examples")
 
 
@@ -75,6 +83,17 @@ class TrainArgs:
     seed: int = 42
     progress: bool = True
     skip_nonfinite_loss: bool = False  # skip an update whose loss is NaN/Inf instead of stopping the run
+    processes: int = 1  # data-parallel processes; batch_size is per process
+
+    @property
+    def micro_batch(self) -> int:
+        """Rows of a micro-batch over all processes (what one process with the same global batch takes)."""
+        return self.batch_size * self.processes
+
+    @property
+    def global_batch_size(self) -> int:
+        """Examples per update: batch_size x processes x grad_accum."""
+        return self.micro_batch * self.grad_accum
 
 
 @dataclass
@@ -115,9 +134,21 @@ def model_arrays(runner, data: dict) -> dict:
     return {name: data[name] for name in runner.input_names}
 
 
-def predict_all(runner, inputs: dict, batch_size: int, progress: bool = False) -> dict:
-    """The runner's final outputs for every row of `inputs` (its declared model inputs), in order, as numpy arrays."""
+def predict_all(runner, inputs: dict, batch_size: int, progress: bool = False, group=None) -> dict:
+    """The runner's final outputs for every row of `inputs` (its declared model inputs), in order, as numpy arrays.
+    With a data-parallel `group`, each process predicts its contiguous run of rows and the group gathers them."""
     inputs = model_arrays(runner, inputs)
+    if group is None or group.layout.size == 1:
+        return _predict(runner, inputs, batch_size, progress)
+    total = num_rows(inputs)
+    rows = group.layout.rows(total)
+    # a process without rows (fewer rows than processes) predicts one to learn the outputs' shapes
+    local = _predict(runner, take(inputs, slice(rows[0], rows[-1] + 1) if len(rows) else slice(0, 1)), batch_size,
+                     progress)
+    return gather_rows(group, {name: array[:len(rows)] for name, array in local.items()}, total, rows)
+
+
+def _predict(runner, inputs: dict, batch_size: int, progress: bool) -> dict:
     starts = range(0, num_rows(inputs), batch_size)
     parts = [runner.predict(take(inputs, slice(start, start + batch_size)))
              for start in tqdm(starts, desc="predict", leave=False, disable=not progress)]
@@ -126,7 +157,7 @@ def predict_all(runner, inputs: dict, batch_size: int, progress: bool = False) -
 
 def schedule(examples: int, args: TrainArgs) -> tuple[int, int]:
     """(updates per epoch, updates of the run) for `examples` training rows."""
-    steps_per_epoch = math.ceil(math.ceil(examples / args.batch_size) / args.grad_accum)
+    steps_per_epoch = math.ceil(math.ceil(examples / args.micro_batch) / args.grad_accum)
     return steps_per_epoch, args.max_steps or args.epochs * steps_per_epoch
 
 
@@ -145,15 +176,19 @@ class Trainer:
     -> batch may add inputs (a distillation teacher's outputs) before each forward pass; dynamic_inputs(batch,
     step, micro) -> batch draws inputs anew for each micro-batch (masked-LM masks) from its update and position;
     load_weights(folder) -> every parameter of a checkpoint folder save_model wrote (an adapter run's holds the
-    adapter and head alone).
+    adapter and head alone). `group`: the data-parallel process group (backends/_fw/parallel.py) of
+    args.processes processes; the evaluation, when given, must be collective too.
     """
 
     def __init__(self, runner, args: TrainArgs, train_data: dict, loss_fn, output_dir,
                  save_model: Callable | None = None, evaluate: Callable | None = None, main_metric: str | None = None,
                  prepare: Callable | None = None, load_weights: Callable | None = None,
-                 dynamic_inputs: Callable | None = None, greater_is_better: bool = True):
+                 dynamic_inputs: Callable | None = None, greater_is_better: bool = True, group=None):
         self.runner, self.args, self.train_data, self.loss_fn = runner, args, train_data, loss_fn
         self.load_weights = load_weights or (lambda folder: read_finite(Path(folder) / WEIGHTS_FILE))
+        self.group = group or SingleProcess()
+        if self.group.layout.size != args.processes:
+            raise ValueError(f"TrainArgs.processes is {args.processes}, the group has {self.group.layout.size}")
         self.output_dir = Path(output_dir)
         self.save_model = save_model or (lambda folder: save_arrays(Path(folder) / WEIGHTS_FILE, runner.get_params()))
         self.evaluate, self.main_metric, self.prepare = evaluate, main_metric, prepare
@@ -169,13 +204,13 @@ class Trainer:
                                               beta2=args.adam_beta2, eps=args.adam_epsilon))
 
     def run_settings(self) -> dict:
-        return {**asdict(self.args), "total_steps": self.total_steps, "train_examples": self.examples}
+        return run_settings(self.args, self.examples)
 
     def micro_batches(self, step: int) -> list[np.ndarray]:
         """The index arrays of the (up to grad_accum) batches of update `step`."""
         epoch, position = divmod(step, self.steps_per_epoch)
         if self._epoch_batches[0] != epoch:
-            self._epoch_batches = (epoch, batch_order(self.examples, self.args.batch_size, self.args.seed, epoch))
+            self._epoch_batches = (epoch, batch_order(self.examples, self.args.micro_batch, self.args.seed, epoch))
         accum = self.args.grad_accum
         return self._epoch_batches[1][position * accum:(position + 1) * accum]
 
@@ -192,18 +227,24 @@ class Trainer:
             count = sum(len(index) for index in batches)
             loss = 0.0
             for micro, index in enumerate(batches):
-                self.runner.seed(dropout_seed(args.seed, step, micro))
+                rows = self.group.layout.rows(len(index))  # this process's run of the micro-batch (all of it alone)
+                self.runner.seed(dropout_seed(args.seed, step, micro), rows)
+                if not len(rows):  # a short last batch split over more processes than it has rows
+                    continue
                 batch = take(self.train_data, index)
-                if self.dynamic_inputs is not None:
+                if self.dynamic_inputs is not None:  # drawn for the whole micro-batch, as one process draws them
                     batch = self.dynamic_inputs(batch, step, micro)
+                batch = take(batch, rows)
                 if self.prepare is not None:
                     batch = self.prepare(batch)
-                weight = len(index) / count  # the update's loss is the mean over all its examples
+                weight = len(rows) / count  # the update's loss is the mean over all its examples
                 micro_loss = self.runner.forward_backward(batch, self.loss_fn, weight)
                 if not math.isfinite(micro_loss):
                     loss = micro_loss
                     break  # the update is skipped or the run stops: its other micro-batches are not needed
                 loss += weight * micro_loss
+            if self.group.layout.size > 1:  # every process then holds the sums: they take the same decisions
+                loss = self.group.sum_gradients(self.runner, loss)
             samples += count
             lr = linear_lr(step, args.learning_rate, self.total_steps, self.warmup_steps)
             if not math.isfinite(loss):
@@ -264,11 +305,14 @@ class Trainer:
         best = self.state.best_metric
         if best is None or (value > best if self.greater_is_better else value < best):
             self.state.best_metric, self.state.best_step = value, self.state.step
-            self.write_folder(self.output_dir / BEST_DIR, with_optimizer=False, extra={"eval": metrics})
+            if self.group.layout.main:
+                self.write_folder(self.output_dir / BEST_DIR, with_optimizer=False, extra={"eval": metrics})
         return metrics
 
     def save_checkpoint(self) -> Path:
-        """output_dir/checkpoint-<step>: model, optimizer moments and trainer state."""
+        """output_dir/checkpoint-<step>: model, optimizer moments and trainer state (by the main process only)."""
+        if not self.group.layout.main:
+            return None
         return self.write_folder(self.output_dir / f"{CHECKPOINT_PREFIX}{self.state.step}", with_optimizer=True)
 
     def write_folder(self, folder: Path, with_optimizer: bool, extra: dict | None = None) -> Path:
@@ -294,12 +338,8 @@ class Trainer:
         file and key.
         """
         folder = Path(folder)
-        saved = check_resume_state(folder, self.total_steps)
-        step, settings = saved["step"], self.run_settings()
-        changed = [key for key in RESUME_KEYS if saved["settings"].get(key) != settings[key]]
-        if changed:
-            raise ResumeError(f"{folder}: cannot resume with other " + ", ".join(
-                f"{key} ({saved['settings'].get(key)} there, {settings[key]} now)" for key in changed))
+        saved = check_resume_state(folder, self.total_steps, self.args, self.examples)
+        step = saved["step"]
         weights = self.load_weights(folder)
         moments = read_finite(folder / OPTIMIZER_FILE)
         check_optimizer_state(folder / OPTIMIZER_FILE, moments, weights, set(self.runner.trainable),
@@ -309,9 +349,36 @@ class Trainer:
         self.runner.set_optimizer_state(moments)
 
 
-def check_resume_state(folder, total_steps: int) -> dict:
-    """The checked trainer state of checkpoint `folder`, whose step must lie before `total_steps` (framework-free:
-    the CLI calls it before a model loads, load_checkpoint again)."""
+def run_settings(args: TrainArgs, examples: int) -> dict:
+    """The settings a checkpoint records (RESUME_KEYS among them) of a run of `args` over `examples` rows."""
+    return {**asdict(args), "total_steps": schedule(examples, args)[1], "train_examples": examples,
+            "global_batch_size": args.global_batch_size}
+
+
+def check_settings(folder: Path, saved: dict, args: TrainArgs, examples: int) -> None:
+    """ResumeError unless the checkpoint's settings (`saved`) agree with this run's on RESUME_KEYS; a changed
+    global batch names the --batch-size that gives it on this process count, or says that none can."""
+    settings = run_settings(args, examples)
+    # checkpoints older than data-parallel training: one process, batch_size x grad_accum examples per update
+    there = {"global_batch_size": saved.get("batch_size", 0) * saved.get("grad_accum", 1), **saved}
+    changed = [key for key in RESUME_KEYS if there.get(key) != settings[key]]
+    if changed == ["global_batch_size"]:
+        per_update, split = there["global_batch_size"], args.processes * args.grad_accum
+        what = (f"{folder}: cannot resume with other global_batch_size ({per_update} there, {args.global_batch_size} "
+                "now: examples per update, --batch-size x processes x --grad-accum)")
+        if per_update % split:
+            raise ResumeError(f"{what}; {args.processes} processes x --grad-accum {args.grad_accum} cannot split "
+                              f"{per_update} evenly: resume on a process count that divides {per_update // args.grad_accum}")
+        raise ResumeError(f"{what}; on {args.processes} process(es) give --batch-size {per_update // split}")
+    if changed:
+        raise ResumeError(f"{folder}: cannot resume with other " + ", ".join(
+            f"{key} ({there.get(key)} there, {settings[key]} now)" for key in changed))
+
+
+def check_resume_state(folder, total_steps: int, args: TrainArgs | None = None, examples: int = 0) -> dict:
+    """The checked trainer state of checkpoint `folder`, whose step must lie before `total_steps` and, given the
+    run's `args`, whose settings agree with them (framework-free: the CLI calls it before a model loads,
+    load_checkpoint again)."""
     folder = Path(folder)
     saved = read_trainer_state(folder / STATE_FILE)
     step = saved["step"]
@@ -322,6 +389,8 @@ def check_resume_state(folder, total_steps: int) -> dict:
     number = folder.name[len(CHECKPOINT_PREFIX):]
     if folder.name.startswith(CHECKPOINT_PREFIX) and number.isdigit() and int(number) != step:
         raise ResumeError(f"{folder / STATE_FILE}: step {step} does not match the folder name {folder.name}")
+    if args is not None:
+        check_settings(folder, saved["settings"], args, examples)
     return saved
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from backends._fw.parallel import gather_rows
 from backends.errors import BadInput
 from tasks.data.boolq import BOOLQ_LABELS, boolq_features, read_boolq
 from tasks.data.features import label_array
@@ -128,9 +129,10 @@ class Task:
         """Whether the split can be scored (test files have no labels)."""
         return "labels" in split.inputs
 
-    def predict(self, runner, split: Split, batch_size: int, progress: bool = False) -> dict:
-        """The runner's outputs on the split that decode() reads: its final outputs of every row."""
-        return predict_all(runner, split.inputs, batch_size, progress=progress)
+    def predict(self, runner, split: Split, batch_size: int, progress: bool = False, group=None) -> dict:
+        """The runner's outputs on the split that decode() reads: its final outputs of every row (with a
+        data-parallel `group`: each process predicts its run of rows, every process gets them all)."""
+        return predict_all(runner, split.inputs, batch_size, progress=progress, group=group)
 
     def dynamic_inputs(self, seed: int):
         """None, or draw(batch, step, micro) -> batch: the inputs the driver draws anew for each micro-batch
@@ -369,18 +371,24 @@ class MlmTask(Task):
             return batch
         return draw
 
-    def predict(self, runner, split, batch_size, progress=False):
+    def predict(self, runner, split, batch_size, progress=False, group=None):
         """Per row: the summed loss over its masked tokens and their count (the logits of one batch at a time:
-        those of a whole split would not fit)."""
+        those of a whole split would not fit); data-parallel, each process scores its run of rows and the
+        `group` gathers them."""
         inputs, labels = model_arrays(runner, split.inputs), split.inputs["labels"]
-        sums, counts = [], []
-        for start in tqdm(range(0, len(labels), batch_size), desc="evaluate", leave=False, disable=not progress):
-            rows = slice(start, start + batch_size)
+        total = len(labels)
+        mine = np.arange(total) if group is None else group.layout.rows(total)
+        sums, counts = [np.zeros(0)], [np.zeros(0, dtype=np.int64)]
+        for start in tqdm(range(0, len(mine), batch_size), desc="evaluate", leave=False, disable=not progress):
+            rows = mine[start:start + batch_size]
             loss_sums, count = masked_lm_losses(runner.predict(take(inputs, rows))["logits"], labels[rows],
                                                 IGNORE_INDEX)
             sums.append(loss_sums)
             counts.append(count)
-        return {"loss_sums": np.concatenate(sums), "masked_tokens": np.concatenate(counts)}
+        scored = {"loss_sums": np.concatenate(sums), "masked_tokens": np.concatenate(counts)}
+        if group is None or group.layout.size == 1:
+            return scored
+        return gather_rows(group, scored, total, mine)
 
     def decode(self, split, outputs):
         return outputs

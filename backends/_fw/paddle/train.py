@@ -15,7 +15,7 @@ import paddle.nn.functional as F
 
 from backends import family as get_family
 from backends.build import build_model, export_params, load_params
-from ..dropout import mask_stream, share_dropout
+from ..dropout import mask_stream, native_seed, share_dropout
 from ..freezing import trainable_names
 
 # ---- the op set (contract.TrainOps) the framework-free losses (tasks/train/losses.py, tasks/distill.py) call
@@ -91,7 +91,8 @@ class Runner:
         self.input_names = get_family(family).input_names(config, head)
         self.masks = mask_stream(dropout_masks, seed)
         if self.masks is not None:
-            share_dropout(self.model.sublayers(include_self=True), paddle.nn.Dropout, SharedDropout, self.masks)
+            share_dropout(self.model.named_sublayers(include_self=True), paddle.nn.Dropout, SharedDropout,
+                          self.masks, family)
         self.optimizer = None
 
     # ---- data and mode ----
@@ -116,12 +117,13 @@ class Runner:
         with self.autocast():
             return self.model(**{name: tensors[name] for name in self.input_names if name in tensors})
 
-    def seed(self, n: int) -> None:
-        """Seed dropout (the driver reseeds every micro-batch, so a resumed run draws the same masks)."""
+    def seed(self, n: int, rows=None) -> None:
+        """Seed dropout (the driver reseeds every micro-batch, so a resumed run draws the same masks); `rows`: the
+        positions in the micro-batch of the examples this process holds (data-parallel; None: all)."""
         if self.masks is not None:
-            self.masks.reseed(n)
+            self.masks.reseed(n, rows)
         else:
-            paddle.seed(n)
+            paddle.seed(native_seed(n, rows))
 
     # ---- training ----
 

@@ -21,7 +21,7 @@ from tensorflow.python.eager import context
 
 from backends import family as get_family
 from backends.build import build_model, export_params, load_params
-from ..dropout import mask_stream, share_dropout
+from ..dropout import mask_stream, native_seed, share_dropout
 from ..freezing import trainable_names
 
 from . import nn
@@ -85,6 +85,16 @@ class SharedDropout(nn.Dropout):
         return x * tf.cast(mask, x.dtype)
 
 
+def named_layers(model):
+    """(attribute name, layer) of every layer under `model` (torch's named_modules(), names one level deep)."""
+    yield "", model
+    for layer in model.modules():
+        for name, value in vars(layer).items():
+            items = enumerate(value) if isinstance(value, (list, tuple)) else [(None, value)]
+            yield from ((name if index is None else f"{name}.{index}", item) for index, item in items
+                        if isinstance(item, nn.Layer))
+
+
 def release_freed_memory() -> None:
     """Hand the heap pages TF has freed back to the system.
 
@@ -132,7 +142,7 @@ class Runner:
         self.input_names = get_family(family).input_names(config, head)
         self.masks = mask_stream(dropout_masks, seed)
         if self.masks is not None:
-            share_dropout(self.model.modules(), nn.Dropout, SharedDropout, self.masks)
+            share_dropout(named_layers(self.model), nn.Dropout, SharedDropout, self.masks, family)
         self.grads = [None] * len(self.variables)
 
     # ---- data and mode ----
@@ -153,16 +163,17 @@ class Runner:
         with tf.device(self.device):
             return self.model(**{name: tensors[name] for name in self.input_names if name in tensors})
 
-    def seed(self, n: int) -> None:
-        """Seed dropout (the driver reseeds every micro-batch, so a resumed run draws the same masks)."""
+    def seed(self, n: int, rows=None) -> None:
+        """Seed dropout (the driver reseeds every micro-batch, so a resumed run draws the same masks); `rows`: the
+        positions in the micro-batch of the examples this process holds (data-parallel; None: all)."""
         if self.masks is not None:
-            self.masks.reseed(n)
+            self.masks.reseed(n, rows)
         else:
             # tf.random.set_seed also clears TF's kernel cache, and every op rebuilt after it makes a step ~10x
             # slower. Eager random ops draw their op seeds from the context's Python RNG: reseed only that one.
             # (A kernel is cached per seed pair, so a seed repeated in one process would continue its stream;
             # the driver never repeats one, and each Runner starts from a cleared cache.)
-            context.context()._rng = random.Random(n)
+            context.context()._rng = random.Random(native_seed(n, rows))
 
     # ---- training ----
 
