@@ -59,7 +59,7 @@ def write_hf(directory: Path, family_name: str, head: str, config=None, params=N
     config = config or tiny_config(family_name)
     params = random_params(family_name, config, head) if params is None else params
     directory.mkdir(parents=True, exist_ok=True)
-    classes = format_rules(family_name, "hf").classes
+    classes = format_rules(family_name, "hf", config).classes  # a DeFormer's: its base family's
     (directory / "config.json").write_text(json.dumps({**config.to_dict(), "architectures": [classes[head]]}))
     save_arrays(directory / "model.safetensors", params, {"format": "pt"})
     if vocab:
