@@ -145,6 +145,7 @@ def convert_adapter(command: str, src: Path, dst: Path, options: Options, starte
     return {
         "command": command, "source": str(src), "destination": str(dst), "family": stored.family,
         "head": stored.head, "adapter": stored.adapter, "adapter_name": stored.name, "tensors": len(stored.params),
+        "weights_files": 1,  # the adapter's own file (its head's beside it): adapters are never sharded
         "bytes": int(sum(a.size * (out_size or a.itemsize) for a in arrays)), "dtype": options.dtype or "as stored",
         "skipped": [], "left_out": [], "notes": [], "warnings": [], "tokenizer_files": [],
         "verify": None, "seconds": round(time.perf_counter() - started, 3),

@@ -63,7 +63,7 @@ def test_port_is_the_reference_function(fw, variant, dtype):
     """Every output, hidden state, the loss and every gradient (each parameter, the input embeddings)."""
     reference, result = run("torch", variant, dtype), run(fw, variant, dtype)
     config = tiny_case(variant)[0]
-    expected = {"loss", "logits", "grad.inputs_embeds"} | {f"grad.{name}" for name in SPEC.param_shapes(config)}
+    expected = {"loss", "logits", "grad.inputs_embeds"} | {f"grad.{name}" for name in SPEC.param_shapes(config, "seqcls")}
     expected |= {f"hidden_states.{i}" for i in range(len(SPEC.hidden_state_names(config)))}
     assert set(reference) == expected
     difference, tensor = worst_difference(reference, result)
@@ -95,7 +95,7 @@ def test_every_rule_round_trips(fw):
     config = tiny_case("pair")[0]
     rules = SPEC.port_rules[fw]
     rng = np.random.default_rng(0)
-    for name, shape in SPEC.param_shapes(config).items():
+    for name, shape in SPEC.param_shapes(config, "seqcls").items():
         array = rng.standard_normal(shape)
         target, stored = rules.to_target(name, array)
         assert target == name  # the ports expose canonical names
