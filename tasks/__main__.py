@@ -281,7 +281,8 @@ def main(argv=None) -> int:
         # run that diverged exits 1
         print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    if job.layout.main:  # data-parallel: the other processes computed the same results
+    layout = getattr(job, "layout", None)  # `predict` runs in one process and has none
+    if layout is None or layout.main:  # data-parallel: the other processes computed the same results
         print(json.dumps(results, indent=2, sort_keys=True))
     return 0
 
