@@ -45,10 +45,12 @@ class InputSpec:
         return tuple(sizes[axis] for axis in self.axes)
 
 
-def token_inputs(*features: str, choices: bool = False, text: str = "joint", suffix: str = "") -> tuple:
-    """int64 InputSpecs named `feature + suffix`, [batch, (choices,) seq], computed from `text`."""
+def token_inputs(*features: str, choices: bool = False, text: str = "joint", prefix: str = "",
+                 suffix: str = "") -> tuple:
+    """int64 InputSpecs named `prefix + feature + suffix`, [batch, (choices,) seq], holding tokenizer feature
+    `feature` of `text`."""
     axes = ("batch", "choices", "seq") if choices else ("batch", "seq")
-    return tuple(InputSpec(feature + suffix, "int64", axes, feature, text) for feature in features)
+    return tuple(InputSpec(prefix + feature + suffix, "int64", axes, feature, text) for feature in features)
 
 
 @dataclass(frozen=True)

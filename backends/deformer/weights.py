@@ -56,7 +56,7 @@ class DeformerWeights:
         passage_... ("p [SEP]", text "b"); [B, choices, T] for mc."""
         choices = head in self.choice_heads
         return tuple(spec for part, text in zip(PARTS, ("a", "b"))
-                     for spec in token_inputs(*(f"{part}_{feature}" for feature in FEATURES), choices=choices,
+                     for spec in token_inputs(*FEATURES, choices=choices, prefix=f"{part}_",
                                               text=text))
 
     @staticmethod

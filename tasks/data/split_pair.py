@@ -107,13 +107,9 @@ class PartLayout:
 
 
 def token_feature(spec) -> str:
-    """The tokenizer feature an InputSpec of a part holds: its `feature`, or the feature its `feature` ends with
-    (the deformer family declares "question_input_ids" and the like as features)."""
+    """The tokenizer feature an InputSpec of a part holds (its `feature`, checked)."""
     if spec.feature in TOKEN_FEATURES:
         return spec.feature
-    for feature in TOKEN_FEATURES:
-        if spec.feature.endswith("_" + feature):
-            return feature
     raise ValueError(f"input {spec.name}: no tokenizer feature {spec.feature!r}; features: {', '.join(TOKEN_FEATURES)}")
 
 
