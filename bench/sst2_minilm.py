@@ -34,7 +34,7 @@ from _sst2_minilm_helpers import REPO, model_dir, transformers_accuracy
 from backends import FRAMEWORKS  # the helpers put the repository on sys.path
 
 GOAL_ACCURACY, GOAL_SPREAD = 0.84, 0.005
-SETTINGS = ["--epochs", "1", "--learning-rate", "5e-5", "--batch-size", "32", "--max-seq-length", "64",
+SETTINGS = ["--epochs", "1", "--batch-size", "32", "--max-seq-length", "64",
             "--warmup-ratio", "0.06", "--weight-decay", "0.01"]
 
 
@@ -49,7 +49,9 @@ def finetune(backend: str, seed: int, args, output: Path) -> dict:
                  else ["--dropout-masks", args.dropout_masks])
         command = [sys.executable, "-m", "tasks", "finetune", "--task", "sst-2", "--model", model_dir(), "--backend",
                    backend, "--data-dir", args.data_dir, "--output-dir", str(output), "--do-train", "--do-eval",
-                   "--max-train-samples", str(args.samples), "--seed", str(seed), *SETTINGS, *extra]
+                   "--max-train-samples", str(args.samples), "--seed", str(seed), "--learning-rate",
+                   str(args.learning_rate), *SETTINGS, *extra,
+                   *(["--train-adapter", "--adapter-config", args.adapter_config] if args.adapter_config else [])]
     started = time.perf_counter()
     env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "USE_TF": "0", "USE_FLAX": "0",  # transformers: torch only
            **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})}
@@ -71,6 +73,9 @@ def main() -> int:
     parser.add_argument("--dropout-masks", choices=("shared", "native"), default="shared",
                         help="python -m tasks --dropout-masks (default shared)")
     parser.add_argument("--no-dropout", action="store_true", help="hidden and attention dropout 0")
+    parser.add_argument("--learning-rate", type=float, default=5e-5, help="default 5e-5 (full fine-tuning)")
+    parser.add_argument("--adapter-config", help="train an adapter instead of the whole model (python -m tasks "
+                        "--train-adapter --adapter-config CONFIG, e.g. seq_bn or lora; adapters want lr ~1e-4..1e-3)")
     parser.add_argument("--transformers-run", type=int, metavar="SEED", help=argparse.SUPPRESS)
     parser.add_argument("--seeds", default="42", help="comma-separated --seed values, each run in every backend "
                         "(default 42, transformers' default)")
@@ -84,7 +89,8 @@ def main() -> int:
         root = Path(args.output_dir or scratch)
         results = {(backend, seed): finetune(backend, seed, args, root / f"{backend}-seed{seed}")
                    for seed in seeds for backend in backends}
-    print(f"\nSST-2 dev, MiniLM-L6 + fresh head, {args.samples} train rows, 1 epoch, "
+    print(f"\nSST-2 dev, MiniLM-L6 + fresh head{f' + {args.adapter_config} adapter' if args.adapter_config else ''}, "
+          f"{args.samples} train rows, 1 epoch, lr {args.learning_rate:g}, "
           f"dropout {'off' if args.no_dropout else f'on, {args.dropout_masks} masks'}")
     print(f"{'backend':<12} {'seed':>5} {'train s':>8} {'wall s':>8} {'samples/s':>10} {'accuracy':>9}")
     for (backend, seed), r in results.items():
