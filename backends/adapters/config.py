@@ -182,6 +182,37 @@ def parse_adapter_config(text: str) -> AdapterConfig:
     return config
 
 
+def config_string_from_dict(data: dict, where: str) -> str:
+    """The config string of a library adapter_config.json "config" dict (what `model.save_adapter` wrote): the
+    method among METHODS needing the fewest overrides, with them, e.g. "seq_bn[reduction_factor=4]". Raises
+    ConfigError naming an architecture the ports do not compute (prefix tuning, unions, ...) or an unknown key."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected the adapter's config dict, got {type(data).__name__}")
+    architecture = data.get("architecture")
+    config_class = {None: BnConfig, "lora": LoRAConfig}.get(architecture)
+    if config_class is None:
+        raise ConfigError(f"{where}: architecture {architecture!r} is not computed here (bottleneck adapters and "
+                          "lora are)")
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    values = {key: value for key, value in data.items() if key != "architecture"}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} for a {config_class.__name__} "
+                          f"(keys: {', '.join(sorted(fields))})")
+    candidates = []
+    for method in METHODS:
+        method_class, defaults = NAMED_CONFIGS[method]
+        if method_class is not config_class:
+            continue
+        base = parse_adapter_config(method).to_dict()
+        overrides = {key: value for key, value in values.items() if base.get(key) != value}
+        candidates.append((len(overrides), method, overrides))
+    _, method, overrides = min(candidates, key=lambda candidate: candidate[0])
+    text = method + (f"[{', '.join(f'{key}={value!r}' for key, value in overrides.items())}]" if overrides else "")
+    parse_adapter_config(text)  # a value the ports do not compute: ConfigError naming the key
+    return text
+
+
 def _split(text: str, where: str) -> tuple[str, dict]:
     """"name[k=v, ...]" -> (name, {k: v}); values are Python literals."""
     if "|" in text:

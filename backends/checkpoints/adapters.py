@@ -148,10 +148,7 @@ def write_adapter_folder(path, fmt: str, family: str, config, head: str, name: s
 
 
 def _model_class(family: str, head: str) -> str | None:
-    try:
-        return format_rules(family, "hf").classes.get(head)
-    except BadInput:  # a family without checkpoint rules: no transformers class to name
-        return None
+    return _classes(family).get(head)
 
 
 def _write_weights(file: Path, fmt: str, family: str, params: dict, dtype: str | None) -> None:
@@ -170,8 +167,12 @@ def _write_weights(file: Path, fmt: str, family: str, params: dict, dtype: str |
         save_arrays(file, stored, metadata={"format": "pt" if fmt == "hf" else "tf"})
 
 
-def read_adapter_folder(path) -> AdapterFolder:
-    """An adapter-only checkpoint, every file and tensor checked: one-line errors name the file and key."""
+def read_adapter_folder(path, base=None) -> AdapterFolder:
+    """An adapter-only checkpoint, every file and tensor checked: one-line errors name the file and key.
+
+    A folder the `adapters` library saved itself (`model.save_adapter(DIR, name, with_head=True)` on a
+    transformers task class with `adapters.init`) lacks our "parity" key: `base` = (family, config) of the base
+    model it goes on then supplies what the library does not keep (see `_library_description`)."""
     from backends.adapters import DEFAULT_NAME, parse_adapter_config
 
     path = Path(path)
@@ -180,9 +181,11 @@ def read_adapter_folder(path) -> AdapterFolder:
     config_file = path / ADAPTER_CONFIG
     data = formats.read_json(config_file)
     ours = data.get(OUR_KEY)
+    if ours is None and base is not None:
+        ours = _library_description(path, data, *base)
     if not isinstance(ours, dict):
         raise ConfigError(f"{config_file}: no {OUR_KEY!r} key (the family, head and model config it was trained "
-                          "with); not written by python -m tasks finetune --train-adapter")
+                          "with): a folder saved by the adapters library is read given its base model (--model)")
     for key, kind in (("family", str), ("head", str), ("adapter", str), ("format", str), ("model_config", dict)):
         if not isinstance(ours.get(key), kind):
             raise ConfigError(f"{config_file}: {OUR_KEY}.{key} is {ours.get(key)!r}")
@@ -207,6 +210,47 @@ def read_adapter_folder(path) -> AdapterFolder:
     head_params = _read_weights(path / files[1], fmt, family, head_shapes)
     return AdapterFolder(path, fmt, family, config, head, name, renamed(adapter_params, stored_name, DEFAULT_NAME),
                          head_params)
+
+
+def _library_description(path: Path, data: dict, family: str, config) -> dict:
+    """Our "parity" description of a folder the `adapters` library saved, given the base model's family and config:
+    the method from the library's "config" dict (as a config string), the head from head_config.json's
+    transformers class (a static head: the library's flex heads of *AdapterModel classes are not read), the
+    label count from it too; the weights are the library's safetensors or torch files ("hf")."""
+    from backends.adapters.config import config_string_from_dict
+
+    config_file, head_file = path / ADAPTER_CONFIG, path / HEAD_CONFIG
+    adapter = config_string_from_dict(data.get("config"), f"{config_file}: config")
+    if not head_file.is_file():
+        raise ConfigError(f"{path}: no {HEAD_CONFIG}: an adapter saved without its head "
+                          "(save it with with_head=True on a transformers task class)")
+    head_config = formats.read_json(head_file)
+    model_class = head_config.get("model_class")
+    if head_config.get("config") is not None:
+        raise ConfigError(f"{head_file}: a flex head of {model_class} (the library's *AdapterModel classes) is not "
+                          "read; save the adapter from a transformers task class (e.g. BertForSequenceClassification "
+                          "with adapters.init)")
+    heads = {name: head for head, name in _classes(family).items()}
+    if model_class not in heads:
+        raise ConfigError(f"{head_file}: model_class {model_class!r} is not a {family} task class "
+                          f"({', '.join(heads)})")
+    hidden = data.get("hidden_size")
+    if hidden is not None and hidden != getattr(config, "hidden_size", hidden):
+        raise BadInput(f"{config_file}: an adapter for a base model with hidden_size {hidden}; the base model has "
+                       f"hidden_size {config.hidden_size}")
+    changes = {"adapter": adapter}
+    if isinstance(head_config.get("num_labels"), int) and hasattr(config, "num_labels"):
+        changes["num_labels"] = head_config["num_labels"]
+    model_config = config.replace(**changes).to_dict()
+    return {"family": family, "head": heads[model_class], "adapter": adapter, "format": "hf",
+            "model_config": model_config}
+
+
+def _classes(family: str) -> dict:
+    try:
+        return dict(format_rules(family, "hf").classes)
+    except BadInput:  # a family without checkpoint rules: no transformers class
+        return {}
 
 
 def _read_weights(file: Path, fmt: str, family: str, shapes: dict) -> dict:

@@ -84,24 +84,36 @@ def refuse_adapter_folder(model: str) -> None:
                         f"--load-adapter {model}")
 
 
+def _open_model(model: str):
+    """(family, config, folder, open checkpoint) of --model: a preset (no folder, no checkpoint) or a folder (its
+    checkpoint opened partially; None when it holds config.json alone)."""
+    known = presets()
+    if model in known:
+        return known[model].family, known[model].config, None, None
+    folder = Path(model)
+    refuse_adapter_folder(model)
+    if not (folder / CONFIG_FILE).is_file():
+        raise TaskError(f"--model {model}: neither a preset nor a folder with {CONFIG_FILE}")
+    checkpoint = _open_folder(folder)
+    if checkpoint is None:
+        name = family_of(folder / CONFIG_FILE)
+        return name, family(name).config_class.from_json_file(folder / CONFIG_FILE), folder, None
+    return checkpoint.family, checkpoint.config, folder, checkpoint
+
+
+def model_family_and_config(model: str) -> tuple[str, object]:
+    """(family, config) of --model (a preset or a folder), nothing loaded."""
+    name, config, _, checkpoint = _open_model(model)
+    if checkpoint is not None:
+        checkpoint.close()
+    return name, config
+
+
 def load_model(model: str, head: str, num_labels: int | None = None, overrides: dict | None = None,
                seed: int = 0, adapter: AdapterSetup | None = None) -> ModelSource:
     """A preset (fresh numpy init) or a model folder (a checkpoint, or config.json alone) for `head`; with
     `adapter`, the model has it (config field `adapter`) and the checkpoint's base model gets its fresh init."""
-    known = presets()
-    if model in known:
-        name, config, folder, checkpoint = known[model].family, known[model].config, None, None
-    else:
-        folder = Path(model)
-        refuse_adapter_folder(model)
-        if not (folder / CONFIG_FILE).is_file():
-            raise TaskError(f"--model {model}: neither a preset nor a folder with {CONFIG_FILE}")
-        checkpoint = _open_folder(folder)
-        if checkpoint is None:
-            name = family_of(folder / CONFIG_FILE)
-            config = family(name).config_class.from_json_file(folder / CONFIG_FILE)
-        else:
-            name, config = checkpoint.family, checkpoint.config
+    name, config, folder, checkpoint = _open_model(model)
     try:
         name, config, changes = as_deformer(model, name, config, dict(overrides or {}))
         spec = family(name)
