@@ -103,6 +103,7 @@ class TrainState:
     best_step: int | None = None
     log_history: list = field(default_factory=list)
     skipped: int = 0  # updates skipped for a non-finite loss (--skip-nonfinite-loss)
+    overflow_skipped: int = 0  # updates the fp16 loss scaler skipped (Inf/NaN gradients of a finite loss)
 
 
 def batch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
@@ -251,11 +252,16 @@ class Trainer:
                 self.skip_update(step, loss, lr, micro)
             else:
                 grad_norm = self.runner.optimizer_step(lr, args.max_grad_norm)
-                if not math.isfinite(grad_norm):  # the update has been applied: the weights are lost
+                if grad_norm is None:  # --fp16: the loss scaler found Inf/NaN gradients, skipped the update and
+                    self.state.overflow_skipped += 1  # lowered its scale (transformers' Trainer does the same)
+                    self.state.log_history.append({"step": step + 1, "loss": loss, "learning_rate": lr,
+                                                   "skipped": "gradient overflow (fp16 loss scaler)"})
+                elif not math.isfinite(grad_norm):  # the update has been applied: the weights are lost
                     raise TrainingDiverged(f"the gradient norm is {grad_norm} at update {step + 1} (the loss was "
                                            f"{loss:.4g}); the weights are no longer finite: {NONFINITE_ADVICE}")
-                self.state.log_history.append({"step": step + 1, "loss": loss, "learning_rate": lr,
-                                               "grad_norm": grad_norm})
+                else:
+                    self.state.log_history.append({"step": step + 1, "loss": loss, "learning_rate": lr,
+                                                   "grad_norm": grad_norm})
                 self.consecutive_skips = 0
             self.state.step = step + 1
             bar.update()
@@ -274,7 +280,7 @@ class Trainer:
                 "train_samples_per_second": samples / runtime if runtime else 0.0,
                 "train_steps_per_second": (self.state.step - start_step) / runtime if runtime else 0.0,
                 "global_step": self.state.step, "epoch": self.state.step / self.steps_per_epoch,
-                "train_skipped_updates": self.state.skipped}
+                "train_skipped_updates": self.state.skipped, "train_overflow_skipped_updates": self.state.overflow_skipped}
 
     def skip_update(self, step: int, loss: float, lr: float, micro: int) -> None:
         """A non-finite loss at update `step`: stop (TrainingDiverged), or with --skip-nonfinite-loss drop its
