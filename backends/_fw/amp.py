@@ -9,6 +9,8 @@ layers, so a tf autocast would mean casting in every port.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from backends.errors import BadInput
 
 # framework -> the devices on which its autocast (and loss scaler) computes in bfloat16/float16
@@ -19,6 +21,16 @@ WHY_NOT = {
     "tf": "the tf ports compute in their variables' dtype (no autocast; Keras' mixed_precision reaches Keras "
           "layers only): use --backend torch or paddle",
 }
+
+
+# the fp16 loss scaler's state in a checkpoint's optimizer file (tasks/train/loop.py OPTIMIZER_FILE), so that a
+# resumed run continues with the scale the interrupted one had reached: the scale and the updates since it changed
+LOSS_SCALE, CLEAN_UPDATES = "loss_scaler.scale", "loss_scaler.clean_updates"
+
+
+def loss_scaler_state(scale: float, clean_updates: int) -> dict:
+    """The arrays a Runner with a loss scaler adds to its optimizer_state()."""
+    return {LOSS_SCALE: np.asarray(scale, dtype=np.float64), CLEAN_UPDATES: np.asarray(clean_updates, dtype=np.int64)}
 
 
 class AutocastError(BadInput, ValueError):

@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
+from backends._fw.amp import CLEAN_UPDATES, LOSS_SCALE
 from backends._fw.parallel import SingleProcess, gather_rows
 from backends.errors import BadInput
 from backends.weights import check_finite
@@ -439,7 +440,12 @@ def check_optimizer_state(path: Path, state: dict, weights: dict, params: set, a
     parameters N (`params`: the ones the run trains), shaped as the weights, and at least one parameter once an update was `applied` (the
     runners skip what they do not find, which would restart those moments from zero without a word)."""
     names: dict[str, set] = {}
-    for key in state:
+    scaler_keys = (LOSS_SCALE, CLEAN_UPDATES)  # the fp16 loss scaler's, when the run had one
+    for key in (key for key in scaler_keys if key in state):
+        value = state[key]
+        if value.shape != () or not (value > 0 if key == LOSS_SCALE else value >= 0) or not np.isfinite(value):
+            raise ResumeError(f"{path}: {key} is {value.tolist()!r}, not a loss scale state")
+    for key in (key for key in state if key not in scaler_keys):
         slot, _, name = key.partition(".")
         if slot not in OPTIMIZER_SLOTS + BETA_POWER_SLOTS or not name:
             raise ResumeError(f"{path}: unexpected entry {key!r} (expected step./exp_avg./exp_avg_sq.<parameter>)")

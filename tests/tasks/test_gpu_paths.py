@@ -244,3 +244,28 @@ def test_parity_runs_turn_tf32_off(backend, monkeypatch):
         import os
 
         assert os.environ["NVIDIA_TF32_OVERRIDE"] == "0"
+
+
+def test_fp16_resume_continues_the_loss_scale(tmp_path):
+    """A checkpoint holds the loss scaler's state: a resumed --fp16 run has the scale the interrupted one reached
+    (halved by an overflow at its first update) and ends with the uninterrupted run's weights."""
+    from tasks.train.losses import LOSSES
+
+    def run(output_dir, resume=None):
+        runner, config = torch_runner(fp16=True)
+        data = seeded_data("bert", config, "seqcls", rows=8)
+        trainer = make_trainer(runner, data, output_dir, max_steps=4, batch_size=8, learning_rate=1e-3, save_steps=2)
+
+        def overflow_at_first_update(ops, outputs, batch):
+            loss = LOSSES["classification"](ops, outputs, batch)
+            return loss * 1e36 if trainer.state.step == 0 else loss
+
+        trainer.loss_fn = overflow_at_first_update
+        trainer.train(resume)
+        return runner, trainer
+
+    full, _ = run(tmp_path / "full")  # writes checkpoint-2 and checkpoint-4
+    resumed, trainer = run(tmp_path / "resumed", resume=tmp_path / "full" / "checkpoint-2")
+    assert resumed.scaler.get_scale() == full.scaler.get_scale() == 2.0 ** 15  # without the state: 2 ** 16
+    assert trainer.state.overflow_skipped == 1
+    assert max_weight_diff(resumed.get_params(), full.get_params()) == 0.0

@@ -16,7 +16,7 @@ import paddle.nn.functional as F
 
 from backends import family as get_family
 from backends.build import build_model, export_params, load_params
-from ..amp import check_autocast
+from ..amp import CLEAN_UPDATES, LOSS_SCALE, check_autocast, loss_scaler_state
 from ..dropout import mask_stream, native_seed, share_dropout
 from ..freezing import trainable_names
 
@@ -104,8 +104,11 @@ class Runner:
         self.dtype = dtype
         check_autocast("paddle", device, dtype, bf16, fp16)  # paddle.amp acts on GPU only
         self.amp_dtype = "bfloat16" if bf16 else "float16" if fp16 else None
-        # float16's loss scaler: paddle.amp.GradScaler (dynamic scale, an overflowing update skipped), as torch's
-        self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0 ** 16) if fp16 else None
+        # float16's loss scaler: paddle.amp.GradScaler (dynamic scale, an overflowing update skipped) with torch's
+        # GradScaler defaults: paddle's own halve the scale after 2 overflows in a row (decr_every_n_nan_or_inf)
+        # and double it after 1000 clean updates; torch's after every overflow and after 2000
+        self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0 ** 16, incr_ratio=2.0, decr_ratio=0.5,
+                                            incr_every_n_steps=2000, decr_every_n_nan_or_inf=1) if fp16 else None
         self.model = build_model(family, "paddle", config, head, params, dtype=dtype, seed=seed)
         self.params = dict(self.model.named_parameters())
         self.trainable = trainable_names(self.params, trainable)
@@ -233,6 +236,9 @@ class Runner:
                 state[f"{key}.{name}"] = self.rules.to_canonical(name, stored[f"{internal}_{moment}_0"].numpy())
             for index in (1, 2):
                 state[f"beta{index}_pow.{name}"] = stored[f"{internal}_beta{index}_pow_acc_0"].numpy().reshape(())
+        if self.scaler is not None:
+            scaler = self.scaler.state_dict()
+            state.update(loss_scaler_state(float(np.asarray(scaler["scale"]).reshape(-1)[0]), scaler["incr_count"]))
         return state
 
     def set_optimizer_state(self, state) -> None:
@@ -248,6 +254,10 @@ class Runner:
                 stored[f"{param.name}_beta{index}_pow_acc_0"] = paddle.to_tensor(
                     np.asarray(power, dtype=self.dtype).reshape([1]), place=paddle.CPUPlace())
         self.optimizer.set_state_dict(stored)
+        if self.scaler is not None and LOSS_SCALE in state:
+            self.scaler.load_state_dict({**self.scaler.state_dict(), "incr_count": int(state[CLEAN_UPDATES]),
+                                         "decr_count": 0,
+                                         "scale": np.asarray([float(state[LOSS_SCALE])], dtype=np.float32)})
 
     # ---- inference ----
 

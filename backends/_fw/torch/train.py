@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from backends import family as get_family
 from backends.build import build_model, export_params, load_params
-from ..amp import check_autocast
+from ..amp import CLEAN_UPDATES, LOSS_SCALE, check_autocast, loss_scaler_state
 from ..dropout import mask_stream, native_seed, share_dropout
 from ..freezing import trainable_names
 
@@ -217,6 +217,9 @@ class Runner:
                 state[f"step.{name}"] = np.asarray(int(slots["step"].item()), dtype=np.int64)
                 for key in ("exp_avg", "exp_avg_sq"):
                     state[f"{key}.{name}"] = self.rules.to_canonical(name, slots[key].detach().cpu().numpy())
+        if self.scaler is not None:
+            stored = self.scaler.state_dict()
+            state.update(loss_scaler_state(stored["scale"], stored["_growth_tracker"]))
         return state
 
     def set_optimizer_state(self, state) -> None:
@@ -227,6 +230,9 @@ class Runner:
                     array = self.rules.to_target(name, np.asarray(state[f"{key}.{name}"]))[1]
                     slots[key] = torch.from_numpy(np.array(array)).to(self.device, param.dtype)
                 self.optimizer.state[param] = slots
+        if self.scaler is not None and LOSS_SCALE in state:
+            self.scaler.load_state_dict({**self.scaler.state_dict(), "scale": float(state[LOSS_SCALE]),
+                                         "_growth_tracker": int(state[CLEAN_UPDATES])})
 
     # ---- inference ----
 
