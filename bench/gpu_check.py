@@ -81,48 +81,66 @@ def prepare(folder: Path) -> None:
 # ---- parity: float64 on the GPU against the CPU ---------------------------------------------------------------
 
 def parity(targets: list[str], batch: int, seq_len: int) -> dict:
-    import numpy as np
     import torch
 
-    from backends import family, presets
-    from backends.run import run_backend
+    from backends import framework
     from parity.tolerances import Tolerances
 
     rule = Tolerances().float64_abs
     rows = {}
     for target in targets:
-        preset = presets()[target]
-        spec = family(preset.family)
-        head = "seqcls"
-        params = spec.init_params(preset.config, head, np.random.default_rng(0))
-        inputs = spec.make_inputs(preset.config, head, batch, seq_len, np.random.default_rng(1))
-        run = {}
-        started = time.perf_counter()
-        for device, dtype in (("cpu", "float64"), ("gpu", "float64"), ("cpu", "float32"), ("gpu", "float32")):
-            run[device, dtype] = run_backend(preset.family, "torch", preset.config, head, params, inputs, dtype,
-                                             device=DEVICE if device == "gpu" else device)
-            synchronize()
-        reference = run["cpu", "float64"]
-        worst_name, worst = None, 0.0
-        for name, value in reference.items():
-            scale = max(1.0, float(np.max(np.abs(value))) if value.size else 1.0)
-            gap = float(np.max(np.abs(run["gpu", "float64"][name] - value))) / scale if value.size else 0.0
-            if gap >= worst:
-                worst_name, worst = name, gap
-        squared = {device: sum(float(np.sum((run[device, "float32"][name].astype(np.float64) - value) ** 2))
-                               for name, value in reference.items()) for device in ("cpu", "gpu")}
-        ratio = (squared["gpu"] / squared["cpu"]) ** 0.5 if squared["cpu"] else float("nan")
-        rows[target] = {"family": preset.family, "float64_worst_scaled": worst, "float64_worst_tensor": worst_name,
-                        "float64_pass": worst <= rule, "tensors": len(reference), "float32_gpu_over_cpu_error": ratio,
-                        "seconds": time.perf_counter() - started}
-        print(f"parity {target}: float64 worst {worst:.2e} ({worst_name}); float32 GPU/CPU error {ratio:.2f}",
-              flush=True)
+        try:
+            try:
+                rows[target] = parity_of(target, batch, seq_len, rule)
+            except RuntimeError as exc:  # a CUDA kernel without a deterministic version: run it anyway, say so
+                if "deterministic" not in str(exc):
+                    raise
+                adapter = framework("torch")
+                adapter.deterministic = lambda: torch.use_deterministic_algorithms(True, warn_only=True)
+                rows[target] = {**parity_of(target, batch, seq_len, rule), "deterministic": f"warn_only ({exc})"}
+        except Exception:  # noqa: BLE001  (recorded; the other targets still run)
+            rows[target] = {"error": traceback.format_exc()[-3000:], "float64_pass": False}
+            print(f"parity {target}: FAILED {rows[target]['error'].strip().splitlines()[-1]}", flush=True)
     # what the torch adapter's no_tf32() (called by run_backend) left set
     tf32 = {"cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
             "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
             "float32_matmul_precision": torch.get_float32_matmul_precision()}
     return {"targets": rows, "rule": rule, "pass": all(row["float64_pass"] for row in rows.values()),
             "tf32_after_run": tf32, "batch": batch, "seq_len": seq_len}
+
+
+def parity_of(target: str, batch: int, seq_len: int, rule: float) -> dict:
+    """One preset: float64 and float32 on the CPU and on the GPU, compared."""
+    import numpy as np
+
+    from backends import family, presets
+    from backends.run import run_backend
+
+    preset = presets()[target]
+    spec = family(preset.family)
+    head = "seqcls"
+    params = spec.init_params(preset.config, head, np.random.default_rng(0))
+    inputs = spec.make_inputs(preset.config, head, batch, seq_len, np.random.default_rng(1))
+    run = {}
+    started = time.perf_counter()
+    for device, dtype in (("cpu", "float64"), ("gpu", "float64"), ("cpu", "float32"), ("gpu", "float32")):
+        run[device, dtype] = run_backend(preset.family, "torch", preset.config, head, params, inputs, dtype,
+                                         device=DEVICE if device == "gpu" else device)
+        synchronize()
+    reference = run["cpu", "float64"]
+    worst_name, worst = None, 0.0
+    for name, value in reference.items():
+        scale = max(1.0, float(np.max(np.abs(value))) if value.size else 1.0)
+        gap = float(np.max(np.abs(run["gpu", "float64"][name] - value))) / scale if value.size else 0.0
+        if gap >= worst:
+            worst_name, worst = name, gap
+    squared = {device: sum(float(np.sum((run[device, "float32"][name].astype(np.float64) - value) ** 2))
+                           for name, value in reference.items()) for device in ("cpu", "gpu")}
+    ratio = (squared["gpu"] / squared["cpu"]) ** 0.5 if squared["cpu"] else float("nan")
+    print(f"parity {target}: float64 worst {worst:.2e} ({worst_name}); float32 GPU/CPU error {ratio:.2f}", flush=True)
+    return {"family": preset.family, "float64_worst_scaled": worst, "float64_worst_tensor": worst_name,
+            "float64_pass": worst <= rule, "tensors": len(reference), "float32_gpu_over_cpu_error": ratio,
+            "seconds": time.perf_counter() - started}
 
 
 # ---- finetune: python -m tasks on the GPU ------------------------------------------------------------------------
@@ -204,6 +222,9 @@ def summary(report: dict) -> str:
             lines.append(f"{section}: FAILED {result['error'].splitlines()[-1]}")
         elif section == "parity":
             for target, row in result["targets"].items():
+                if "error" in row:
+                    lines.append(f"parity {target:<18} FAILED {row['error'].strip().splitlines()[-1]}")
+                    continue
                 lines.append(f"parity {target:<18} float64 GPU vs CPU worst {row['float64_worst_scaled']:.1e} "
                              f"({'pass' if row['float64_pass'] else 'FAIL'}, rule {result['rule']:g}); float32 "
                              f"GPU/CPU error {row['float32_gpu_over_cpu_error']:.2f}")
@@ -251,8 +272,8 @@ def main() -> int:
     if DEVICE == "gpu" and not torch.cuda.is_available():
         print("error: no CUDA device (this check runs the torch GPU paths)", file=sys.stderr)
         return 2
-    model = args.model or str(Path(args.carry) / "minilm")
-    data_dir = args.data_dir or str(Path(args.carry) / "SST-2")
+    model = str(Path(args.model or Path(args.carry) / "minilm").resolve())
+    data_dir = str(Path(args.data_dir or Path(args.carry) / "SST-2").resolve())
     sections = [name for name in args.sections.split(",") if name]
     report = {"environment": environment(), "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
               "section_seconds": {}}
@@ -282,8 +303,13 @@ def main() -> int:
     print("\n" + summary(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1, default=str) + "\n")
-    failed = [name for name in sections if "error" in report.get(name, {}) or not report.get(name, {}).get("pass", True)]
-    return 1 if failed else 0
+    return 1 if any(failed(report.get(name, {})) for name in sections) else 0
+
+
+def failed(result: dict) -> bool:
+    """A section failed: it raised, a parity target missed the rule, or one of its runs raised."""
+    rows = result.get("targets") or result.get("runs") or {k: v for k, v in result.items() if isinstance(v, dict)}
+    return "error" in result or not result.get("pass", True) or any("error" in row for row in rows.values())
 
 
 if __name__ == "__main__":
