@@ -32,15 +32,25 @@ def flatten_outputs(outputs: dict) -> dict:
 
 
 def run_backend(family_name: str, fw: str, config, head: str, params, inputs: dict, dtype: str,
-                backward: bool = True, seed: int = 0) -> dict:
+                backward: bool = True, seed: int = 0, device: str = "cpu") -> dict:
     """Outputs ("loss", final outputs, hidden states...) and, with backward, "grad.<param>" and
-    "grad.inputs_embeds" (a model's own `embedded_inputs` names), all as numpy arrays in canonical names and layouts."""
+    "grad.inputs_embeds" (a model's own `embedded_inputs` names), all as numpy arrays in canonical names and layouts.
+    `device` "gpu": the model and its inputs on the framework's GPU (TF32 off, as on every parity run)."""
+    from backends import framework
+
+    with framework(fw).on_device(device):
+        return _run_backend(family_name, fw, config, head, params, inputs, dtype, backward, seed)
+
+
+def _run_backend(family_name: str, fw: str, config, head: str, params, inputs: dict, dtype: str, backward: bool,
+                 seed: int) -> dict:
     from backends import family, framework
     from backends.build import build_model, canonical_grads
 
     spec = family(family_name)
     adapter = framework(fw)
     adapter.deterministic()
+    adapter.no_tf32()  # float32 parity means float32 products, not TF32's 10-bit mantissas
     adapter.seed(seed)
     model = build_model(family_name, fw, config, head, params, dtype=dtype)
     missing = [name for name in spec.input_names(config, head) if name not in inputs]

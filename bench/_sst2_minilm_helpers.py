@@ -59,9 +59,9 @@ def transformers_trainer(folder: str, source, data: dict, scratch: str, **argume
                                                 strict=False)
     assert not unexpected and all("position_ids" in k for k in missing), (missing, unexpected)
     rows = [{name: data[name][i] for name in data} for i in range(len(data["labels"]))]
+    arguments = {"use_cpu": True, **arguments}  # use_cpu=False: the GPU (bench/gpu_check.py)
     args = TrainingArguments(output_dir=scratch, optim="adamw_torch", lr_scheduler_type="linear", logging_strategy="no",
-                             save_strategy="no", report_to=[], disable_tqdm=True, use_cpu=True,
-                             dataloader_num_workers=0, **arguments)
+                             save_strategy="no", report_to=[], disable_tqdm=True, dataloader_num_workers=0, **arguments)
     return InOrder(model=model, args=args, train_dataset=rows), model
 
 

@@ -28,14 +28,16 @@ GOAL = 1.0
 OPTIMIZER = dict(learning_rate=5e-5, warmup_ratio=0.06, weight_decay=0.01, max_grad_norm=1.0, seed=42)
 
 
-def run_ours(backend: str, source, data: dict, steps: int, warmup: int, batch_size: int, dropout_masks: str) -> float:
-    """Seconds of `steps` updates of our loop after `warmup` updates."""
+def run_ours(backend: str, source, data: dict, steps: int, warmup: int, batch_size: int, dropout_masks: str,
+             **device_options) -> float:
+    """Seconds of `steps` updates of our loop after `warmup` updates (`device_options`: the Runner's device, bf16,
+    fp16; bench/gpu_check.py)."""
     from tasks.train import runner_class
     from tasks.train.loop import Trainer, TrainArgs
     from tasks.train.losses import LOSSES
 
     runner = runner_class(backend)(source.family, source.config, source.head, source.params,
-                                   dropout_masks=dropout_masks)
+                                   dropout_masks=dropout_masks, **device_options)
     with tempfile.TemporaryDirectory() as scratch:
         for count in (warmup, steps):
             args = TrainArgs(max_steps=count, batch_size=batch_size, progress=False,
@@ -46,12 +48,14 @@ def run_ours(backend: str, source, data: dict, steps: int, warmup: int, batch_si
     return time.perf_counter() - started
 
 
-def run_transformers(folder: str, source, data: dict, steps: int, warmup: int, batch_size: int) -> float:
-    """Seconds of `steps` updates of transformers' Trainer (same weights, batches in the same order)."""
+def run_transformers(folder: str, source, data: dict, steps: int, warmup: int, batch_size: int,
+                     **arguments) -> float:
+    """Seconds of `steps` updates of transformers' Trainer (same weights, batches in the same order); `arguments`:
+    more TrainingArguments (use_cpu=False, bf16=True on a GPU)."""
     with tempfile.TemporaryDirectory() as scratch:
         for count in (warmup, steps):
             trainer, _ = transformers_trainer(folder, source, data, scratch, per_device_train_batch_size=batch_size,
-                                              max_steps=count, **OPTIMIZER)
+                                              max_steps=count, **OPTIMIZER, **arguments)
             started = time.perf_counter()
             trainer.train()
     return time.perf_counter() - started

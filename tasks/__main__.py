@@ -13,7 +13,7 @@ import sys
 
 from backends import FRAMEWORKS as BACKENDS  # the registry (framework-free: imports no framework)
 
-DROPOUT_MODES = ("shared", "native")  # backends._fw.dropout.MODES, repeated so that --help imports nothing
+DROPOUT_MODES = ("shared", "native", "device")  # backends._fw.dropout.MODES, repeated so that --help imports nothing
 
 
 class Parser(argparse.ArgumentParser):
@@ -80,7 +80,11 @@ def add_model_arguments(parser, name: str = "--model", help_text: str = "a prese
                           help="upper layers over question and passage jointly (default: the remaining layers)")
     group.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="where to run (default cpu)")
     group.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="parameter dtype")
-    group.add_argument("--bf16", action="store_true", help="bfloat16 autocast (torch and paddle, GPU)")
+    group.add_argument("--bf16", action="store_true",
+                       help="bfloat16 autocast of a float32 model (torch on CPU or GPU, paddle on GPU; not tf)")
+    group.add_argument("--fp16", action="store_true",
+                       help="float16 autocast with a dynamic loss scaler: an update whose gradients overflow is "
+                            "skipped and the scale halved (torch on CPU or GPU, paddle on GPU; not tf)")
     group.add_argument("--eval-batch-size", type=int, help="batch size of evaluation (default: --batch-size)")
     group.add_argument("--seed", type=int, default=42,
                        help="seed of the batch order, dropout and any freshly initialised head (default 42)")
@@ -123,7 +127,9 @@ def add_training_arguments(parser) -> None:
                             "instead of stopping the run with an error (exit 1)")
     group.add_argument("--dropout-masks", choices=DROPOUT_MODES, default=DROPOUT_MODES[0],
                        help="shared (default): dropout masks drawn in numpy, the same in every backend, so the "
-                       "backend does not change the result; native: each framework's own dropout RNG")
+                       "backend does not change the result; device: the same in every backend too, a counter-based "
+                       "hash computed on the model's device (no host-to-device copy per layer: for GPUs); native: "
+                       "each framework's own dropout RNG")
 
 
 def add_adapter_arguments(parser, training: bool) -> None:

@@ -28,6 +28,14 @@ class Adapter(Protocol):
     def deterministic(self) -> None:
         """Make the framework's kernels deterministic."""
 
+    def no_tf32(self) -> None:
+        """Turn TensorFloat-32 matrix products and convolutions off (parity runs: on an Ampere or later GPU a
+        float32 product may otherwise round its inputs to 10 mantissa bits)."""
+
+    def on_device(self, device: str) -> ContextManager:
+        """A context in which the models built and the tensors made (from_numpy) live on `device` ("cpu" or
+        "gpu")."""
+
     def to_numpy(self, t: Tensor) -> np.ndarray:
         """A tensor (or parameter) as a numpy array of its dtype, detached."""
 
@@ -105,9 +113,11 @@ class Runner(Protocol):
 
     def __init__(self, family: str, config, head: str, params: Mapping[str, np.ndarray] | None = None,
                  dtype: str = "float32", device: str = "cpu", bf16: bool = False, seed: int = 0,
-                 dropout_masks: str = "shared", trainable=None) -> None:
+                 dropout_masks: str = "shared", trainable=None, fp16: bool = False) -> None:
         """Build the model (params: canonical arrays, or the family's init) and swap in shared dropout.
-        `trainable`: the canonical names to train (None: all); the others are frozen (backends/_fw/freezing.py)."""
+        `trainable`: the canonical names to train (None: all); the others are frozen (backends/_fw/freezing.py).
+        bf16/fp16: autocast where backends/_fw/amp.py says the framework has it (fp16 with a loss scaler); an
+        AutocastError otherwise."""
 
     def to_tensors(self, batch: dict) -> dict:
         """numpy arrays -> tensors on the device (floats in the model dtype); other values pass through."""
@@ -125,9 +135,9 @@ class Runner(Protocol):
     def forward_backward(self, batch: dict, loss_fn, scale: float = 1.0) -> float:
         """Add the gradients of scale * loss_fn(ops, outputs, batch) to the accumulated ones; return the loss."""
 
-    def optimizer_step(self, lr: float, max_grad_norm: float) -> float:
+    def optimizer_step(self, lr: float, max_grad_norm: float) -> float | None:
         """Clip to max_grad_norm (global norm; <= 0: none), one AdamW update at lr, clear the gradients;
-        return the norm before clipping."""
+        return the norm before clipping; None when the fp16 loss scaler skipped the update (overflow)."""
 
     def get_params(self) -> dict:
         """The parameters as canonical-layout numpy arrays."""

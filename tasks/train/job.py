@@ -10,6 +10,7 @@ from pathlib import Path
 from backends import family, presets
 from backends.checkpoints.adapters import is_adapter_folder, read_adapter_folder
 from backends._fw.parallel import DEFAULT_TIMEOUT, layout, process_group
+from backends._fw.amp import check_autocast
 from backends.errors import BadInput
 from tasks.data.features import load_tokenizer
 from tasks.data.split_pair import PartLayout, reads_split_pair
@@ -77,6 +78,7 @@ class Job:
         for option in ("max_train_samples", "max_eval_samples", "max_predict_samples", "max_seq_length"):
             if (getattr(args, option, None) or 1) < 1:
                 raise TaskError(f"--{option.replace('_', '-')} must be positive")
+        check_autocast(args.backend, args.device, args.dtype, args.bf16, getattr(args, "fp16", False))
         self.task = make_task(args.task, args.data_dir,
                               {"train": args.train_file, "dev": args.validation_file, "test": args.test_file},
                               self.options())
@@ -228,7 +230,8 @@ class Job:
     def make_runner(self):
         a = self.args
         return runner_class(a.backend)(self.source.family, self.source.config, self.source.head, self.source.params,
-                                       dtype=a.dtype, device=a.device, bf16=a.bf16, seed=a.seed,
+                                       dtype=a.dtype, device=a.device, bf16=a.bf16, fp16=getattr(a, "fp16", False),
+                                       seed=a.seed,
                                        dropout_masks=getattr(a, "dropout_masks", "shared"),  # evaluate: no option
                                        trainable=self.source.trainable)
 

@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
+from backends._fw.amp import CLEAN_UPDATES, LOSS_SCALE
 from backends._fw.parallel import SingleProcess, gather_rows
 from backends.errors import BadInput
 from backends.weights import check_finite
@@ -103,6 +104,7 @@ class TrainState:
     best_step: int | None = None
     log_history: list = field(default_factory=list)
     skipped: int = 0  # updates skipped for a non-finite loss (--skip-nonfinite-loss)
+    overflow_skipped: int = 0  # updates the fp16 loss scaler skipped (Inf/NaN gradients of a finite loss)
 
 
 def batch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
@@ -251,11 +253,16 @@ class Trainer:
                 self.skip_update(step, loss, lr, micro)
             else:
                 grad_norm = self.runner.optimizer_step(lr, args.max_grad_norm)
-                if not math.isfinite(grad_norm):  # the update has been applied: the weights are lost
+                if grad_norm is None:  # --fp16: the loss scaler found Inf/NaN gradients, skipped the update and
+                    self.state.overflow_skipped += 1  # lowered its scale (transformers' Trainer does the same)
+                    self.state.log_history.append({"step": step + 1, "loss": loss, "learning_rate": lr,
+                                                   "skipped": "gradient overflow (fp16 loss scaler)"})
+                elif not math.isfinite(grad_norm):  # the update has been applied: the weights are lost
                     raise TrainingDiverged(f"the gradient norm is {grad_norm} at update {step + 1} (the loss was "
                                            f"{loss:.4g}); the weights are no longer finite: {NONFINITE_ADVICE}")
-                self.state.log_history.append({"step": step + 1, "loss": loss, "learning_rate": lr,
-                                               "grad_norm": grad_norm})
+                else:
+                    self.state.log_history.append({"step": step + 1, "loss": loss, "learning_rate": lr,
+                                                   "grad_norm": grad_norm})
                 self.consecutive_skips = 0
             self.state.step = step + 1
             bar.update()
@@ -274,7 +281,7 @@ class Trainer:
                 "train_samples_per_second": samples / runtime if runtime else 0.0,
                 "train_steps_per_second": (self.state.step - start_step) / runtime if runtime else 0.0,
                 "global_step": self.state.step, "epoch": self.state.step / self.steps_per_epoch,
-                "train_skipped_updates": self.state.skipped}
+                "train_skipped_updates": self.state.skipped, "train_overflow_skipped_updates": self.state.overflow_skipped}
 
     def skip_update(self, step: int, loss: float, lr: float, micro: int) -> None:
         """A non-finite loss at update `step`: stop (TrainingDiverged), or with --skip-nonfinite-loss drop its
@@ -433,7 +440,12 @@ def check_optimizer_state(path: Path, state: dict, weights: dict, params: set, a
     parameters N (`params`: the ones the run trains), shaped as the weights, and at least one parameter once an update was `applied` (the
     runners skip what they do not find, which would restart those moments from zero without a word)."""
     names: dict[str, set] = {}
-    for key in state:
+    scaler_keys = (LOSS_SCALE, CLEAN_UPDATES)  # the fp16 loss scaler's, when the run had one
+    for key in (key for key in scaler_keys if key in state):
+        value = state[key]
+        if value.shape != () or not (value > 0 if key == LOSS_SCALE else value >= 0) or not np.isfinite(value):
+            raise ResumeError(f"{path}: {key} is {value.tolist()!r}, not a loss scale state")
+    for key in (key for key in state if key not in scaler_keys):
         slot, _, name = key.partition(".")
         if slot not in OPTIMIZER_SLOTS + BETA_POWER_SLOTS or not name:
             raise ResumeError(f"{path}: unexpected entry {key!r} (expected step./exp_avg./exp_avg_sq.<parameter>)")

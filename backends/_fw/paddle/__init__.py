@@ -1,6 +1,7 @@
 """PaddlePaddle adapter (the surface: backends/_fw/contract.py, Adapter)."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -56,6 +57,29 @@ def deterministic() -> None:
             paddle.set_flags({flag: value})
         except ValueError:  # CPU builds lack the GPU-only flags
             pass
+
+
+def no_tf32() -> None:
+    # paddle's switches are flags: FLAGS_allow_tf32_cublas (matrix products, on by default) and
+    # FLAGS_allow_tf32_cudnn (convolutions); CPU builds lack them. NVIDIA_TF32_OVERRIDE=0, which cuBLAS and cuDNN
+    # read when they start (so before the first GPU op), covers kernels the flags do not reach
+    os.environ["NVIDIA_TF32_OVERRIDE"] = "0"
+    for flag in ("FLAGS_allow_tf32_cublas", "FLAGS_allow_tf32_cudnn"):
+        try:
+            paddle.set_flags({flag: False})
+        except ValueError:  # CPU builds lack the GPU-only flags
+            pass
+
+
+@contextlib.contextmanager
+def on_device(device: str):
+    # paddle places parameters and tensors by one global device
+    previous = paddle.get_device()
+    paddle.set_device("gpu" if device == "gpu" else "cpu")
+    try:
+        yield
+    finally:
+        paddle.set_device(previous)
 
 
 def to_numpy(t) -> np.ndarray:

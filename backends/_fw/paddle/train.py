@@ -7,6 +7,7 @@ is marked where it is handled: parameter names, clipping, and the optimizer stat
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 
 import numpy as np
@@ -15,6 +16,7 @@ import paddle.nn.functional as F
 
 from backends import family as get_family
 from backends.build import build_model, export_params, load_params
+from ..amp import CLEAN_UPDATES, LOSS_SCALE, check_autocast, loss_scaler_state
 from ..dropout import mask_stream, native_seed, share_dropout
 from ..freezing import trainable_names
 
@@ -62,25 +64,51 @@ def zero_where_below(x, threshold: float):
 OPS = sys.modules[__name__]
 
 
+class MaskOps:
+    """The tensor ops of the dropout masks (backends/_fw/dropout.py NumpyOps' members) on paddle's device."""
+
+    def constant(self, array):
+        return paddle.to_tensor(array)  # on the global device (paddle.set_device)
+
+    def arange(self, n: int):
+        return paddle.arange(n, dtype="int64")
+
+    @staticmethod
+    def xor(a, b):
+        # paddle.bitwise_xor takes tensors only (torch's and tf's also take a Python int)
+        return paddle.bitwise_xor(a, b if isinstance(b, paddle.Tensor) else paddle.full([1], b, dtype="int64"))
+
+    reshape = staticmethod(paddle.reshape)
+
+    def scaled(self, keep, scale: float, float64: bool):
+        return keep.astype("float64" if float64 else "float32") * scale
+
+
 class SharedDropout(paddle.nn.Dropout):
-    """nn.Dropout whose masks come from a MaskStream (backends/_fw/dropout.py), the same in every backend."""
+    """nn.Dropout whose masks come from a MaskStream or HashStream (backends/_fw/dropout.py), the same in every
+    backend."""
 
     def forward(self, x):
         if not self.training or self.p == 0:
             return x
-        mask = paddle.to_tensor(self.masks.mask(x.shape, self.p, float64=x.dtype == paddle.float64))
-        return x * mask.astype(x.dtype)
+        return x * self.masks.mask(x.shape, self.p, float64=x.dtype == paddle.float64).astype(x.dtype)
 
 
 class Runner:
     """One model of a family and head in Paddle, its AdamW, and the steps the driver calls."""
 
     def __init__(self, family: str, config, head: str, params=None, dtype: str = "float32", device: str = "cpu",
-                 bf16: bool = False, seed: int = 0, dropout_masks: str = "shared", trainable=None):
+                 bf16: bool = False, seed: int = 0, dropout_masks: str = "shared", trainable=None, fp16: bool = False):
         self.family, self.head = family, head
         paddle.set_device("gpu" if device == "gpu" else "cpu")  # paddle places tensors by a global device
         self.dtype = dtype
-        self.bf16 = bf16
+        check_autocast("paddle", device, dtype, bf16, fp16)  # paddle.amp acts on GPU only
+        self.amp_dtype = "bfloat16" if bf16 else "float16" if fp16 else None
+        # float16's loss scaler: paddle.amp.GradScaler (dynamic scale, an overflowing update skipped) with torch's
+        # GradScaler defaults: paddle's own halve the scale after 2 overflows in a row (decr_every_n_nan_or_inf)
+        # and double it after 1000 clean updates; torch's after every overflow and after 2000
+        self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0 ** 16, incr_ratio=2.0, decr_ratio=0.5,
+                                            incr_every_n_steps=2000, decr_every_n_nan_or_inf=1) if fp16 else None
         self.model = build_model(family, "paddle", config, head, params, dtype=dtype, seed=seed)
         self.params = dict(self.model.named_parameters())
         self.trainable = trainable_names(self.params, trainable)
@@ -89,10 +117,10 @@ class Runner:
         self.rules = get_family(family).port_rules["paddle"]
         self.final_outputs = get_family(family).prediction_outputs(head)
         self.input_names = get_family(family).input_names(config, head)
-        self.masks = mask_stream(dropout_masks, seed)
+        self.masks = mask_stream(dropout_masks, seed, MaskOps())
         if self.masks is not None:
             share_dropout(self.model.named_sublayers(include_self=True), paddle.nn.Dropout, SharedDropout,
-                          self.masks, family)
+                          self.masks, family, MaskOps())
         self.optimizer = None
 
     # ---- data and mode ----
@@ -107,10 +135,10 @@ class Runner:
         return {name: convert(value) for name, value in batch.items()}
 
     def autocast(self):
-        """bfloat16 autocast for --bf16 (GPU); a no-op otherwise."""
-        if not self.bf16:
+        """bfloat16 (--bf16) or float16 (--fp16) autocast on GPU; a no-op otherwise."""
+        if self.amp_dtype is None:
             return contextlib.nullcontext()
-        return paddle.amp.auto_cast(dtype="bfloat16", level="O1")
+        return paddle.amp.auto_cast(dtype=self.amp_dtype, level="O1")
 
     def forward(self, tensors: dict, train: bool):
         self.model.train() if train else self.model.eval()  # paddle's train() takes no mode argument
@@ -142,13 +170,18 @@ class Runner:
     def forward_backward(self, batch: dict, loss_fn, scale: float = 1.0) -> float:
         """Add the gradients of scale * loss_fn(OPS, outputs, batch) to the accumulated ones; return the loss."""
         tensors = self.to_tensors(batch)
-        loss = loss_fn(OPS, self.forward(tensors, train=True), tensors)
-        (loss * scale).backward()
+        with self.autocast():  # the loss too, as torch's runner
+            loss = loss_fn(OPS, self.forward(tensors, train=True), tensors)
+        scaled = loss * scale
+        (scaled if self.scaler is None else self.scaler.scale(scaled)).backward()
         return float(loss)
 
-    def optimizer_step(self, lr: float, max_grad_norm: float) -> float:
+    def optimizer_step(self, lr: float, max_grad_norm: float) -> float | None:
         """Clip the gradients to max_grad_norm (global norm), apply one AdamW update at `lr`, clear the
-        gradients; return the global norm before clipping (max_grad_norm <= 0: no clipping)."""
+        gradients; return the global norm before clipping (max_grad_norm <= 0: no clipping). With a loss scaler
+        (--fp16): None when the gradients overflowed, the update skipped and the scale lowered."""
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)  # clipping sees the true gradients
         stepped = [name for name, p in self.params.items() if p.grad is not None]
         grads = [self.params[name].grad for name in stepped]
         # torch's clip_grad_norm_ scales by min(1, max_norm / (norm + 1e-6)); paddle's ClipGradByGlobalNorm
@@ -164,11 +197,18 @@ class Runner:
         # second Trainer on one Runner would get _1): a fresh name generator gives each optimizer the _0 names that
         # optimizer_state and set_optimizer_state use
         with paddle.utils.unique_name.guard():
-            self.optimizer.step()
+            if self.scaler is None:
+                self.optimizer.step()
+            else:  # GradScaler.step skips the update when unscale_ found an Inf/NaN gradient; update() lowers the scale
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
         self.optimizer.clear_grad(set_to_zero=False)
+        norm = float(norm)
+        if self.scaler is not None and not math.isfinite(norm):
+            return None
         for name in stepped:
             self.steps[name] = self.steps.get(name, 0) + 1
-        return float(norm)
+        return norm
 
     def discard_gradients(self) -> None:
         """Drop the accumulated gradients without an update (the driver skips a non-finite loss)."""
@@ -196,6 +236,9 @@ class Runner:
                 state[f"{key}.{name}"] = self.rules.to_canonical(name, stored[f"{internal}_{moment}_0"].numpy())
             for index in (1, 2):
                 state[f"beta{index}_pow.{name}"] = stored[f"{internal}_beta{index}_pow_acc_0"].numpy().reshape(())
+        if self.scaler is not None:
+            scaler = self.scaler.state_dict()
+            state.update(loss_scaler_state(float(np.asarray(scaler["scale"]).reshape(-1)[0]), scaler["incr_count"]))
         return state
 
     def set_optimizer_state(self, state) -> None:
@@ -211,6 +254,10 @@ class Runner:
                 stored[f"{param.name}_beta{index}_pow_acc_0"] = paddle.to_tensor(
                     np.asarray(power, dtype=self.dtype).reshape([1]), place=paddle.CPUPlace())
         self.optimizer.set_state_dict(stored)
+        if self.scaler is not None and LOSS_SCALE in state:
+            self.scaler.load_state_dict({**self.scaler.state_dict(), "incr_count": int(state[CLEAN_UPDATES]),
+                                         "decr_count": 0,
+                                         "scale": np.asarray([float(state[LOSS_SCALE])], dtype=np.float32)})
 
     # ---- inference ----
 

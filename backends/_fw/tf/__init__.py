@@ -58,6 +58,16 @@ def deterministic() -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+def no_tf32() -> None:
+    # TF runs float32 matrix products and convolutions in TF32 on Ampere or later GPUs by default (TF >= 2.4)
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+
+
+def on_device(device: str):
+    # variables and ops are placed by tf.device scopes (unplaced, TF would pick a GPU by itself)
+    return tf.device("/GPU:0" if device == "gpu" else "/CPU:0")
+
+
 def to_numpy(t) -> np.ndarray:
     return tf.convert_to_tensor(t).numpy()
 

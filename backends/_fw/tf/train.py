@@ -21,6 +21,7 @@ from tensorflow.python.eager import context
 
 from backends import family as get_family
 from backends.build import build_model, export_params, load_params
+from ..amp import check_autocast
 from ..dropout import mask_stream, native_seed, share_dropout
 from ..freezing import trainable_names
 
@@ -75,14 +76,31 @@ TRIM_EVERY = 8  # updates between returns of freed heap memory (release_freed_me
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c"))
 
 
+class MaskOps:
+    """The tensor ops of the dropout masks (backends/_fw/dropout.py NumpyOps' members), placed by the Runner's
+    tf.device scope."""
+
+    def constant(self, array):
+        return tf.convert_to_tensor(array)
+
+    def arange(self, n: int):
+        return tf.range(n, dtype=tf.int64)
+
+    xor = staticmethod(tf.bitwise.bitwise_xor)
+    reshape = staticmethod(tf.reshape)
+
+    def scaled(self, keep, scale: float, float64: bool):
+        return tf.cast(keep, tf.float64 if float64 else tf.float32) * scale
+
+
 class SharedDropout(nn.Dropout):
-    """nn.Dropout whose masks come from a MaskStream (backends/_fw/dropout.py), the same in every backend."""
+    """nn.Dropout whose masks come from a MaskStream or HashStream (backends/_fw/dropout.py), the same in every
+    backend."""
 
     def forward(self, x):
         if not self.training or self.p == 0:
             return x
-        mask = tf.convert_to_tensor(self.masks.mask(x.shape, self.p, float64=x.dtype == tf.float64))
-        return x * tf.cast(mask, x.dtype)
+        return x * tf.cast(self.masks.mask(x.shape, self.p, float64=x.dtype == tf.float64), x.dtype)
 
 
 def named_layers(model):
@@ -112,10 +130,9 @@ class Runner:
     """One model of a family and head in TensorFlow, torch's AdamW in tf ops, and the steps the driver calls."""
 
     def __init__(self, family: str, config, head: str, params=None, dtype: str = "float32", device: str = "cpu",
-                 bf16: bool = False, seed: int = 0, dropout_masks: str = "shared", trainable=None):
-        if bf16:
-            # the TF ports compute in their parameters' dtype (nn layers have no autocast policy)
-            raise ValueError("--bf16 is not supported by the tf backend")
+                 bf16: bool = False, seed: int = 0, dropout_masks: str = "shared", trainable=None, fp16: bool = False):
+        # the TF ports compute in their parameters' dtype (nn layers have no autocast policy): refused, one line
+        check_autocast("tf", device, dtype, bf16, fp16)
         self.family, self.head = family, head
         self.device = "/GPU:0" if device == "gpu" else "/CPU:0"  # unplaced, TF would pick a GPU by itself
         self.dtype = tf.as_dtype(dtype)
@@ -140,9 +157,9 @@ class Runner:
         self.rules = get_family(family).port_rules["tf"]
         self.final_outputs = get_family(family).prediction_outputs(head)
         self.input_names = get_family(family).input_names(config, head)
-        self.masks = mask_stream(dropout_masks, seed)
+        self.masks = mask_stream(dropout_masks, seed, MaskOps())
         if self.masks is not None:
-            share_dropout(named_layers(self.model), nn.Dropout, SharedDropout, self.masks, family)
+            share_dropout(named_layers(self.model), nn.Dropout, SharedDropout, self.masks, family, MaskOps())
         self.grads = [None] * len(self.variables)
 
     # ---- data and mode ----

@@ -1,6 +1,8 @@
 """PyTorch adapter (the surface: backends/_fw/contract.py, Adapter)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -34,7 +36,22 @@ def seed(n: int) -> None:
 
 
 def deterministic() -> None:
+    # deterministic cuBLAS needs a fixed workspace, set before its first call (else torch raises on GPU)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
+
+
+def no_tf32() -> None:
+    # TF32 is a CUDA matter: cuBLAS matrix products (allow_tf32, off by default since torch 1.12; the same switch
+    # as set_float32_matmul_precision("highest")) and cuDNN convolutions and RNNs (cudnn.allow_tf32, on by default)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+
+
+def on_device(device: str):
+    # torch.device as a context makes factory functions (parameters, zeros) create on it; from_numpy follows it
+    return torch.device("cuda" if device == "gpu" else "cpu")
 
 
 def to_numpy(t) -> np.ndarray:
@@ -43,7 +60,7 @@ def to_numpy(t) -> np.ndarray:
 
 def from_numpy(a, dtype: str | None = None, device=None):
     t = torch.from_numpy(np.ascontiguousarray(a))
-    return t.to(device=device, dtype=getattr(torch, dtype) if dtype else None)
+    return t.to(device=device or torch.get_default_device(), dtype=getattr(torch, dtype) if dtype else None)
 
 
 def named_parameters(model) -> dict:
@@ -72,7 +89,7 @@ def value_and_grads(model, fn):
 
 def dot(tensor, array: np.ndarray):
     """sum(tensor * array): a fixed scalar function of an output (the parity loss)."""
-    return (tensor * from_numpy(array)).sum()
+    return (tensor * from_numpy(array, device=tensor.device)).sum()
 
 
 def no_grad():

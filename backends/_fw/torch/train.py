@@ -7,6 +7,7 @@ tasks/train/loop.py.
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 
 from backends import family as get_family
 from backends.build import build_model, export_params, load_params
+from ..amp import CLEAN_UPDATES, LOSS_SCALE, check_autocast, loss_scaler_state
 from ..dropout import mask_stream, native_seed, share_dropout
 from ..freezing import trainable_names
 
@@ -62,25 +64,53 @@ def zero_where_below(x, threshold: float):
 OPS = sys.modules[__name__]
 
 
+class MaskOps:
+    """The tensor ops of the dropout masks (backends/_fw/dropout.py NumpyOps' members) on the model's device."""
+
+    def __init__(self, device):
+        self.device = device
+
+    def constant(self, array):
+        # pinned host memory and non_blocking: the copy is queued behind the running kernels instead of waiting
+        tensor = torch.from_numpy(array)
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor
+
+    def arange(self, n: int):
+        return torch.arange(n, dtype=torch.int64, device=self.device)
+
+    xor = staticmethod(torch.bitwise_xor)
+    reshape = staticmethod(torch.reshape)
+
+    def scaled(self, keep, scale: float, float64: bool):
+        return keep.to(torch.float64 if float64 else torch.float32) * scale
+
+
 class SharedDropout(torch.nn.Dropout):
-    """nn.Dropout whose masks come from a MaskStream (backends/_fw/dropout.py), the same in every backend."""
+    """nn.Dropout whose masks come from a MaskStream or HashStream (backends/_fw/dropout.py), the same in every
+    backend."""
 
     def forward(self, x):
         if not self.training or self.p == 0:
             return x
-        mask = torch.from_numpy(self.masks.mask(x.shape, self.p, float64=x.dtype == torch.float64))
-        return x * mask.to(x.device, x.dtype)
+        return x * self.masks.mask(x.shape, self.p, float64=x.dtype == torch.float64).to(x.dtype)
 
 
 class Runner:
     """One model of a family and head in PyTorch, its AdamW, and the steps the driver calls."""
 
     def __init__(self, family: str, config, head: str, params=None, dtype: str = "float32", device: str = "cpu",
-                 bf16: bool = False, seed: int = 0, dropout_masks: str = "shared", trainable=None):
+                 bf16: bool = False, seed: int = 0, dropout_masks: str = "shared", trainable=None, fp16: bool = False):
         self.family, self.head = family, head
         self.device = torch.device("cuda" if device == "gpu" else "cpu")
         self.dtype = getattr(torch, dtype)
-        self.bf16 = bf16
+        check_autocast("torch", device, dtype, bf16, fp16)
+        # autocast runs matrix products in bfloat16/float16 on CPU and GPU (torch 2.x's CPU autocast); float16's
+        # narrow range needs a loss scaler: the loss is multiplied up before backward, the gradients divided
+        # back, and an update whose gradients overflowed is skipped with a lower scale (torch.amp.GradScaler)
+        self.amp_dtype = torch.bfloat16 if bf16 else torch.float16 if fp16 else None
+        self.scaler = torch.amp.GradScaler(self.device.type) if fp16 else None
         self.model = build_model(family, "torch", config, head, params, dtype=dtype, seed=seed).to(self.device)
         self.params = dict(self.model.named_parameters())
         self.trainable = trainable_names(self.params, trainable)
@@ -89,9 +119,10 @@ class Runner:
         self.rules = get_family(family).port_rules["torch"]
         self.final_outputs = get_family(family).prediction_outputs(head)
         self.input_names = get_family(family).input_names(config, head)
-        self.masks = mask_stream(dropout_masks, seed)
+        mask_ops = MaskOps(self.device)
+        self.masks = mask_stream(dropout_masks, seed, mask_ops)
         if self.masks is not None:
-            share_dropout(self.model.named_modules(), torch.nn.Dropout, SharedDropout, self.masks, family)
+            share_dropout(self.model.named_modules(), torch.nn.Dropout, SharedDropout, self.masks, family, mask_ops)
         self.optimizer = None
 
     # ---- data and mode ----
@@ -101,15 +132,17 @@ class Runner:
         def convert(value):
             if not isinstance(value, np.ndarray):
                 return value
-            tensor = torch.from_numpy(np.ascontiguousarray(value)).to(self.device)
+            tensor = torch.from_numpy(np.ascontiguousarray(value))
+            if self.device.type == "cuda":  # from pinned memory the copy runs asynchronously (non_blocking)
+                tensor = tensor.pin_memory().to(self.device, non_blocking=True)
             return tensor.to(self.dtype) if tensor.is_floating_point() else tensor
         return {name: convert(value) for name, value in batch.items()}
 
     def autocast(self):
-        """bfloat16 autocast for --bf16 (GPU); a no-op otherwise."""
-        if not self.bf16:
+        """bfloat16 (--bf16) or float16 (--fp16) autocast; a no-op otherwise."""
+        if self.amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def forward(self, tensors: dict, train: bool):
         self.model.train(train)
@@ -138,20 +171,30 @@ class Runner:
     def forward_backward(self, batch: dict, loss_fn, scale: float = 1.0) -> float:
         """Add the gradients of scale * loss_fn(OPS, outputs, batch) to the accumulated ones; return the loss."""
         tensors = self.to_tensors(batch)
-        loss = loss_fn(OPS, self.forward(tensors, train=True), tensors)
-        (loss * scale).backward()
+        with self.autocast():  # the loss too, as transformers computes it: autocast runs cross-entropy in float32
+            loss = loss_fn(OPS, self.forward(tensors, train=True), tensors)
+        scaled = loss * scale
+        (scaled if self.scaler is None else self.scaler.scale(scaled)).backward()
         return loss.item()
 
-    def optimizer_step(self, lr: float, max_grad_norm: float) -> float:
+    def optimizer_step(self, lr: float, max_grad_norm: float) -> float | None:
         """Clip the gradients to max_grad_norm (global norm), apply one AdamW update at `lr`, clear the
-        gradients; return the global norm before clipping (max_grad_norm <= 0: no clipping)."""
+        gradients; return the global norm before clipping (max_grad_norm <= 0: no clipping). With a loss scaler
+        (--fp16): None when the gradients overflowed, the update skipped and the scale lowered."""
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)  # clipping sees the true gradients
         with_grads = [p for p in self.params.values() if p.grad is not None]
         norm = torch.nn.utils.clip_grad_norm_(with_grads, max_grad_norm if max_grad_norm > 0 else float("inf"))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self.optimizer.step()
+        if self.scaler is None:
+            self.optimizer.step()
+        else:  # GradScaler.step skips the update when unscale_ found an Inf/NaN gradient; update() lowers the scale
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return norm.item()
+        norm = norm.item()
+        return None if self.scaler is not None and not math.isfinite(norm) else norm
 
     def discard_gradients(self) -> None:
         """Drop the accumulated gradients without an update (the driver skips a non-finite loss)."""
@@ -174,6 +217,9 @@ class Runner:
                 state[f"step.{name}"] = np.asarray(int(slots["step"].item()), dtype=np.int64)
                 for key in ("exp_avg", "exp_avg_sq"):
                     state[f"{key}.{name}"] = self.rules.to_canonical(name, slots[key].detach().cpu().numpy())
+        if self.scaler is not None:
+            stored = self.scaler.state_dict()
+            state.update(loss_scaler_state(stored["scale"], stored["_growth_tracker"]))
         return state
 
     def set_optimizer_state(self, state) -> None:
@@ -184,6 +230,9 @@ class Runner:
                     array = self.rules.to_target(name, np.asarray(state[f"{key}.{name}"]))[1]
                     slots[key] = torch.from_numpy(np.array(array)).to(self.device, param.dtype)
                 self.optimizer.state[param] = slots
+        if self.scaler is not None and LOSS_SCALE in state:
+            self.scaler.load_state_dict({**self.scaler.state_dict(), "scale": float(state[LOSS_SCALE]),
+                                         "_growth_tracker": int(state[CLEAN_UPDATES])})
 
     # ---- inference ----
 
