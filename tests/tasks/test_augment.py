@@ -229,11 +229,13 @@ def test_bad_input_is_one_line_and_writes_nothing(folders, tmp_path, capsys):
     out = tmp_path / "out"
 
     def refused(*args, **kwargs):
+        before = (out / "train.tsv").exists() and files(out)
         capsys.readouterr()
         assert augment(folders, out, *args, **kwargs) == 2
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and "Traceback" not in err
-        assert not (out / "train.tsv").exists() and not (out / augment_module.WORK_DIR).exists()
+        assert not (out / augment_module.WORK_DIR).exists()
+        assert before == ((out / "train.tsv").exists() and files(out))  # nothing written or changed
         return err
 
     assert "invalid choice: 'eda'" in refused("--method", "eda")
