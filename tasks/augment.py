@@ -75,6 +75,8 @@ class AugmentJob:
             raise TaskError(f"--teacher {a.teacher}: a fine-tuned model folder is needed "
                             f"({len(self.teacher.fresh)} parameters missing: {few(self.teacher.fresh)})")
         self.tokenizer = self.load_tokenizer(a.tokenizer or a.teacher, "--teacher")
+        if a.method == "tang" and self.tokenizer.mask_token is None:
+            raise TaskError(f"--teacher {a.teacher}: its tokenizer has no mask token for Tang et al.'s masking rule")
         self.mlm = self.mlm_tokenizer = None
         if a.method == "tinybert":
             self.mlm, self.mlm_tokenizer = self.load_mlm()
@@ -86,6 +88,7 @@ class AugmentJob:
             "mlm_model": str(a.mlm_model or a.teacher) if self.mlm is not None else None, "backend": a.backend,
             "dtype": a.dtype, "device": a.device, "max_seq_length": a.max_seq_length, "batch_size": a.batch_size,
             "chunks": [ORIGINAL_CHUNK, AUGMENT_CHUNK]}
+        Work.check(self.output_dir / WORK_DIR, self.settings, a.overwrite_output_dir)
 
     @staticmethod
     def load_tokenizer(folder, option):
@@ -282,18 +285,34 @@ class AugmentJob:
 class Work:
     """The unfinished output: rows.tsv and logits.bin appended chunk by chunk; state.json says how many chunks,
     rows and bytes are committed (written after the data reached the disk). Opening it truncates the files to
-    the committed sizes; a folder of other settings is refused (or, with --overwrite-output-dir, started anew)."""
+    the committed sizes (Work.check first refuses a folder of other settings)."""
+
+    @staticmethod
+    def check(folder: Path, settings: dict, discard: bool) -> None:
+        """TaskError when `folder` holds an unfinished run of other settings, unless `discard` (then it goes)."""
+        state_path = folder / STATE_FILE
+        if not state_path.is_file():
+            return
+        try:
+            stored = json.loads(state_path.read_text())["settings"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            stored = {"unreadable": str(exc)}
+        changed = sorted(key for key in {*settings, *stored} if stored.get(key) != json.loads(json.dumps(
+            settings.get(key))))
+        if not changed:
+            return
+        if discard:
+            log(f"note: {folder}: an unfinished run of other settings ({', '.join(changed)}) is removed")
+            shutil.rmtree(folder)
+            return
+        raise TaskError(f"{folder} holds an unfinished run of other settings ({', '.join(changed)}); rerun it with "
+                        f"those, give --overwrite-output-dir to start anew, or remove {folder}")
 
     def __init__(self, folder: Path, settings: dict, header: str):
         self.folder, self.settings = folder, settings
         self.rows_path, self.logits_path, self.state_path = (folder / ROWS_FILE, folder / LOGITS_FILE,
                                                              folder / STATE_FILE)
         self.state = self.read_state()
-        if self.state is not None and self.state["settings"] != json.loads(json.dumps(settings)):
-            changed = sorted(key for key in settings if self.state["settings"].get(key) != json.loads(
-                json.dumps(settings[key])))
-            raise TaskError(f"{folder} holds an unfinished run with other settings ({', '.join(changed)}); rerun it "
-                            f"with those, or remove {folder} to start anew")
         if self.state is None:
             folder.mkdir(parents=True, exist_ok=True)
             self.rows_path.write_bytes(header.encode())
@@ -310,10 +329,7 @@ class Work:
             if self.folder.exists():
                 shutil.rmtree(self.folder)  # a run stopped before its first commit
             return None
-        try:
-            return json.loads(self.state_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise TaskError(f"{self.state_path}: unreadable ({exc}); remove {self.folder} to start anew") from None
+        return json.loads(self.state_path.read_text())  # readable: Work.check read it
 
     def write_state(self) -> None:
         tmp = self.state_path.with_name(STATE_FILE + ".tmp")

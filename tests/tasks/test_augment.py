@@ -181,6 +181,9 @@ def test_resume_equals_one_shot(folders, tmp_path, monkeypatch, capsys):
         augment(folders, tmp_path / "two")
     assert not (tmp_path / "two" / "train.tsv").exists()  # nothing under the final names
     monkeypatch.setattr(augment_module.Work, "commit", commit)
+    capsys.readouterr()
+    assert augment(folders, tmp_path / "two", "--n-iter", "5") == 2  # another run's unfinished work: refused
+    assert "unfinished run of other settings (rules)" in capsys.readouterr().err
     assert augment(folders, tmp_path / "two") == 0
     assert "resuming" in capsys.readouterr().err
     assert files(tmp_path / "two") == files(tmp_path / "one")
