@@ -1,4 +1,4 @@
-"""python -m tasks finetune | evaluate | distill | predict: GLUE, SQuAD, RACE, BoolQ and masked-LM on torch,
+"""python -m tasks finetune | evaluate | distill | predict | augment: GLUE, SQuAD, RACE, BoolQ and masked-LM on torch,
 paddle or tf.
 
 Only the chosen framework is imported. Bad options, missing or malformed files give a one-line error and exit
@@ -210,6 +210,43 @@ def add_predict_arguments(parser) -> None:
                        help="memory bound of the cached passages (least recently used dropped; default 2048)")
 
 
+def add_augment_arguments(parser) -> None:
+    group = parser.add_argument_group("task and data")
+    group.add_argument("--task", required=True, help="a GLUE task (sst-2, cola, mrpc, ...)")
+    group.add_argument("--data-dir", help="folder of the task's files (the task folder or the GLUE root)")
+    group.add_argument("--train-file", help="train split file, instead of the one in --data-dir")
+    group.add_argument("--max-train-samples", type=int, help="augment the first N examples")
+    group.add_argument("--output-dir", required=True,
+                       help="OUTPUT_DIR/train.tsv and OUTPUT_DIR/train.tsv.teacher-logits.safetensors are written here")
+    group.add_argument("--overwrite-output-dir", action="store_true", help="replace an existing OUTPUT_DIR/train.tsv")
+    group = parser.add_argument_group("augmentation")
+    group.add_argument("--method", required=True, choices=("tang", "tinybert"),
+                       help="tang: Tang et al. 2019 (per word: p_mask 0.1 the teacher's mask token; then p_ng 0.25 "
+                            "the sample cut to an n-gram, n in 1..5); their POS-guided replacement (p_pos 0.1) is "
+                            "NOT applied: no part-of-speech tagger installs from PyPI with its model (nltk's needs "
+                            "a data download), so those words stay unchanged. tinybert: Jiao et al. 2020 (per word "
+                            "with p_t 0.4: a one-piece word -> one of the masked LM's top 15 at its masked position; "
+                            "a multi-piece word -> one of its 15 nearest whole words by cosine in the masked LM's "
+                            "input embeddings, where the paper uses GloVe)")
+    group.add_argument("--n-iter", type=int, default=20, help="samples drawn per example (default 20; duplicates "
+                                                               "are dropped)")
+    group.add_argument("--seed", type=int, default=42, help="seed of the draws (one generator per example)")
+    group = parser.add_argument_group("teacher")
+    group.add_argument("--teacher", required=True,
+                       help="the fine-tuned model folder whose logits of every row are stored beside train.tsv")
+    group.add_argument("--mlm-model",
+                       help="tinybert: the masked-LM checkpoint (a *ForMaskedLM or *ForPreTraining folder) that "
+                            "proposes replacements and whose input embeddings give the neighbours (default --teacher)")
+    group.add_argument("--tokenizer", help="the teacher's tokenizer folder (default: --teacher)")
+    group.add_argument("--backend", required=True, choices=BACKENDS, help="framework the teacher runs in")
+    group.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="where to run (default cpu)")
+    group.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                       help="the teacher's dtype, and that of the stored logits")
+    group.add_argument("--max-seq-length", type=int, default=128, help="tokens per row for the teacher (default 128)")
+    group.add_argument("--batch-size", type=int, default=32, help="rows per teacher forward pass (default 32)")
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="python -m tasks", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -248,6 +285,14 @@ def build_parser() -> Parser:
                     "lower-layer states are computed once and every question on it reuses them (tasks/serve.py); "
                     "the answers equal the full model's.")
     add_predict_arguments(predict)
+    augment = sub.add_parser(
+        "augment", help="write an augmented transfer set and its teacher's logits",
+        description="Augment a GLUE task's train split by Tang et al. 2019's or TinyBERT's rules and store the "
+                    "teacher's logits of every row: OUTPUT_DIR/train.tsv (the originals first, then their augmented "
+                    "rows, duplicates dropped) and OUTPUT_DIR/train.tsv.teacher-logits.safetensors, which `distill "
+                    "--train-file OUTPUT_DIR/train.tsv` reads instead of running the teacher. Streamed; the same "
+                    "command continues an interrupted run and writes the same bytes.")
+    add_augment_arguments(augment)
     return parser
 
 
@@ -277,6 +322,8 @@ def main(argv=None) -> int:
         from tasks.distill import DistillJob as Job
     elif args.command == "predict":
         from tasks.serve import PredictJob as Job
+    elif args.command == "augment":
+        from tasks.augment import AugmentJob as Job
     else:
         from tasks.train.job import Job
 

@@ -14,7 +14,9 @@
   scores of layer m and teacher layer (m + 1) * k - 1, masked scores zeroed, k = teacher / student layers;
   as TinyBERT's task_distill.py.
 
-Teacher outputs are computed once over the train split before training, in the teacher's backend: in
+A train file written by `tasks augment` (tasks/augment.py) has the teacher's logits of its rows beside it; they are
+read instead of running the teacher (checked against the file's bytes and the teacher's parameters).
+Otherwise teacher outputs are computed once over the train split before training, in the teacher's backend: in
 this process when it is the student's, else in a child process (`python -m tasks.distill JOB.json`),
 so each process imports one framework; they wait on disk, memory-mapped, and each batch reads its rows.
 TinyBERT's intermediate losses need the teacher's hidden states every step: the teacher then runs beside
@@ -35,12 +37,13 @@ from backends import family, framework
 from backends.tensorfile import SafetensorsReader, save_arrays
 
 from tasks.train import runner_class
-from tasks.train.job import Job
+from tasks.train.job import Job, log
+from tasks.data.augment import logits_path, params_digest, read_stored_logits
 from tasks.data.split_pair import TEXTS, join_parts, student_layout, token_feature
 from tasks.train.loop import model_arrays, num_rows, take
 from tasks.train.losses import LOSSES
 from tasks.train.model import load_model
-from tasks.train.task import TaskError
+from tasks.train.task import GlueTask, TaskError
 
 MASKED_SCORE = -1e2  # TinyBERT zeroes attention scores at or below this (masked keys carry -10000)
 TEACHER = "teacher_"  # batch key prefix of the teacher's outputs: teacher_logits, teacher_start_logits, ...
@@ -149,10 +152,28 @@ class DistillJob(Job):
                 if widths[0] is None or widths[0] != widths[1]:
                     raise TaskError(f"--hidden-mse-weight compares the last hidden states: the teacher's width "
                                     f"({widths[0]}) must be the student's ({widths[1]})")
-            self.teacher_features, self.teacher_positions = self.teacher_inputs()
+            self.stored = self.stored_logits()
+            self.teacher_features, self.teacher_positions = self.teacher_inputs() if self.stored is None else (None,
+                                                                                                              None)
 
     def tokenizer_folder(self):
         return self.args.tokenizer or self.args.teacher
+
+    def stored_logits(self) -> np.ndarray | None:
+        """The teacher's logits of the train rows that `tasks augment` stored beside a GLUE train file (checked
+        against the file's rows and the teacher), in the run's dtype; None when there are none, or when the run
+        needs more of the teacher than its logits (--hidden-mse-weight)."""
+        if not isinstance(self.task, GlueTask) or self.args.hidden_mse_weight:
+            return None
+        train_file = self.task.path("train")
+        if not logits_path(train_file).is_file():
+            return None
+        logits, meta = read_stored_logits(train_file, len(self.splits["train"].examples), self.task.num_labels,
+                                          params_digest(self.teacher.params))
+        log(f"note: the teacher's logits are read from {logits_path(train_file)} (written in "
+            f"{json.loads(meta.get('backend', 'null'))}, {json.loads(meta.get('dtype', 'null'))}); the teacher is "
+            "not run")
+        return logits.astype(self.args.dtype)
 
     def objective(self, runner):
         inputs = self.splits["train"].inputs
@@ -162,7 +183,8 @@ class DistillJob(Job):
         a = self.args
         names = family(self.source.family).prediction_outputs(self.task.head)
         wanted = names + ((HIDDEN,) if a.hidden_mse_weight else ())
-        teacher = self.teacher_outputs(self.teacher_features, wanted)
+        teacher = self.teacher_outputs(self.teacher_features, wanted) if self.stored is None else {
+            "logits": self.stored}
         loss = prediction_loss(a.temperature, a.alpha, a.soft_loss, regression=self.task.loss == "regression",
                                outputs=names, hard=self.task.loss, hidden_weight=a.hidden_mse_weight)
         rows = {TEACHER_ROW: np.arange(num_rows(inputs))}
