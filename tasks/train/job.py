@@ -76,8 +76,9 @@ class Job:
         if not getattr(args, "ddp_timeout", 1) > 0:
             raise TaskError(f"--ddp-timeout must be a positive number of seconds, not {args.ddp_timeout}")
         for option in ("max_train_samples", "max_eval_samples", "max_predict_samples", "max_seq_length"):
-            if (getattr(args, option, None) or 1) < 1:
-                raise TaskError(f"--{option.replace('_', '-')} must be positive")
+            value = getattr(args, option, None)
+            if value is not None and value < 1:  # 0 is a value, not "unset"
+                raise TaskError(f"--{option.replace('_', '-')} must be positive, not {value}")
         check_autocast(args.backend, args.device, args.dtype, args.bf16, getattr(args, "fp16", False))
         self.task = make_task(args.task, args.data_dir,
                               {"train": args.train_file, "dev": args.validation_file, "test": args.test_file},

@@ -142,6 +142,7 @@ def test_bilstm_pair_finetunes_on_mrpc_in_every_backend(minilm_folder, tmp_path,
     ("bad backend", "invalid choice: 'jax'"),
     ("malformed row", "train.tsv:3"),
     ("sequence too long", "max_position_embeddings"),
+    ("zero train samples", "--max-train-samples must be positive, not 0"),
 ])
 def test_bad_options_give_one_line_and_exit_2(case, expected, model_folder, tmp_path, capsys):
     data, out = write_glue(tmp_path / "data"), tmp_path / "out"
@@ -167,6 +168,8 @@ def test_bad_options_give_one_line_and_exit_2(case, expected, model_folder, tmp_
         (data / "train.tsv").write_text("\n".join(lines) + "\n")
     elif case == "sequence too long":
         options["--max-seq-length"] = 64
+    elif case == "zero train samples":
+        options["--max-train-samples"] = 0
     code, _, err = run(capsys, "finetune", *[str(x) for pair in options.items() for x in pair], *flags)
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and expected in err, err
