@@ -19,9 +19,11 @@ import tempfile
 import threading
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +34,8 @@ from backends.run import GRAD_PREFIX, INPUT_EMBEDS
 from backends.tensorfile import SafetensorsReader, save_arrays, write_safetensors
 
 from .errors import ParityFailure, WorkerFailed, WorkerTimeout
-from .metrics import TensorResult, common_names, diff_stats, float32_errors, kind_of, pooled_noise_ratio, ratio
+from .metrics import (CHUNK_ELEMENTS, TensorResult, common_names, compare_chunks, kind_of, pooled_noise_ratio,
+                      ratio)
 from .tolerances import Tolerances
 
 DTYPES = ("float64", "float32")
@@ -53,7 +56,11 @@ class RunRecord:
     backend: str
     dtype: str
     seconds: float  # the worker's own load + forward + backward time
-    max_rss_bytes: int
+    max_rss_bytes: int  # the worker process's own peak (resident set)
+    # seconds per phase: "start" (the process, until its module runs; first job of a process), "import" (the
+    # framework), "load", "forward", "backward", "fetch" (to numpy), "write" (the results file), "exit" (the
+    # process's end, last job); see parity/worker.py
+    phases: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -70,6 +77,11 @@ class Report:
     first_divergence: dict | None = None
     wall_seconds: float = 0.0
     peak_bytes_parent: int = 0
+    # the harness's own phases in seconds: "files" (weights and inputs written), "comparisons" ({"BACKEND DTYPE":
+    # seconds}); the workers' phases are in `runs`
+    phases: dict = field(default_factory=dict)
+    # the largest sum of the parent's and its running worker's resident sets, sampled while workers run
+    peak_bytes_sampled: int = 0
     passed: bool = True
 
     @property
@@ -118,6 +130,7 @@ class Report:
             "backends": self.backends, "first_divergence": self.first_divergence, "summary": self.summary,
             "cost": {"wall_seconds": self.wall_seconds, "time_ratio": self.time_ratio,
                      "memory_ratio": self.memory_ratio, "parent_peak_bytes": self.peak_bytes_parent,
+                     "sampled_peak_bytes": self.peak_bytes_sampled, "phases": self.phases,
                      "runs": [vars(r) for r in self.runs]},
             "results": [r.to_json() for r in self.results],
         }
@@ -281,16 +294,59 @@ def run_worker(jobs: list[dict], workdir: Path, timeout: float | None = None,
     with open(log_path, "w") as log:
         try:
             with _signals_held():
+                started_at = time.monotonic()
                 process = subprocess.Popen([sys.executable, "-m", "parity.worker", str(job_path)], stdout=log,
                                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                RUNNING.add(process.pid)
             code = _wait(process, f"{backend} worker ({dtype})", timeout, stall_seconds)
+            ended_at = time.monotonic()
         finally:
-            if process is not None and process.poll() is None:
-                _kill(process)
+            if process is not None:
+                RUNNING.discard(process.pid)
+                if process.poll() is None:
+                    _kill(process)
     if code != 0:
         tail = log_path.read_text().strip().splitlines()[-8:]
         raise WorkerFailed(f"{backend} worker ({dtype}) failed with exit code {code}:\n" + "\n".join(tail))
-    return [read_run_record(job) for job in jobs]
+    records = [read_run_record(job) for job in jobs]
+    # the process's start and end belong to its first and last job
+    records[0].phases = {"start": _timing(jobs[0])["started_at"] - started_at, **records[0].phases}
+    records[-1].phases["exit"] = ended_at - _timing(jobs[-1])["finished_at"]
+    return records
+
+
+# the worker processes running now (their ids): the memory sampler adds their resident sets to the parent's
+RUNNING: set[int] = set()
+
+
+def _resident_bytes(pid: int | str) -> int:
+    """A process's resident set now (Linux /proc; 0 when it has ended or elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+@contextmanager
+def _sampled_peak(every: float = POLL_SECONDS):
+    """Yield a one-item list holding the largest sum of this process's and the running workers' resident
+    sets, sampled every `every` seconds by a daemon thread until the block ends."""
+    peak, done = [0], threading.Event()
+
+    def sample():
+        while True:
+            peak[0] = max(peak[0], _resident_bytes("self") + sum(_resident_bytes(pid) for pid in list(RUNNING)))
+            if done.wait(every):
+                return
+
+    thread = threading.Thread(target=sample, name="parity-memory", daemon=True)
+    thread.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        thread.join()
 
 
 @contextmanager
@@ -354,9 +410,14 @@ def _kill(process: subprocess.Popen) -> None:
     process.wait()
 
 
+def _timing(job: dict) -> dict:
+    return json.loads(Path(job["output"] + ".json").read_text())
+
+
 def read_run_record(job: dict) -> RunRecord:
-    timing = json.loads(Path(job["output"] + ".json").read_text())
-    return RunRecord(job["backend"], job["dtype"], timing["seconds"], timing["max_rss_bytes"])
+    """The job's own time, peak memory and phases, as its worker wrote them (parity/worker.py)."""
+    timing = _timing(job)
+    return RunRecord(job["backend"], job["dtype"], timing["seconds"], timing["max_rss_bytes"], timing["phases"])
 
 
 def layer_of(name: str, hidden_names: list[str]) -> str:
@@ -385,36 +446,47 @@ def forward_order(names: list[str]) -> list[str]:
 
 
 def compare_files(reference_path: Path, candidate_path: Path, backend: str, dtype: str, hidden_names: list[str],
-                  tolerances: Tolerances, reference32_path: Path | None = None, partial: bool = False
-                  ) -> list[TensorResult]:
+                  tolerances: Tolerances, reference32_path: Path | None = None, partial: bool = False,
+                  stop: threading.Event | None = None) -> list[TensorResult]:
     """float64: candidate vs reference float64. float32: plain diffs vs the reference's float32 run,
     and the noise ratio against the reference's float64 run. `partial`: the candidate (an oracle)
-    holds a subset of the reference's names."""
+    holds a subset of the reference's names. Each tensor is streamed in chunks (`CHUNK_ELEMENTS` values
+    of each file at a time), so the comparison holds no whole tensor of a large model. `stop`: set, the
+    comparison ends (raising `Stopped`) before its next tensor."""
     reference = SafetensorsReader(reference_path)
     candidate = SafetensorsReader(candidate_path)
     reference32 = SafetensorsReader(reference32_path) if reference32_path else None
     names = common_names({n: None for n in candidate if n in reference} if partial else reference, candidate, backend)
     results = []
     for name in forward_order(names):
-        truth, value = reference[name], candidate[name]
-        errors = (None, None)
+        if stop is not None and stop.is_set():
+            raise Stopped(f"comparison of {backend} {dtype} stopped")
+        shape = reference.shape(name)
+        if candidate.shape(name) != shape:
+            raise ValueError(f"shape {candidate.shape(name)} vs reference {shape}")
+        size = math.prod(shape)
+        values = candidate.chunks(name, CHUNK_ELEMENTS)
         if dtype == "float64":
-            max_abs, mean_abs, max_rel, scale = diff_stats(value, truth)
-            passed = max_abs <= tolerances.float64_abs * max(1.0, scale)
-            noise = None
-        else:
-            base32 = reference32[name]
-            max_abs, mean_abs, max_rel, scale = diff_stats(value, base32)
-            errors = float32_errors(value, base32, truth)
+            stats = compare_chunks(zip(values, reference.chunks(name, CHUNK_ELEMENTS), repeat(None)), size)
+            passed = stats.max_abs <= tolerances.float64_abs * max(1.0, stats.scale)
+            noise, errors = None, (None, None)
+        else:  # against the reference's float32 run, with its float64 run as the truth
+            stats = compare_chunks(zip(values, reference32.chunks(name, CHUNK_ELEMENTS),
+                                       reference.chunks(name, CHUNK_ELEMENTS)), size)
+            errors = stats.errors or (0.0, 0.0)
             noise = ratio(*errors)
-            passed = math.isfinite(max_abs)
+            passed = math.isfinite(stats.max_abs)
             if tolerances.float32_max_abs is not None:
-                passed &= max_abs <= tolerances.float32_max_abs
+                passed &= stats.max_abs <= tolerances.float32_max_abs
             if tolerances.float32_mean_abs is not None:
-                passed &= mean_abs <= tolerances.float32_mean_abs
-        results.append(TensorResult(backend, name, kind_of(name), dtype, layer_of(name, hidden_names), max_abs,
-                                    mean_abs, max_rel, scale, noise, bool(passed), int(np.size(truth)), *errors))
+                passed &= stats.mean_abs <= tolerances.float32_mean_abs
+        results.append(TensorResult(backend, name, kind_of(name), dtype, layer_of(name, hidden_names), stats.max_abs,
+                                    stats.mean_abs, stats.max_rel, stats.scale, noise, bool(passed), size, *errors))
     return results
+
+
+class Stopped(Exception):
+    """A comparison ended early because the run is ending (an error or an interruption elsewhere)."""
 
 
 def summarize(results: list[TensorResult], tolerances: Tolerances) -> list[dict]:
@@ -467,10 +539,14 @@ def run_parity_many(targets: list[Target], backends: list[str], reference: str =
     others = [fw for fw in backends if fw != reference]
     reports = [Report(t.label, t.family, t.head, reference, list(dtypes), others + list(against)) for t in targets]
     hidden_names = [get_family(t.family).hidden_state_names(t.config, t.head) for t in targets]
-    tmp = None
+    tmp = comparing = None
+    stop = threading.Event()
+    phases = {"files": 0.0, "comparisons": {}, "waited_for_comparisons": 0.0}
     try:  # from the mkdtemp on: an interruption at any point still removes the folder
         tmp = Path(tempfile.mkdtemp(prefix="parity-", dir=workdir))
+        clock = time.perf_counter()
         files = [_write_target_files(t, tmp / f"target{i}", batch, seq_len, seed, say) for i, t in enumerate(targets)]
+        phases["files"] = time.perf_counter() - clock
         if runner is None:
             readers = [SafetensorsReader(inputs) for _, inputs in files]
             tokens = [max(int(np.prod(r.shape(name))) for name in r) for r in readers]
@@ -488,20 +564,35 @@ def run_parity_many(targets: list[Target], backends: list[str], reference: str =
 
         def compare(fw, dtype, outputs, partial=False):
             say(f"comparing {fw} {dtype}")
+            clock = time.perf_counter()
             for report, names, ref64_path, ref32_path, out in zip(reports, hidden_names, ref64, ref32, outputs):
                 report.results += compare_files(ref64_path, out, fw, dtype, names, tolerances,
                                                 reference32_path=ref32_path if dtype == "float32" else None,
-                                                partial=partial)
+                                                partial=partial, stop=stop)
                 out.unlink()
+            phases["comparisons"][f"{fw} {dtype}"] = time.perf_counter() - clock
 
-        ref64 = run(reference, "float64")
-        ref32 = run(reference, "float32") if "float32" in dtypes or against else [None] * len(targets)
-        for fw in others:
-            for dtype in dtypes:
-                compare(fw, dtype, run(fw, dtype))
-        for oracle in against:
-            compare(oracle, "float32", run(oracle, "float32", backward=False), partial=True)
+        # one backend's results are compared (in this order, on one thread) while the next backend runs
+        comparing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parity-compare")
+        with _sampled_peak() as sampled:
+            ref64 = run(reference, "float64")
+            ref32 = run(reference, "float32") if "float32" in dtypes or against else [None] * len(targets)
+            pending = []
+            for fw, dtype, oracle in [(fw, dtype, False) for fw in others for dtype in dtypes] + \
+                                     [(oracle, "float32", True) for oracle in against]:
+                for comparison in pending:  # a comparison that failed ends the run before the next worker
+                    if comparison.done():
+                        comparison.result()
+                outputs = run(fw, dtype, backward=backward and not oracle)
+                pending.append(comparing.submit(compare, fw, dtype, outputs, oracle))
+            clock = time.perf_counter()
+            for comparison in pending:
+                comparison.result()  # the first failure is raised
+            phases["waited_for_comparisons"] = time.perf_counter() - clock
     finally:
+        if comparing is not None:  # after an error or interruption, a running comparison ends at its next tensor
+            stop.set()
+            comparing.shutdown(wait=True, cancel_futures=True)
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     elapsed = time.perf_counter() - started
@@ -509,6 +600,8 @@ def run_parity_many(targets: list[Target], backends: list[str], reference: str =
         _conclude(report, tolerances)
         report.wall_seconds = elapsed / len(reports)
         report.peak_bytes_parent = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        report.peak_bytes_sampled = sampled[0]
+        report.phases = phases  # shared by the run's targets, like its files and workers
     return reports
 
 

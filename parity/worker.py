@@ -8,6 +8,9 @@ import os
 import sys
 import time
 
+# time.monotonic is one clock for every process of the machine (Linux CLOCK_MONOTONIC): the parent subtracts
+# the moment it started this process from this one to measure the process start
+STARTED_AT = time.monotonic()
 _clock = time.perf_counter()  # a backend's own time includes starting its framework (first job)
 
 
@@ -20,13 +23,15 @@ def main(job_path: str) -> int:
 
 def execute(job: dict) -> None:
     """Run a job {family, backend, config, head, weights, inputs, dtype, backward, seed, output}; write
-    its results to `output` (safetensors) and its timing and peak memory to `output`.json.
+    its results to `output` (safetensors) and its timing, phases and peak memory to `output`.json.
 
     The timing is the backend's own work: starting its framework (first job of a process), loading
-    the weights, forward and backward; writing the results is the harness's cost."""
+    the weights, forward and backward; writing the results is the harness's cost. The phases split it:
+    "import" (the framework), "load", "forward", "backward", "fetch" (results to numpy; an oracle's whole
+    run is "run"), then "write" (the results file, the harness's)."""
     global _clock
 
-    from backends import family
+    from backends import family, framework
     from backends.run import run_backend
     from backends.tensorfile import SafetensorsReader, save_arrays
 
@@ -35,17 +40,26 @@ def execute(job: dict) -> None:
     spec = family(job["family"])
     config = spec.config_class.from_dict(job["config"])
     oracle = RUNNERS.get(job["backend"])
+    phases = {}
+    if oracle is None:
+        framework(job["backend"])  # imported here (once per process) to time it apart from loading the weights
+    phases["import"] = time.perf_counter() - _clock
     params = SafetensorsReader(job["weights"])
     inputs = dict(SafetensorsReader(job["inputs"]))
     if oracle is not None:
+        clock = time.perf_counter()
         results = oracle(job["family"], config, job["head"], params, inputs, job["dtype"])
+        phases["run"] = time.perf_counter() - clock
     else:
         results = run_backend(job["family"], job["backend"], config, job["head"], params, inputs, job["dtype"],
-                              backward=job["backward"], seed=job["seed"])
+                              backward=job["backward"], seed=job["seed"], timings=phases)
     elapsed = time.perf_counter() - _clock
+    clock = time.perf_counter()
     save_arrays(job["output"], results, metadata={"backend": job["backend"], "dtype": job["dtype"]})
+    phases["write"] = time.perf_counter() - clock
     with open(job["output"] + ".json", "w") as out:
-        json.dump({"seconds": elapsed, "max_rss_bytes": _max_rss()}, out)
+        json.dump({"seconds": elapsed, "max_rss_bytes": _max_rss(), "phases": phases, "started_at": STARTED_AT,
+                   "finished_at": time.monotonic()}, out)
     _clock = time.perf_counter()
 
 
@@ -57,4 +71,9 @@ def _max_rss() -> int:
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    sys.exit(main(sys.argv[1]))
+    code = main(sys.argv[1])
+    # every result is written and closed: skip the interpreter's teardown (freeing a model of several GB
+    # object by object, the frameworks' exit hooks: seconds the harness would wait for)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
