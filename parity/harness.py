@@ -81,9 +81,10 @@ class Report:
     wall_seconds: float = 0.0
     peak_bytes_parent: int = 0
     # the harness's own phases in seconds: "files" (weights and inputs written), "comparisons" ({"BACKEND DTYPE":
-    # seconds}); the workers' phases are in `runs`
+    # seconds}, each beside the next backend's run), "waited_for_comparisons" (after the last worker ended); the
+    # workers' phases are in `runs`
     phases: dict = field(default_factory=dict)
-    # the largest sum of the parent's and its running worker's resident sets, sampled while workers run
+    # the largest sum of the parent's and its workers' resident sets (sampled every 0.2 s while workers run)
     peak_bytes_sampled: int = 0
     passed: bool = True
 
@@ -623,6 +624,7 @@ def run_parity_many(targets: list[Target], backends: list[str], reference: str =
         clock = time.perf_counter()
         files = [_write_target_files(t, tmp / f"target{i}", batch, seq_len, seed, say) for i, t in enumerate(targets)]
         phases["files"] = time.perf_counter() - clock
+
         def jobs_of(fw, dtype, backward=backward):
             return [{"family": t.family, "backend": fw, "config": t.config.to_dict(), "head": t.head,
                      "weights": str(weights), "inputs": str(inputs), "dtype": dtype, "backward": backward,
