@@ -133,3 +133,35 @@ def test_a_failing_comparison_fails_the_run_and_cleans_up(tmp_path):
         run_parity(resolve_target("funnel-small", tiny=True), ["torch", "paddle", "tf"], runner=runner, seq_len=8,
                    workdir=str(tmp_path))
     assert not list(tmp_path.iterdir())
+
+
+def test_the_next_worker_starts_while_the_current_one_runs(monkeypatch, tmp_path):
+    """AheadRunner (the default runner): worker i+1 is started once worker i is told to run, never two run at
+    once, and a worker started ahead whose turn never comes is closed."""
+    events = []
+
+    class Worker:
+        def __init__(self, jobs, workdir):
+            self.name = jobs[0]["output"]
+
+        def start(self):
+            events.append(("start", self.name))
+
+        def run(self, timeout=None, stall_seconds=None, then=None):
+            events.append(("run", self.name))
+            if then:
+                then()
+            events.append(("done", self.name))
+            return []
+
+        def close(self):
+            events.append(("close", self.name))
+
+    monkeypatch.setattr(harness, "WorkerProcess", Worker)
+    plan = [[{"output": name}] for name in ("a", "b", "c")]
+    runner = harness.AheadRunner(plan, timeout=None)
+    runner(plan[0], tmp_path)
+    runner(plan[1], tmp_path)
+    runner.close()
+    assert events == [("run", "a"), ("start", "b"), ("done", "a"), ("run", "b"), ("start", "c"), ("done", "b"),
+                      ("close", "c")]
