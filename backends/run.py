@@ -6,6 +6,7 @@ runs it forward only. It lives below both so that neither imports the other.
 """
 from __future__ import annotations
 
+import time
 import zlib
 
 import numpy as np
@@ -32,21 +33,26 @@ def flatten_outputs(outputs: dict) -> dict:
 
 
 def run_backend(family_name: str, fw: str, config, head: str, params, inputs: dict, dtype: str,
-                backward: bool = True, seed: int = 0, device: str = "cpu") -> dict:
+                backward: bool = True, seed: int = 0, device: str = "cpu", timings: dict | None = None) -> dict:
     """Outputs ("loss", final outputs, hidden states...) and, with backward, "grad.<param>" and
     "grad.inputs_embeds" (a model's own `embedded_inputs` names), all as numpy arrays in canonical names and layouts.
-    `device` "gpu": the model and its inputs on the framework's GPU (TF32 off, as on every parity run)."""
+    `device` "gpu": the model and its inputs on the framework's GPU (TF32 off, as on every parity run).
+
+    `timings`, when given, receives the seconds of each phase: "load" (building the model with its weights),
+    "forward", "backward" (the rest of the framework's value-and-gradients call) and "fetch" (results to numpy)."""
     from backends import framework
 
     with framework(fw).on_device(device):
-        return _run_backend(family_name, fw, config, head, params, inputs, dtype, backward, seed)
+        return _run_backend(family_name, fw, config, head, params, inputs, dtype, backward, seed, timings)
 
 
 def _run_backend(family_name: str, fw: str, config, head: str, params, inputs: dict, dtype: str, backward: bool,
-                 seed: int) -> dict:
+                 seed: int, timings: dict | None) -> dict:
     from backends import family, framework
     from backends.build import build_model, canonical_grads
 
+    clock = time.perf_counter()
+    phases = {"load": 0.0, "forward": 0.0, "backward": 0.0, "fetch": 0.0}
     spec = family(family_name)
     adapter = framework(fw)
     adapter.deterministic()
@@ -64,21 +70,31 @@ def _run_backend(family_name: str, fw: str, config, head: str, params, inputs: d
     embedded = getattr(model, "embedded_inputs", {"input_ids": INPUT_EMBEDS})
 
     def forward():
+        started = time.perf_counter()
         embeds = {argument: model.get_input_embeddings()(tensors[name]) for name, argument in embedded.items()}
         outputs = model(**tensors, **embeds)
         loss = sum(adapter.dot(outputs[name], projection(name, tuple(outputs[name].shape), seed).astype(dtype))
                    for name in final)
+        phases["forward"] = time.perf_counter() - started
         return loss, outputs, embeds
 
+    phases["load"] = time.perf_counter() - clock
+    clock = time.perf_counter()
     if backward:
         loss, outputs, grads, watched = adapter.value_and_grads(model, forward)
+        phases["backward"] = time.perf_counter() - clock - phases["forward"]
+        clock = time.perf_counter()
         grads = {**canonical_grads(grads, family_name, fw),
                  **{argument: adapter.to_numpy(gradient) for argument, gradient in watched.items()}}
     else:
         with adapter.no_grad():
             loss, outputs, _ = forward()
+        clock = time.perf_counter()
         grads = {}
     results = {"loss": np.asarray(adapter.to_numpy(loss)).reshape(())}
     results.update({name: adapter.to_numpy(t) for name, t in flatten_outputs(outputs).items()})
     results.update({GRAD_PREFIX + name: g for name, g in grads.items()})
+    phases["fetch"] = time.perf_counter() - clock
+    if timings is not None:
+        timings.update(phases)
     return results

@@ -169,6 +169,18 @@ class SafetensorsReader(Mapping):
             array = read_exact(handle, self._base + begin, shape, dtype.newbyteorder("<"), self.path)
         return array.astype(dtype, copy=False)
 
+    def chunks(self, name: str, elements: int):
+        """The tensor's values in C order as flat arrays of at most `elements` values, one positioned read
+        each: a process walking tensors of several GB this way holds one chunk of each at a time."""
+        dtype, shape, begin = self._entries[name]
+        total, step = math.prod(shape), max(1, int(elements))
+        with open(self.path, "rb", buffering=0) as handle:
+            for start in range(0, total, step):
+                count = min(step, total - start)
+                chunk = read_exact(handle, self._base + begin + start * dtype.itemsize, (count,),
+                                   dtype.newbyteorder("<"), self.path)
+                yield chunk.astype(dtype, copy=False)
+
     def __iter__(self):
         return iter(self._entries)
 

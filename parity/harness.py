@@ -19,9 +19,10 @@ import tempfile
 import threading
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,8 @@ from backends.run import GRAD_PREFIX, INPUT_EMBEDS
 from backends.tensorfile import SafetensorsReader, save_arrays, write_safetensors
 
 from .errors import ParityFailure, WorkerFailed, WorkerTimeout
-from .metrics import TensorResult, common_names, diff_stats, float32_errors, kind_of, pooled_noise_ratio, ratio
+from .metrics import (CHUNK_ELEMENTS, TensorResult, common_names, compare_chunks, kind_of, pooled_noise_ratio,
+                      ratio)
 from .tolerances import Tolerances
 
 DTYPES = ("float64", "float32")
@@ -53,7 +55,15 @@ class RunRecord:
     backend: str
     dtype: str
     seconds: float  # the worker's own load + forward + backward time
-    max_rss_bytes: int
+    max_rss_bytes: int  # the worker process's own peak (resident set)
+    # seconds per phase: "start" (the process, until its module runs; first job of a process), "import" (the
+    # framework), "load", "forward", "backward", "fetch" (to numpy), "write" (the results file), "exit" (the
+    # process's end, last job); see parity/worker.py
+    phases: dict = field(default_factory=dict)
+    # a worker started ahead of its turn (the first job of a process): seconds it waited for the previous worker,
+    # its framework imported, and its resident set meanwhile (which overlaps that worker's)
+    waited_seconds: float = 0.0
+    idle_rss_bytes: int = 0
 
 
 @dataclass
@@ -70,6 +80,12 @@ class Report:
     first_divergence: dict | None = None
     wall_seconds: float = 0.0
     peak_bytes_parent: int = 0
+    # the harness's own phases in seconds: "files" (weights and inputs written), "comparisons" ({"BACKEND DTYPE":
+    # seconds}, each beside the next backend's run), "waited_for_comparisons" (after the last worker ended); the
+    # workers' phases are in `runs`
+    phases: dict = field(default_factory=dict)
+    # the largest sum of the parent's and its workers' resident sets (sampled every 0.2 s while workers run)
+    peak_bytes_sampled: int = 0
     passed: bool = True
 
     @property
@@ -79,8 +95,12 @@ class Report:
 
     @property
     def memory_ratio(self) -> float:
+        """The run's peak over the largest worker's: at most the parent, one worker at its peak and the next
+        one waiting with its framework imported (started ahead) at a time."""
         largest = max((r.max_rss_bytes for r in self.runs), default=0)
-        return (largest + self.peak_bytes_parent) / largest if largest else math.inf
+        together = max((run.max_rss_bytes + following.idle_rss_bytes
+                        for run, following in zip(self.runs, self.runs[1:] + [RunRecord("", "", 0.0, 0)])), default=0)
+        return (together + self.peak_bytes_parent) / largest if largest else math.inf
 
     def divergence_text(self) -> str:
         """The first tensor that diverges, in one line ("" when none does)."""
@@ -118,6 +138,7 @@ class Report:
             "backends": self.backends, "first_divergence": self.first_divergence, "summary": self.summary,
             "cost": {"wall_seconds": self.wall_seconds, "time_ratio": self.time_ratio,
                      "memory_ratio": self.memory_ratio, "parent_peak_bytes": self.peak_bytes_parent,
+                     "sampled_peak_bytes": self.peak_bytes_sampled, "phases": self.phases,
                      "runs": [vars(r) for r in self.runs]},
             "results": [r.to_json() for r in self.results],
         }
@@ -208,21 +229,22 @@ def parity_tensor(name: str, shape: tuple, seed: int) -> np.ndarray:
     norm scales 1 +- noise, biases small noise.
 
     Every tensor has its own generator, so a model of any size is made one tensor at a time. Values
-    are drawn in float32 and stored as float64: the float32 runs then hold exactly the same weights,
-    and a 468M-parameter model is drawn in seconds.
+    are drawn and returned in float32, the dtype the weights file stores (no conversion on the way): the
+    float64 runs cast exactly the same numbers, and a 468M-parameter model is drawn in seconds.
     """
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
     uniform = rng.random(shape, dtype=np.float32) * np.float32(2) - np.float32(1)  # variance 1/3
     if len(shape) >= 2:
         fan_in = int(np.prod(shape[1:]))
-        return (uniform * np.float32(math.sqrt(3.0 / fan_in))).astype(np.float64)
+        uniform *= np.float32(math.sqrt(3.0 / fan_in))
+        return uniform
     base = 1.0 if name.endswith("weight") and "norm" in name.lower() else 0.0
-    return (np.float32(base) + np.float32(0.1) * uniform).astype(np.float64)
+    return np.float32(base) + np.float32(0.1) * uniform
 
 
 def write_parity_weights(target: Target, path: Path, seed: int) -> None:
     shapes = get_family(target.family).param_shapes(target.config, target.head)
-    # float32 storage is exact: the values are float32 numbers (see parity_tensor)
+    # float32 storage: the values are float32 numbers (see parity_tensor)
     write_safetensors(path, [(n, np.float32, s) for n, s in shapes.items()],
                       lambda n: parity_tensor(n, shapes[n], seed))
 
@@ -270,27 +292,137 @@ def run_worker(jobs: list[dict], workdir: Path, timeout: float | None = None,
     The worker is killed (and `WorkerTimeout` raised) when it runs longer than `timeout` seconds or
     uses no CPU time for `stall_seconds`; on any exception here (Ctrl-C included) it is killed too.
     It runs in its own session: a Ctrl-C in the terminal reaches the parent only, which ends it."""
-    backend, dtype = jobs[0]["backend"], jobs[0]["dtype"]
-    job_path = workdir / f"jobs-{backend}-{dtype}.json"
-    job_path.write_text(json.dumps({"jobs": jobs}))
-    log_path = workdir / f"log-{backend}-{dtype}.txt"
-    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONHASHSEED": "0",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
-                                                       os.environ.get("PYTHONPATH")]))}
-    process = None
-    with open(log_path, "w") as log:
+    return WorkerProcess(jobs, workdir).run(timeout, stall_seconds)
+
+
+class WorkerProcess:
+    """One backend's worker process (`python -m parity.worker JOB.json --wait`), which may be started ahead
+    of its turn: it imports its framework, then waits for `run` (a line on its stdin) before it reads any
+    weights, so that one worker computes at a time while the next one's start and import overlap it.
+    A worker whose stdin closes without that line (the parent ended) exits without running."""
+
+    def __init__(self, jobs: list[dict], workdir: Path):
+        self.jobs, self.workdir, self.process = jobs, workdir, None
+        backend, dtype = jobs[0]["backend"], jobs[0]["dtype"]
+        self.what = f"{backend} worker ({dtype})"
+        self.log_path = workdir / f"log-{backend}-{dtype}.txt"
+
+    def start(self) -> None:
+        """Start the process (its framework imported, it waits for `run`). Keep the object where `close`
+        reaches it first: an interruption here still leaves `self.process` set."""
+        backend, dtype = self.jobs[0]["backend"], self.jobs[0]["dtype"]
+        job_path = self.workdir / f"jobs-{backend}-{dtype}.json"
+        job_path.write_text(json.dumps({"jobs": self.jobs}))
+        env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONHASHSEED": "0",
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+                                                           os.environ.get("PYTHONPATH")]))}
+        with open(self.log_path, "w") as log, _signals_held():
+            self.started_at = time.monotonic()
+            self.process = subprocess.Popen([sys.executable, "-m", "parity.worker", str(job_path), "--wait"],
+                                            stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                            start_new_session=True)
+            RUNNING.add(self.process.pid)
+
+    def run(self, timeout: float | None = None, stall_seconds: float = STALL_SECONDS, then=None) -> list[RunRecord]:
+        """Start the worker unless it was started ahead, let it run its jobs and wait for it (the time limit
+        and the stall rule count from here); `then()` is called once it runs (to start the next worker).
+        Returns the jobs' records; on any exception the worker is killed."""
         try:
-            with _signals_held():
-                process = subprocess.Popen([sys.executable, "-m", "parity.worker", str(job_path)], stdout=log,
-                                           stderr=subprocess.STDOUT, env=env, start_new_session=True)
-            code = _wait(process, f"{backend} worker ({dtype})", timeout, stall_seconds)
+            if self.process is None:
+                self.start()
+            try:
+                self.process.stdin.write(b"run\n")
+                self.process.stdin.close()
+            except BrokenPipeError:  # it has ended already: its exit code and log say why
+                pass
+            if then is not None:
+                then()
+            code = _wait(self.process, self.what, timeout, stall_seconds)
+            ended_at = time.monotonic()
         finally:
-            if process is not None and process.poll() is None:
-                _kill(process)
-    if code != 0:
-        tail = log_path.read_text().strip().splitlines()[-8:]
-        raise WorkerFailed(f"{backend} worker ({dtype}) failed with exit code {code}:\n" + "\n".join(tail))
-    return [read_run_record(job) for job in jobs]
+            self.close()
+        if code != 0:
+            tail = self.log_path.read_text().strip().splitlines()[-8:]
+            raise WorkerFailed(f"{self.what} failed with exit code {code}:\n" + "\n".join(tail))
+        records = [read_run_record(job) for job in self.jobs]
+        # the process's start and end belong to its first and last job
+        records[0].phases = {"start": _timing(self.jobs[0])["started_at"] - self.started_at, **records[0].phases}
+        records[-1].phases["exit"] = ended_at - _timing(self.jobs[-1])["finished_at"]
+        return records
+
+    def close(self) -> None:
+        """Kill the process unless it has ended (and reap it)."""
+        if self.process is None:
+            return
+        RUNNING.discard(self.process.pid)
+        if self.process.poll() is None:
+            _kill(self.process)
+        if self.process.stdin and not self.process.stdin.closed:
+            try:
+                self.process.stdin.close()
+            except BrokenPipeError:
+                pass
+
+
+class AheadRunner:
+    """The default runner: `run_worker`, except that the next worker of `plan` (the runs' job lists in
+    order) is started as soon as the current one runs, so that its process start and framework import
+    overlap the current one's work. `close()` kills a worker started ahead whose turn never came."""
+
+    def __init__(self, plan: list[list[dict]], timeout: float | None):
+        self.plan, self.timeout, self.ahead = plan, timeout, {}
+
+    def __call__(self, jobs: list[dict], workdir: Path) -> list[RunRecord]:
+        key = jobs[0]["output"]
+        worker = self.ahead.pop(key, None) or WorkerProcess(jobs, workdir)
+        keys = [planned[0]["output"] for planned in self.plan]
+        following = self.plan[keys.index(key) + 1] if key in keys[:-1] else None
+
+        def start_next():
+            if following is not None:
+                ahead = self.ahead[following[0]["output"]] = WorkerProcess(following, workdir)
+                ahead.start()
+
+        return worker.run(self.timeout, then=start_next)
+
+    def close(self) -> None:
+        for worker in self.ahead.values():
+            worker.close()
+        self.ahead.clear()
+
+
+# the worker processes running now (their ids): the memory sampler adds their resident sets to the parent's
+RUNNING: set[int] = set()
+
+
+def _resident_bytes(pid: int | str) -> int:
+    """A process's resident set now (Linux /proc; 0 when it has ended or elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+@contextmanager
+def _sampled_peak(every: float = POLL_SECONDS):
+    """Yield a one-item list holding the largest sum of this process's and the running workers' resident
+    sets, sampled every `every` seconds by a daemon thread until the block ends."""
+    peak, done = [0], threading.Event()
+
+    def sample():
+        while True:
+            peak[0] = max(peak[0], _resident_bytes("self") + sum(_resident_bytes(pid) for pid in list(RUNNING)))
+            if done.wait(every):
+                return
+
+    thread = threading.Thread(target=sample, name="parity-memory", daemon=True)
+    thread.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        thread.join()
 
 
 @contextmanager
@@ -354,9 +486,15 @@ def _kill(process: subprocess.Popen) -> None:
     process.wait()
 
 
+def _timing(job: dict) -> dict:
+    return json.loads(Path(job["output"] + ".json").read_text())
+
+
 def read_run_record(job: dict) -> RunRecord:
-    timing = json.loads(Path(job["output"] + ".json").read_text())
-    return RunRecord(job["backend"], job["dtype"], timing["seconds"], timing["max_rss_bytes"])
+    """The job's own time, peak memory and phases, as its worker wrote them (parity/worker.py)."""
+    timing = _timing(job)
+    return RunRecord(job["backend"], job["dtype"], timing["seconds"], timing["max_rss_bytes"], timing["phases"],
+                     timing.get("waited", 0.0), timing.get("idle_rss_bytes", 0))
 
 
 def layer_of(name: str, hidden_names: list[str]) -> str:
@@ -385,36 +523,47 @@ def forward_order(names: list[str]) -> list[str]:
 
 
 def compare_files(reference_path: Path, candidate_path: Path, backend: str, dtype: str, hidden_names: list[str],
-                  tolerances: Tolerances, reference32_path: Path | None = None, partial: bool = False
-                  ) -> list[TensorResult]:
+                  tolerances: Tolerances, reference32_path: Path | None = None, partial: bool = False,
+                  stop: threading.Event | None = None) -> list[TensorResult]:
     """float64: candidate vs reference float64. float32: plain diffs vs the reference's float32 run,
     and the noise ratio against the reference's float64 run. `partial`: the candidate (an oracle)
-    holds a subset of the reference's names."""
+    holds a subset of the reference's names. Each tensor is streamed in chunks (`CHUNK_ELEMENTS` values
+    of each file at a time), so the comparison holds no whole tensor of a large model. `stop`: set, the
+    comparison ends (raising `Stopped`) before its next tensor."""
     reference = SafetensorsReader(reference_path)
     candidate = SafetensorsReader(candidate_path)
     reference32 = SafetensorsReader(reference32_path) if reference32_path else None
     names = common_names({n: None for n in candidate if n in reference} if partial else reference, candidate, backend)
     results = []
     for name in forward_order(names):
-        truth, value = reference[name], candidate[name]
-        errors = (None, None)
+        if stop is not None and stop.is_set():
+            raise Stopped(f"comparison of {backend} {dtype} stopped")
+        shape = reference.shape(name)
+        if candidate.shape(name) != shape:
+            raise ValueError(f"shape {candidate.shape(name)} vs reference {shape}")
+        size = math.prod(shape)
+        values = candidate.chunks(name, CHUNK_ELEMENTS)
         if dtype == "float64":
-            max_abs, mean_abs, max_rel, scale = diff_stats(value, truth)
-            passed = max_abs <= tolerances.float64_abs * max(1.0, scale)
-            noise = None
-        else:
-            base32 = reference32[name]
-            max_abs, mean_abs, max_rel, scale = diff_stats(value, base32)
-            errors = float32_errors(value, base32, truth)
+            stats = compare_chunks(zip(values, reference.chunks(name, CHUNK_ELEMENTS), repeat(None)), size)
+            passed = stats.max_abs <= tolerances.float64_abs * max(1.0, stats.scale)
+            noise, errors = None, (None, None)
+        else:  # against the reference's float32 run, with its float64 run as the truth
+            stats = compare_chunks(zip(values, reference32.chunks(name, CHUNK_ELEMENTS),
+                                       reference.chunks(name, CHUNK_ELEMENTS)), size)
+            errors = stats.errors or (0.0, 0.0)
             noise = ratio(*errors)
-            passed = math.isfinite(max_abs)
+            passed = math.isfinite(stats.max_abs)
             if tolerances.float32_max_abs is not None:
-                passed &= max_abs <= tolerances.float32_max_abs
+                passed &= stats.max_abs <= tolerances.float32_max_abs
             if tolerances.float32_mean_abs is not None:
-                passed &= mean_abs <= tolerances.float32_mean_abs
-        results.append(TensorResult(backend, name, kind_of(name), dtype, layer_of(name, hidden_names), max_abs,
-                                    mean_abs, max_rel, scale, noise, bool(passed), int(np.size(truth)), *errors))
+                passed &= stats.mean_abs <= tolerances.float32_mean_abs
+        results.append(TensorResult(backend, name, kind_of(name), dtype, layer_of(name, hidden_names), stats.max_abs,
+                                    stats.mean_abs, stats.max_rel, stats.scale, noise, bool(passed), size, *errors))
     return results
+
+
+class Stopped(Exception):
+    """A comparison ended early because the run is ending (an error or an interruption elsewhere)."""
 
 
 def summarize(results: list[TensorResult], tolerances: Tolerances) -> list[dict]:
@@ -467,41 +616,69 @@ def run_parity_many(targets: list[Target], backends: list[str], reference: str =
     others = [fw for fw in backends if fw != reference]
     reports = [Report(t.label, t.family, t.head, reference, list(dtypes), others + list(against)) for t in targets]
     hidden_names = [get_family(t.family).hidden_state_names(t.config, t.head) for t in targets]
-    tmp = None
+    tmp = comparing = ahead = None
+    stop = threading.Event()
+    phases = {"files": 0.0, "comparisons": {}, "waited_for_comparisons": 0.0}
     try:  # from the mkdtemp on: an interruption at any point still removes the folder
         tmp = Path(tempfile.mkdtemp(prefix="parity-", dir=workdir))
+        clock = time.perf_counter()
         files = [_write_target_files(t, tmp / f"target{i}", batch, seq_len, seed, say) for i, t in enumerate(targets)]
-        if runner is None:
-            readers = [SafetensorsReader(inputs) for _, inputs in files]
-            tokens = [max(int(np.prod(r.shape(name))) for name in r) for r in readers]
-            runner = partial(run_worker, timeout=timeout or default_timeout(targets, tokens))
+        phases["files"] = time.perf_counter() - clock
 
-        def run(fw, dtype, backward=backward):
-            say(f"running {fw} in {dtype}")
-            jobs = [{"family": t.family, "backend": fw, "config": t.config.to_dict(), "head": t.head,
+        def jobs_of(fw, dtype, backward=backward):
+            return [{"family": t.family, "backend": fw, "config": t.config.to_dict(), "head": t.head,
                      "weights": str(weights), "inputs": str(inputs), "dtype": dtype, "backward": backward,
                      "seed": seed, "output": str(weights.parent / f"out-{fw}-{dtype}.safetensors")}
                     for t, (weights, inputs) in zip(targets, files)]
+
+        with_ref32 = "float32" in dtypes or against
+        plan = ([(reference, "float64", backward)] + [(reference, "float32", backward)] * bool(with_ref32)
+                + [(fw, dtype, backward) for fw in others for dtype in dtypes]
+                + [(oracle, "float32", False) for oracle in against])
+        if runner is None:
+            readers = [SafetensorsReader(inputs) for _, inputs in files]
+            tokens = [max(int(np.prod(r.shape(name))) for name in r) for r in readers]
+            runner = ahead = AheadRunner([jobs_of(*step) for step in plan],
+                                         timeout=timeout or default_timeout(targets, tokens))
+
+        def run(fw, dtype, backward=backward):
+            say(f"running {fw} in {dtype}")
+            jobs = jobs_of(fw, dtype, backward)
             for report, record in zip(reports, runner(jobs, tmp)):
                 report.runs.append(record)
             return [Path(job["output"]) for job in jobs]
 
         def compare(fw, dtype, outputs, partial=False):
             say(f"comparing {fw} {dtype}")
+            clock = time.perf_counter()
             for report, names, ref64_path, ref32_path, out in zip(reports, hidden_names, ref64, ref32, outputs):
                 report.results += compare_files(ref64_path, out, fw, dtype, names, tolerances,
                                                 reference32_path=ref32_path if dtype == "float32" else None,
-                                                partial=partial)
+                                                partial=partial, stop=stop)
                 out.unlink()
+            phases["comparisons"][f"{fw} {dtype}"] = time.perf_counter() - clock
 
-        ref64 = run(reference, "float64")
-        ref32 = run(reference, "float32") if "float32" in dtypes or against else [None] * len(targets)
-        for fw in others:
-            for dtype in dtypes:
-                compare(fw, dtype, run(fw, dtype))
-        for oracle in against:
-            compare(oracle, "float32", run(oracle, "float32", backward=False), partial=True)
+        # one backend's results are compared (in this order, on one thread) while the next backend runs
+        comparing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parity-compare")
+        with _sampled_peak() as sampled:
+            ref64 = run(reference, "float64")
+            ref32 = run(reference, "float32") if with_ref32 else [None] * len(targets)
+            pending = []
+            for fw, dtype, with_backward in plan[1 + bool(with_ref32):]:
+                for comparison in pending:  # a comparison that failed ends the run before the next worker
+                    if comparison.done():
+                        comparison.result()
+                pending.append(comparing.submit(compare, fw, dtype, run(fw, dtype, with_backward), fw in against))
+            clock = time.perf_counter()
+            for comparison in pending:
+                comparison.result()  # the first failure is raised
+            phases["waited_for_comparisons"] = time.perf_counter() - clock
     finally:
+        if ahead is not None:  # a worker started ahead of a turn that never came (an error, an interruption)
+            ahead.close()
+        if comparing is not None:  # after an error or interruption, a running comparison ends at its next tensor
+            stop.set()
+            comparing.shutdown(wait=True, cancel_futures=True)
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     elapsed = time.perf_counter() - started
@@ -509,6 +686,8 @@ def run_parity_many(targets: list[Target], backends: list[str], reference: str =
         _conclude(report, tolerances)
         report.wall_seconds = elapsed / len(reports)
         report.peak_bytes_parent = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        report.peak_bytes_sampled = sampled[0]
+        report.phases = phases  # shared by the run's targets, like its files and workers
     return reports
 
 

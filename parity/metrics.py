@@ -37,24 +37,72 @@ def kind_of(name: str) -> str:
     return "grad" if name.startswith(GRAD_PREFIX) else "output"
 
 
+# values per read in the streaming comparison: 8 MB per float64 array, so every tensor of a tiny or base-size
+# model is one chunk, and the largest tensors of a full-size model are walked with flat memory
+CHUNK_ELEMENTS = 1 << 20
+
+
+@dataclass
+class Stats:
+    """What `compare_chunks` finds: `diff_stats`' four numbers and, given the float64 truth, `float32_errors`'."""
+    max_abs: float
+    mean_abs: float
+    max_rel: float
+    scale: float
+    errors: tuple | None = None
+
+
+def compare_chunks(chunks, size: int) -> Stats:
+    """Stream `size` values as aligned flat chunks (candidate, reference, truth or None): max |c - r|,
+    mean |c - r|, max |c - r| / max |r| and max |r| in float64 and, where the truth is given, the rms errors
+    of c and r against it relative to its rms (see `float32_errors`). Sums add up chunk by chunk; one chunk
+    is computed exactly as numpy's mean of the whole array."""
+    if size == 0:
+        return Stats(0.0, 0.0, 0.0, 0.0, None)
+    diff_max, diff_sum, scales = [], 0.0, []
+    squares = {"truth": 0.0, "candidate": 0.0, "reference": 0.0}
+    truths = False
+    for candidate, reference, truth in chunks:
+        c = np.asarray(candidate, dtype=np.float64)
+        r = np.asarray(reference, dtype=np.float64)
+        diff = np.abs(c - r)
+        diff_max.append(float(np.max(diff)))  # NaN propagates: a non-finite difference shows here
+        diff_sum += float(np.add.reduce(diff))
+        scales.append(float(np.max(np.abs(r))))
+        if truth is not None:
+            truths = True
+            t = np.asarray(truth, dtype=np.float64)
+            squares["truth"] += float(np.add.reduce(np.square(t)))
+            squares["candidate"] += float(np.add.reduce(np.square(c - t)))
+            squares["reference"] += float(np.add.reduce(np.square(r - t)))
+    max_abs = max(diff_max) if all(math.isfinite(m) for m in diff_max) else math.inf
+    mean_abs = diff_sum / size if math.isfinite(max_abs) else math.inf
+    scale = float(np.max(scales))  # NaN propagates as numpy's max of the whole array does
+    stats = Stats(max_abs, mean_abs, (max_abs / scale if scale else max_abs), scale)
+    if truths:
+        stats.errors = _relative_errors(size, **squares)
+    return stats
+
+
+def _relative_errors(size: int, truth: float, candidate: float, reference: float) -> tuple[float, float]:
+    truth_rms = math.sqrt(truth / size)
+    if truth_rms == 0:
+        return math.sqrt(candidate / size), 0.0
+    return (math.sqrt(candidate / size) / truth_rms,
+            max(math.sqrt(reference / size) / truth_rms, 0.25 * FLOAT32_UNIT_ROUNDOFF))
+
+
+def _flat(array) -> np.ndarray:
+    return np.asarray(array).reshape(-1)
+
+
 def diff_stats(candidate: np.ndarray, reference: np.ndarray) -> tuple[float, float, float, float]:
     """max |c - r|, mean |c - r|, max |c - r| / max |r|, max |r| (computed in float64)."""
-    c = np.asarray(candidate, dtype=np.float64)
-    r = np.asarray(reference, dtype=np.float64)
+    c, r = np.asarray(candidate), np.asarray(reference)
     if c.shape != r.shape:
         raise ValueError(f"shape {c.shape} vs reference {r.shape}")
-    if r.size == 0:
-        return 0.0, 0.0, 0.0, 0.0
-    diff = np.abs(c - r)
-    scale = float(np.max(np.abs(r)))
-    max_abs = float(np.max(diff)) if np.all(np.isfinite(diff)) else math.inf
-    mean_abs = float(np.mean(diff)) if math.isfinite(max_abs) else math.inf
-    return max_abs, mean_abs, (max_abs / scale if scale else max_abs), scale
-
-
-def rms_error(candidate: np.ndarray, reference64: np.ndarray) -> float:
-    d = np.asarray(candidate, dtype=np.float64) - np.asarray(reference64, dtype=np.float64)
-    return float(np.sqrt(np.mean(d * d))) if d.size else 0.0
+    stats = compare_chunks([(_flat(c), _flat(r), None)], r.size)
+    return stats.max_abs, stats.mean_abs, stats.max_rel, stats.scale
 
 
 def float32_errors(candidate32: np.ndarray, reference32: np.ndarray, reference64: np.ndarray) -> tuple[float, float]:
@@ -64,14 +112,9 @@ def float32_errors(candidate32: np.ndarray, reference32: np.ndarray, reference64
     each value costs): a reference that happens to round exactly does not make an honest port look
     infinitely worse.
     """
-    if reference64.size == 0:
+    if np.size(reference64) == 0:
         return 0.0, 0.0
-    truth_rms = math.sqrt(float(np.mean(np.square(np.asarray(reference64, dtype=np.float64)))))
-    if truth_rms == 0:
-        return rms_error(candidate32, reference64), 0.0
-    candidate = rms_error(candidate32, reference64) / truth_rms
-    reference = max(rms_error(reference32, reference64) / truth_rms, 0.25 * FLOAT32_UNIT_ROUNDOFF)
-    return candidate, reference
+    return compare_chunks([(_flat(candidate32), _flat(reference32), _flat(reference64))], np.size(reference64)).errors
 
 
 def ratio(numerator: float, denominator: float) -> float:

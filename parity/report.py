@@ -67,7 +67,24 @@ def print_report(report: Report, console=None) -> None:
         console.print(f"[red]first divergence[/]: {report.divergence_text()}")
     console.print(f"cost: wall {report.wall_seconds:.1f} s = {report.time_ratio:.2f} x the backends' own "
                   f"load+forward+backward time; peak memory {report.memory_ratio:.2f} x the largest worker")
+    for line in cost_lines(report):
+        console.print(f"  {line}", highlight=False)
     console.print("[green]PASSED[/]" if report.passed else "[red]FAILED[/]")
+
+
+def cost_lines(report: Report) -> list[str]:
+    """The run's phases in seconds: the harness's files and comparisons, then one line per worker (its own
+    time, each phase and its peak resident memory)."""
+    phases = report.phases
+    compared = phases.get("comparisons", {})
+    lines = [f"files {phases.get('files', 0.0):.1f} s; comparisons {sum(compared.values()):.1f} s "
+             f"(beside the next backend's run; {phases.get('waited_for_comparisons', 0.0):.1f} s after the last); "
+             f"parent peak {report.peak_bytes_parent / 2**30:.2f} GiB, all processes {report.peak_bytes_sampled / 2**30:.2f} "
+             f"GiB (sampled); workers:"]
+    for run in report.runs:
+        steps = ", ".join(f"{name} {seconds:.1f}" for name, seconds in run.phases.items())
+        lines.append(f"{run.backend} {run.dtype}: own {run.seconds:.1f} s ({steps}), peak {run.max_rss_bytes / 2**30:.2f} GiB")
+    return lines
 
 
 def _cell(result) -> str:

@@ -103,6 +103,24 @@ def test_cli_json_plot_and_exit_codes(tmp_path):
     assert report["passed"] is True and report["dtype"] == "both" and report["reference"] == "torch"
     row = report["results"][0]
     assert {"backend", "tensor", "kind", "max_abs", "mean_abs", "max_rel", "noise_ratio"} <= set(row)
+    # the cost breakdown: the harness's phases, and each worker's phases and own peak memory
+    cost = report["cost"]
+    others = [b for b in BACKENDS if b != "torch"]
+    assert set(cost["phases"]["comparisons"]) == {f"{b} {d}" for b in others for d in ("float64", "float32")}
+    assert cost["phases"]["files"] > 0 and cost["phases"]["waited_for_comparisons"] >= 0
+    assert [(run["backend"], run["dtype"]) for run in cost["runs"]] == [
+        (b, d) for b in ["torch", *others] for d in ("float64", "float32")]
+    for run in cost["runs"]:
+        assert list(run["phases"]) == ["start", "import", "load", "forward", "backward", "fetch", "write", "exit"]
+        assert all(seconds >= 0 for seconds in run["phases"].values()) and run["phases"]["forward"] > 0
+        assert sum(run["phases"][p] for p in ("import", "load", "forward", "backward", "fetch")) <= run["seconds"]
+        assert 50 << 20 < run["max_rss_bytes"] < 1 << 33
+        # every worker was started ahead of its turn: its framework imported, it waited (maybe 0 s) for "run"
+        assert run["waited_seconds"] >= 0 and 0 < run["idle_rss_bytes"] <= run["max_rss_bytes"]
+    largest = max(run["max_rss_bytes"] for run in cost["runs"])
+    # at most one worker computing and the next one waiting at a time: the sampled peak is within the bound
+    assert 0 < cost["sampled_peak_bytes"] <= cost["memory_ratio"] * largest
+    assert "files" in done.stdout and "workers" in done.stdout  # the breakdown printed under the report
     assert out_png.read_bytes()[:4] == b"\x89PNG"
     assert "PASSED" in done.stdout
 
