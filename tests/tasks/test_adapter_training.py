@@ -74,10 +74,10 @@ def test_head_names_of_each_family():
 def test_adapter_training_is_the_same_in_every_backend(family_name, adapter, tmp_path):
     """20 AdamW updates of the adapter and head, base frozen, dropout on (shared masks), float64: the same losses
     and weights in every backend, and the base model bit-identical to its start."""
-    from .test_train_parity import assert_same_training
+    from .test_train_parity import TRAIN_SHAPES, assert_same_training
     from tasks.train.adapters import trainable_names
 
-    config = tiny_config(family_name, dropout=True, adapter=adapter)
+    config = tiny_config(family_name, dropout=True, adapter=adapter, **TRAIN_SHAPES.get(family_name, {}))
     params = family(family_name).init_params(config, "seqcls", np.random.default_rng(0))
     trainable = trainable_names(params, family_name, config)
     assert any(".adapters.adapter." in name or ".loras.adapter." in name for name in trainable)
