@@ -28,20 +28,13 @@ def _unique_tiny_targets():
 
 
 TINY = _unique_tiny_targets()
-# every head of each family's first preset
-HEADS = [(family_name, next(iter(family(family_name).presets.values())).name, head)
-         for family_name in FAMILIES for head in family(family_name).heads]
 
 
 @pytest.fixture(scope="module")
 def tiny_reports():
-    """Every distinct tiny preset shape and every family's heads, all in one worker process per backend and dtype
-    (a worker's start-up, importing its framework, costs more than all these tiny models)."""
-    shapes = [resolve_target(names[0], tiny=True) for names in TINY]
-    heads = [resolve_target(preset_name, head=head, tiny=True) for _, preset_name, head in HEADS]
-    reports = run_parity_many(shapes + heads, BACKENDS, reference=BACKENDS[0], seq_len=9)
-    keys = [names[0] for names in TINY] + [(family_name, head) for family_name, _, head in HEADS]
-    return dict(zip(keys, reports))
+    """Every distinct tiny preset shape, all in one worker process per backend and dtype."""
+    targets = [resolve_target(names[0], tiny=True) for names in TINY]
+    return dict(zip((names[0] for names in TINY), run_parity_many(targets, BACKENDS, reference=BACKENDS[0], seq_len=9)))
 
 
 @needs_two
@@ -58,12 +51,11 @@ def test_every_preset_shape_is_the_same_function(names, tiny_reports):
 
 @needs_two
 @pytest.mark.parametrize("family_name", FAMILIES)
-def test_every_head(family_name, tiny_reports):
-    heads = family(family_name).heads
-    assert heads
-    for head in heads:
-        report = tiny_reports[family_name, head]
-        assert report.head == head and report.family == family_name and report.results
+def test_every_head(family_name):
+    spec = family(family_name)
+    preset = next(iter(spec.presets.values()))
+    targets = [resolve_target(preset.name, head=head, tiny=True) for head in spec.heads]
+    for head, report in zip(spec.heads, run_parity_many(targets, BACKENDS, dtypes=("float64",), seq_len=7)):
         assert report.passed, (head, report.first_divergence)
 
 
