@@ -107,14 +107,18 @@ SWITCHES = {
 }
 
 
-# the pretraining and MLM heads add one layer over FunnelModel's output, whose every switch the "model" head
-# runs: these switches reach that layer (its activation, the decoder it reads, a tied <pad> embedding row)
-TOP_HEADS, TOP_SWITCHES = ("pretraining", "mlm"), ("default", "gelu", "decoder0", "pad_row")
+# A head adds its layers over FunnelBaseModel's or FunnelModel's outputs, which the "base" and "model" heads run
+# (outputs, and gradients under a random projection) with every switch; a head runs the switches that reach its
+# own layers. The pretraining and MLM layers: their activation, the decoder they read, a tied <pad> embedding row.
+# The task heads (a tanh classifier on the <cls> state, a linear span layer on the decoder's states): the lengths
+# and the <cls> position of the states they read.
+HEAD_SWITCHES = {**dict.fromkeys(("pretraining", "mlm"), ("default", "gelu", "decoder0", "pad_row")),
+                 **dict.fromkeys(("seqcls", "qa", "mc"), ("default", "no_separate_cls", "no_truncate_seq", "even_len"))}
 
 
 def _switch_jobs(dtype: str, heads=SPEC.heads) -> list[Job]:
     return [_job(label, head, dtype, **changes) for label, changes in SWITCHES.items() for head in heads
-            if head not in TOP_HEADS or label in TOP_SWITCHES]
+            if label in HEAD_SWITCHES.get(head, SWITCHES)]
 
 
 def _random_jobs(count: int = 6, seed: int = 6) -> list[Job]:

@@ -74,10 +74,10 @@ def test_head_names_of_each_family():
 def test_adapter_training_is_the_same_in_every_backend(family_name, adapter, tmp_path):
     """20 AdamW updates of the adapter and head, base frozen, dropout on (shared masks), float64: the same losses
     and weights in every backend, and the base model bit-identical to its start."""
-    from .test_train_parity import assert_same_training
+    from .test_train_parity import TRAIN_SHAPES, assert_same_training
     from tasks.train.adapters import trainable_names
 
-    config = tiny_config(family_name, dropout=True, adapter=adapter)
+    config = tiny_config(family_name, dropout=True, adapter=adapter, **TRAIN_SHAPES.get(family_name, {}))
     params = family(family_name).init_params(config, "seqcls", np.random.default_rng(0))
     trainable = trainable_names(params, family_name, config)
     assert any(".adapters.adapter." in name or ".loras.adapter." in name for name in trainable)
@@ -204,6 +204,19 @@ def test_the_adapters_library_loads_the_folder(base_folder, glue_dir, tmp_path, 
     assert np.abs(ours).max() > 1e-3
 
 
+@pytest.fixture(scope="module")
+def trained_adapter(base_folder, glue_dir, tmp_path_factory):
+    """The adapter-only folder of one seq_bn update on the tiny BERT (what the bad-input cases load or misuse)."""
+    from tasks.__main__ import main
+
+    folder = tmp_path_factory.mktemp("trained") / "adapter"
+    assert main([str(a) for a in ("finetune", "--task", "sst-2", "--model", base_folder, "--backend", BACKENDS[0],
+                                  "--data-dir", glue_dir, "--output-dir", folder, *SMALL,
+                                  "--do-train", "--max-steps", 1, "--train-adapter", "--adapter-config",
+                                  "seq_bn")]) == 0
+    return folder
+
+
 @pytest.mark.parametrize("case,expected", [
     ("no config", "--train-adapter needs --adapter-config"),
     ("unknown method", "unknown adapter 'seq_bnn'"),
@@ -215,8 +228,8 @@ def test_the_adapters_library_loads_the_folder(base_folder, glue_dir, tmp_path, 
     ("other hidden size", "hidden_size 16, num_hidden_layers 2; --model"),
     ("other layer count", "num_hidden_layers 2; --model"),
 ])
-def test_bad_adapter_input_gives_one_line_and_exit_2(case, expected, base_folder, glue_dir, tmp_path, capsys,
-                                                    tmp_path_factory):
+def test_bad_adapter_input_gives_one_line_and_exit_2(case, expected, base_folder, glue_dir, trained_adapter, tmp_path,
+                                                    capsys):
     flags = ["--do-train", "--max-steps", 1]
     adapter = ["--train-adapter", "--adapter-config", "seq_bn"]
     model = base_folder
@@ -233,8 +246,7 @@ def test_bad_adapter_input_gives_one_line_and_exit_2(case, expected, base_folder
     elif case == "not an adapter folder":
         adapter += ["--load-adapter", base_folder]
     elif case in ("adapter folder as model", "other hidden size", "other layer count"):
-        trained = tmp_path / "trained"
-        assert finetune(capsys, base_folder, glue_dir, trained, *flags, *adapter)[0] == 0
+        trained = trained_adapter
         if case == "adapter folder as model":
             model = trained
         else:
