@@ -49,3 +49,32 @@ def test_tolerance_overrides():
         Tolerances().with_overrides(["nonsense=1"])
     with pytest.raises(BadInput, match="not a number"):
         Tolerances().with_overrides(["float64_abs=abc"])
+
+
+def _float32_result(truth: np.ndarray, candidate: np.ndarray, reference: np.ndarray):
+    """A TensorResult of a float32 comparison, made as the harness makes it."""
+    from parity.metrics import TensorResult, compare_chunks
+
+    stats = compare_chunks([(candidate.ravel(), reference.ravel(), truth.ravel())], truth.size)
+    return TensorResult("paddle", "t", "grad", "float32", "", stats.max_abs, stats.mean_abs, stats.max_rel,
+                        stats.scale, noise_ratio(candidate, reference, truth), True, truth.size, *stats.errors)
+
+
+def test_pooled_ratio_ignores_what_the_reference_cannot_resolve():
+    """A gradient that is zero in exact arithmetic (an attention key bias) computes to rounding noise in float64
+    and float32: relative to it both errors are huge and their ratio is the luck of two roundings. The pool
+    leaves it out (the float64 run checks it); a real loss of accuracy on a resolvable tensor still decides."""
+    from parity.metrics import pooled_noise_ratio
+
+    rng = np.random.default_rng(0)
+    truth = rng.standard_normal(1000)
+    honest = _float32_result(truth, truth.astype(np.float32).astype(np.float64),
+                             (truth + 1e-8 * rng.standard_normal(1000)).astype(np.float32).astype(np.float64))
+    zero = 1e-17 * rng.standard_normal(64)  # float64 rounding of an exact zero
+    noisy = _float32_result(zero, 6e-7 * rng.standard_normal(64), 1e-7 * rng.standard_normal(64))
+    assert noisy.reference_relative_error > 1 and noisy.noise_ratio > 4
+    assert pooled_noise_ratio([honest, noisy]) == pytest.approx(pooled_noise_ratio([honest]))
+    assert pooled_noise_ratio([honest]) < 2
+    sloppy = _float32_result(truth, (truth + 1e-5 * rng.standard_normal(1000)).astype(np.float32).astype(np.float64),
+                             truth.astype(np.float32).astype(np.float64))
+    assert pooled_noise_ratio([sloppy, noisy]) > 10  # a 1e-5 error is far above float32 rounding
