@@ -11,7 +11,9 @@ passage's states at those layers (`model.encode_passage`) can be computed once a
 - `encode_passages` returns each passage's `PassageEntry` (windows and per-layer states, numpy) from the memory
   cache (least recently used entries dropped beyond `max_cache_bytes`), from a safetensors file in `cache_dir`,
   or computed (and then written there, atomically);
-- `answer_with_cache` runs the questions against an entry and decodes spans with `tasks evaluate`'s SQuAD
+- `answer_with_cache` runs the questions against an entry (the model gets each window's states once per batch
+  and the window of each question row, so an assist layer projects a window's keys and values once for all the
+  questions reading it; no per-layer outputs are collected) and decodes spans with `tasks evaluate`'s SQuAD
   decoding (`postprocess_squad`: n-best starts and ends, spans inside the passage, the question's first token
   as the null answer of v2.0); `answer_one_shot` runs the full model on [question; passage] instead (the same
   windows): its logits equal the cached ones (float64: <= 1e-10).

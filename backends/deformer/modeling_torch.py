@@ -5,7 +5,9 @@ E2/A/E3 of the N layers):
 - the passage alone through layers 1 .. E2+A (question-independent: `encode_passage`, cacheable);
 - the question alone through layers 1 .. E2, then through the A assist layers, where its queries attend over
   the keys and values of [question states; the passage's states entering the same layer] (the same layer's
-  weights; the passage runs that layer on its own);
+  weights; the passage runs that layer on its own). A passage's keys and values are projected once per passage
+  and shared by every question that reads it: a passage_cache of P passages with a `passage_index` [B] (the
+  passage of each question) serves B questions, the way many questions are answered against one cached passage;
 - the joint [question; passage] states after layer E2+A through the last E3 layers.
 Positions: question 0 .. Tq-1, passage from max_question_length on (RoBERTa: both from pad_token_id + 1, padding
 at pad_token_id, counted over the attention mask), so a passage's encoding never depends on its question.
@@ -14,8 +16,8 @@ Every model returns a dict: the head's final outputs, "last_hidden_state" [B, Tq
 (embeddings and every layer) over the joint sequence (the question's and the passage's states side by side
 below the joint layers), "attentions" and "attention_scores" (pre-softmax) of the question's queries below the
 joint layers ([B, heads, Tq, Tq] question-only, [B, heads, Tq, Tq+Tp] assist) and of every token in the joint
-layers ([B, heads, T, T]), and "pooler_output" where the head pools. E2 = A = 0 is the base model on the
-concatenation [question; passage].
+layers ([B, heads, T, T]), and "pooler_output" where the head pools (output_layers=False: the head's outputs,
+"last_hidden_state" and "pooler_output" alone). E2 = A = 0 is the base model on the concatenation [question; passage].
 """
 from __future__ import annotations
 
