@@ -65,11 +65,11 @@ class DeformerEncoder(nn.Layer):
         split = self.config.encoder2_layers
         all_hidden_states, all_attentions, all_scores = [], [], []
 
-        def joint(layer):  # [question; its passage] states entering layer `layer` (0: the embeddings)
-            return paddle.concat([question_states, per_question(passage_states[layer], passage_index)], axis=1)
+        def joint(question, layer):  # [question; its passage] states entering layer `layer` (0: the embeddings)
+            return paddle.concat([question, per_question(passage_states[layer], passage_index)], axis=1)
 
         if output_layers:
-            all_hidden_states.append(joint(0))
+            all_hidden_states.append(joint(question_states, 0))
         for i, layer in enumerate(self.layer[:self.config.passage_layers]):
             if i < split:  # question-only
                 question_states, probs, scores = layer(question_states, question_bias)
@@ -78,10 +78,10 @@ class DeformerEncoder(nn.Layer):
                                                        assist_key_value(layer, question_states, passage_states[i],
                                                                         passage_index))
             if output_layers:
-                all_hidden_states.append(joint(i + 1))
+                all_hidden_states.append(joint(question_states, i + 1))
                 all_attentions.append(probs)
                 all_scores.append(scores)
-        hidden_states = all_hidden_states[-1] if output_layers else joint(self.config.passage_layers)
+        hidden_states = all_hidden_states[-1] if output_layers else joint(question_states, self.config.passage_layers)
         for layer in self.layer[self.config.passage_layers:]:  # joint
             hidden_states, probs, scores = layer(hidden_states, joint_bias)
             if output_layers:
