@@ -11,7 +11,9 @@ passage's states at those layers (`model.encode_passage`) can be computed once a
 - `encode_passages` returns each passage's `PassageEntry` (windows and per-layer states, numpy) from the memory
   cache (least recently used entries dropped beyond `max_cache_bytes`), from a safetensors file in `cache_dir`,
   or computed (and then written there, atomically);
-- `answer_with_cache` runs the questions against an entry and decodes spans with `tasks evaluate`'s SQuAD
+- `answer_with_cache` runs the questions against an entry (the model gets each window's states once per batch
+  and the window of each question row, so an assist layer projects a window's keys and values once for all the
+  questions reading it; no per-layer outputs are collected) and decodes spans with `tasks evaluate`'s SQuAD
   decoding (`postprocess_squad`: n-best starts and ends, spans inside the passage, the question's first token
   as the null answer of v2.0); `answer_one_shot` runs the full model on [question; passage] instead (the same
   windows): its logits equal the cached ones (float64: <= 1e-10).
@@ -52,6 +54,7 @@ DEFAULT_SEQ_LENGTH = 384  # passage tokens per window, special tokens included (
 FAMILY = "deformer"
 STATE_PREFIX = "passage_states."  # cache file tensors: passage_states.<layer>, and the windows' WINDOW_ARRAYS
 WINDOW_ARRAYS = ("input_ids", "attention_mask", "token_type_ids", "offsets")
+PASSAGE_INDEX = "passage_index"  # passage_cache: the window of each question row (backends/deformer)
 
 
 class ServeError(TaskError):
@@ -428,14 +431,10 @@ class PassageServer:
 
         return tf.device(self.runner.device)
 
-    def _call(self, method, arrays: dict, cache=None) -> dict:
-        runner = self.runner
-        tensors = runner.to_tensors(arrays)
-        if cache is not None:
-            tensors["passage_cache"] = {"passage_states": [runner.to_tensors({"s": s})["s"] for s in cache["states"]],
-                                        "passage_attention_mask": runner.to_tensors({"m": cache["mask"]})["m"]}
+    def _call(self, method, arrays: dict, **options) -> dict:
+        tensors = self.runner.to_tensors(arrays)
         with self.adapter.no_grad(), self.placement():
-            return method(**tensors)
+            return method(**tensors, **options)
 
     def _encode(self, windows: PassageWindows) -> list:
         outputs = self._call(self.runner.model.encode_passage, windows.model_inputs(slice(None)))
@@ -443,6 +442,15 @@ class PassageServer:
         if len(states) != self.layers:
             raise RuntimeError(f"encode_passage returned {len(states)} states; E2 + A + 1 = {self.layers} expected")
         return states
+
+    def _passage_cache(self, entry: PassageEntry) -> dict:
+        """The model's passage_cache of an entry: every window's states and mask as tensors, made once per call
+        (each question row then names its window: passage_index; the model projects a window's keys and values
+        once for all its rows)."""
+        tensors = self.runner.to_tensors({"mask": entry.windows.attention_mask,
+                                          **{f"{STATE_PREFIX}{n}": state for n, state in enumerate(entry.states)}})
+        return {"passage_states": [tensors[f"{STATE_PREFIX}{n}"] for n in range(len(entry.states))],
+                "passage_attention_mask": tensors["mask"]}
 
     def encode_passages(self, passages) -> list[PassageEntry]:
         """Each passage's entry: from memory, from the cache folder, or encoded (then kept in both)."""
@@ -468,17 +476,19 @@ class PassageServer:
         count, per = len(questions["question_input_ids"]), len(windows)
         return np.repeat(np.arange(count), per), np.tile(np.arange(per), count)
 
-    def _logits(self, questions: dict, windows: PassageWindows, rows_q, rows_w, states=None) -> tuple:
-        """[rows, Tq + Tp] start and end logits: with `states` against the cache, else one-shot."""
+    def _logits(self, questions: dict, windows: PassageWindows, rows_q, rows_w, cache=None) -> tuple:
+        """[rows, Tq + Tp] start and end logits: with `cache` (_passage_cache) against the cached windows, else
+        one-shot; the per-layer outputs are not collected (output_layers=False)."""
         parts = []
         for begin in range(0, len(rows_q), self.batch_size):
             q, w = rows_q[begin:begin + self.batch_size], rows_w[begin:begin + self.batch_size]
             arrays = {name: array[q] for name, array in questions.items()}
-            if states is None:
-                outputs = self._call(self.runner.model, {**arrays, **windows.model_inputs(w)})
+            if cache is None:
+                outputs = self._call(self.runner.model, {**arrays, **windows.model_inputs(w)}, output_layers=False)
             else:
-                cache = {"states": [state[w] for state in states], "mask": windows.attention_mask[w]}
-                outputs = self._call(self.runner.model, arrays, cache)
+                index = self.runner.to_tensors({PASSAGE_INDEX: w.astype(np.int64)})[PASSAGE_INDEX]
+                outputs = self._call(self.runner.model, arrays, passage_cache={**cache, PASSAGE_INDEX: index},
+                                     output_layers=False)
             parts.append([self.adapter.to_numpy(outputs[name]) for name in ("start_logits", "end_logits")])
         return tuple(np.concatenate([part[n] for part in parts]) for n in (0, 1))
 
@@ -486,7 +496,7 @@ class PassageServer:
         """(SquadFeatures, start_logits, end_logits) of the questions against a cached passage."""
         arrays = self.tokens.questions(questions, ids)
         rows_q, rows_w = self._rows(arrays, entry.windows)
-        start, end = self._logits(arrays, entry.windows, rows_q, rows_w, entry.states)
+        start, end = self._logits(arrays, entry.windows, rows_q, rows_w, self._passage_cache(entry))
         return joint_features(arrays, entry.windows, rows_q, rows_w, rows_q), start, end
 
     def logits_one_shot(self, passage: str, questions, ids=None) -> tuple:

@@ -61,14 +61,16 @@ class BertSelfAttention(nn.Layer):
         batch, seq_len, _ = x.shape
         return x.reshape([batch, seq_len, self.num_attention_heads, self.attention_head_size]).transpose([0, 2, 1, 3])
 
-    def forward(self, hidden_states, attention_bias, key_value_states=None):
-        """Returns (context [B, T, N*D], probabilities and pre-softmax scores [B, N, T, S]). Keys and values come
-        from `key_value_states` [B, S, N*D] when given (attention_bias then covers its S keys), else from
-        hidden_states (S = T)."""
-        key_value_states = hidden_states if key_value_states is None else key_value_states
+    def key_value(self, states):
+        """(keys, values) [B, N, S, D] of states [B, S, N*D]: what forward takes as `key_value`."""
+        return self.split_heads(self.key(states)), self.split_heads(self.value(states))
+
+    def forward(self, hidden_states, attention_bias, key_value=None):
+        """Returns (context [B, T, N*D], probabilities and pre-softmax scores [B, N, T, S]). The keys and values
+        are `key_value` when given (key_value() of other states, projected once for many queries: attention_bias
+        then covers its S keys), else those of hidden_states (S = T)."""
         query = self.split_heads(self.query(hidden_states))
-        key = self.split_heads(self.key(key_value_states))
-        value = self.split_heads(self.value(key_value_states))
+        key, value = self.key_value(hidden_states) if key_value is None else key_value
         scores = paddle.matmul(query, key, transpose_y=True) / math.sqrt(self.attention_head_size) + attention_bias
         probs = F.softmax(scores, axis=-1)
         context = paddle.matmul(self.dropout(probs), value).transpose([0, 2, 1, 3])
@@ -93,8 +95,8 @@ class BertAttention(nn.Layer):
         self.self = BertSelfAttention(config)
         self.output = BertSelfOutput(config)
 
-    def forward(self, hidden_states, attention_bias, key_value_states=None):
-        context, probs, scores = self.self(hidden_states, attention_bias, key_value_states)
+    def forward(self, hidden_states, attention_bias, key_value=None):
+        context, probs, scores = self.self(hidden_states, attention_bias, key_value)
         return self.output(context, hidden_states), probs, scores
 
 
@@ -127,9 +129,10 @@ class BertLayer(nn.Layer):
         self.intermediate = BertIntermediate(config)
         self.output = BertOutput(config)
 
-    def forward(self, hidden_states, attention_bias, key_value_states=None):
-        """key_value_states: the states the queries of hidden_states attend over, when not hidden_states themselves."""
-        attention_output, probs, scores = self.attention(hidden_states, attention_bias, key_value_states)
+    def forward(self, hidden_states, attention_bias, key_value=None):
+        """key_value: the (keys, values) the queries of hidden_states attend over, when not their own
+        (BertSelfAttention.key_value)."""
+        attention_output, probs, scores = self.attention(hidden_states, attention_bias, key_value)
         return self.output(self.intermediate(attention_output), attention_output), probs, scores
 
 

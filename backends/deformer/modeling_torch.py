@@ -5,7 +5,9 @@ E2/A/E3 of the N layers):
 - the passage alone through layers 1 .. E2+A (question-independent: `encode_passage`, cacheable);
 - the question alone through layers 1 .. E2, then through the A assist layers, where its queries attend over
   the keys and values of [question states; the passage's states entering the same layer] (the same layer's
-  weights; the passage runs that layer on its own);
+  weights; the passage runs that layer on its own). A passage's keys and values are projected once per passage
+  and shared by every question that reads it: a passage_cache of P passages with a `passage_index` [B] (the
+  passage of each question) serves B questions, the way many questions are answered against one cached passage;
 - the joint [question; passage] states after layer E2+A through the last E3 layers.
 Positions: question 0 .. Tq-1, passage from max_question_length on (RoBERTa: both from pad_token_id + 1, padding
 at pad_token_id, counted over the attention mask), so a passage's encoding never depends on its question.
@@ -14,8 +16,8 @@ Every model returns a dict: the head's final outputs, "last_hidden_state" [B, Tq
 (embeddings and every layer) over the joint sequence (the question's and the passage's states side by side
 below the joint layers), "attentions" and "attention_scores" (pre-softmax) of the question's queries below the
 joint layers ([B, heads, Tq, Tq] question-only, [B, heads, Tq, Tq+Tp] assist) and of every token in the joint
-layers ([B, heads, T, T]), and "pooler_output" where the head pools. E2 = A = 0 is the base model on the
-concatenation [question; passage].
+layers ([B, heads, T, T]), and "pooler_output" where the head pools (output_layers=False: the head's outputs,
+"last_hidden_state" and "pooler_output" alone). E2 = A = 0 is the base model on the concatenation [question; passage].
 """
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ from .heads import HEADS as REGISTRY
 EMBEDDINGS = {"bert": bert.BertEmbeddings, "roberta": roberta.RobertaEmbeddings}
 # what an encode_passage() result holds (the passage_cache forward() takes)
 CACHE_KEYS = ("passage_states", "passage_attention_mask")
+# what a passage_cache may add: [B] the passage (row of the cache) each question reads; absent: question b, row b
+PASSAGE_INDEX = "passage_index"
 # the inputs whose word embeddings the parity harness feeds as forward() arguments (backends/run.py)
 EMBEDDED_INPUTS = {"question_input_ids": "question_inputs_embeds", "passage_input_ids": "passage_inputs_embeds"}
 
@@ -50,28 +54,57 @@ class DeformerEncoder(nn.Module):
             states.append(layer(states[-1], attention_bias)[0])
         return states
 
-    def forward(self, question_states, question_bias, passage_states, joint_bias):
-        """question_states: the question's embeddings; passage_states: encode_passage's list; joint_bias: the
-        additive mask bias of [question; passage] keys. Returns BertEncoder's outputs over the joint sequence."""
+    def forward(self, question_states, question_bias, passage_states, joint_bias, passage_index=None,
+                output_layers=True):
+        """question_states: the question's embeddings [B, Tq, H]; passage_states: encode_passage's list ([P, Tp, H]
+        each); passage_index: [B] the passage (row of passage_states) each question reads, None: question b reads
+        passage b; joint_bias: the additive mask bias of [question; its passage] keys. Returns BertEncoder's outputs
+        over the joint sequence; output_layers=False: only "last_hidden_state" (no per-layer states, attentions and
+        scores are gathered)."""
         split = self.config.encoder2_layers
-        all_hidden_states, all_attentions, all_scores = [torch.cat([question_states, passage_states[0]], 1)], [], []
+        all_hidden_states, all_attentions, all_scores = [], [], []
+
+        def joint(question, layer):  # [question; its passage] states entering layer `layer` (0: the embeddings)
+            return torch.cat([question, per_question(passage_states[layer], passage_index)], 1)
+
+        if output_layers:
+            all_hidden_states.append(joint(question_states, 0))
         for i, layer in enumerate(self.layer[:self.config.passage_layers]):
             if i < split:  # question-only
                 question_states, probs, scores = layer(question_states, question_bias)
             else:  # assist: the question's queries over [question; passage entering this layer]
-                keys = torch.cat([question_states, passage_states[i]], 1)
-                question_states, probs, scores = layer(question_states, joint_bias, keys)
-            all_hidden_states.append(torch.cat([question_states, passage_states[i + 1]], 1))
-            all_attentions.append(probs)
-            all_scores.append(scores)
-        hidden_states = all_hidden_states[-1]
+                question_states, probs, scores = layer(question_states, joint_bias,
+                                                       assist_key_value(layer, question_states, passage_states[i],
+                                                                        passage_index))
+            if output_layers:
+                all_hidden_states.append(joint(question_states, i + 1))
+                all_attentions.append(probs)
+                all_scores.append(scores)
+        hidden_states = all_hidden_states[-1] if output_layers else joint(question_states, self.config.passage_layers)
         for layer in self.layer[self.config.passage_layers:]:  # joint
             hidden_states, probs, scores = layer(hidden_states, joint_bias)
-            all_hidden_states.append(hidden_states)
-            all_attentions.append(probs)
-            all_scores.append(scores)
+            if output_layers:
+                all_hidden_states.append(hidden_states)
+                all_attentions.append(probs)
+                all_scores.append(scores)
+        if not output_layers:
+            return {"last_hidden_state": hidden_states}
         return {"last_hidden_state": hidden_states, "hidden_states": all_hidden_states,
                 "attentions": all_attentions, "attention_scores": all_scores}
+
+
+def assist_key_value(layer, question_states, passage_states, passage_index):
+    """(keys, values) [B, heads, Tq + Tp, D] of [question; its passage] in an assist layer: the passage's are
+    projected once per passage ([P, Tp, H] states) and then shared by the questions reading it (passage_index)."""
+    attention = layer.attention.self
+    question_keys, question_values = attention.key_value(question_states)
+    passage_keys, passage_values = (per_question(x, passage_index) for x in attention.key_value(passage_states))
+    return torch.cat([question_keys, passage_keys], 2), torch.cat([question_values, passage_values], 2)
+
+
+def per_question(passage_tensor, passage_index):
+    """Rows [P, ...] of passages -> [B, ...], the row of each question's passage (None: the same rows)."""
+    return passage_tensor if passage_index is None else passage_tensor[passage_index]
 
 
 class DeformerModel(bert.BertModel):
@@ -116,19 +149,22 @@ class DeformerModel(bert.BertModel):
 
     def forward(self, question_input_ids=None, question_attention_mask=None, question_token_type_ids=None,
                 passage_input_ids=None, passage_attention_mask=None, passage_token_type_ids=None,
-                passage_cache=None, question_inputs_embeds=None, passage_inputs_embeds=None):
+                passage_cache=None, question_inputs_embeds=None, passage_inputs_embeds=None, output_layers=True):
         """question_/passage_inputs_embeds, when given, replace only the word-embedding lookups; passage_cache
-        (encode_passage's result for the same passages) replaces the passage's inputs."""
+        (encode_passage's result for the same passages, or for P passages with a "passage_index" [B] naming each
+        question's: many questions share one passage's keys and values) replaces the passage's inputs;
+        output_layers=False leaves out the per-layer "hidden_states", "attentions" and "attention_scores"."""
         check_part(question_input_ids, question_inputs_embeds, "question", self.config.max_question_length)
         question, question_mask = self.embed_part(question_input_ids, question_attention_mask,
                                                   question_token_type_ids, question_inputs_embeds, 0)
         if passage_cache is None:
             passage_cache = self.encode_passage(passage_input_ids, passage_attention_mask, passage_token_type_ids,
                                                 passage_inputs_embeds)
-        passage_states = check_cache(passage_cache, self.config)
-        joint_mask = torch.cat([question_mask, passage_cache["passage_attention_mask"]], 1)
+        passage_states, passage_index = check_cache(passage_cache, self.config, question.shape[0])
+        passage_mask = per_question(passage_cache["passage_attention_mask"], passage_index)
+        joint_mask = torch.cat([question_mask, passage_mask], 1)
         outputs = self.encoder(question, bert.attention_bias(question_mask, question.dtype), passage_states,
-                               bert.attention_bias(joint_mask, question.dtype))
+                               bert.attention_bias(joint_mask, question.dtype), passage_index, output_layers)
         if self.pooler is not None:
             outputs["pooler_output"] = self.pooler(outputs["last_hidden_state"])
         return outputs
@@ -144,8 +180,9 @@ def check_part(input_ids, inputs_embeds, part: str, max_length: int | None = Non
                          "positions start there)")
 
 
-def check_cache(passage_cache, config) -> list:
-    """The passage states of a cache made by encode_passage of a model with this split and width."""
+def check_cache(passage_cache, config, questions: int) -> tuple:
+    """(passage states, passage_index or None) of a cache made by encode_passage of a model with this split and
+    width, whose passage_index (if any) names one of its passages for each of the `questions`."""
     missing = [key for key in CACHE_KEYS if key not in passage_cache]
     if missing:
         raise ValueError(f"passage_cache lacks {', '.join(missing)} (give what encode_passage returns)")
@@ -154,7 +191,20 @@ def check_cache(passage_cache, config) -> list:
         raise ValueError(f"passage_cache holds {len(states)} states of width {states[0].shape[-1]}; this model "
                          f"(split {config.split}, hidden_size {config.hidden_size}) needs {config.passage_layers + 1} "
                          f"of width {config.hidden_size}")
-    return states
+    index, passages = passage_cache.get(PASSAGE_INDEX), states[0].shape[0]
+    if index is None:
+        if passages != questions:
+            raise ValueError(f"passage_cache holds {passages} passages for {questions} questions: give its "
+                             f"{PASSAGE_INDEX} (the passage of each question)")
+        return states, None
+    if tuple(index.shape) != (questions,) or index.dtype != torch.int64:
+        raise ValueError(f"{PASSAGE_INDEX} of shape {tuple(index.shape)} and dtype {index.dtype}: one int64 per "
+                         f"question ({questions}) expected")
+    if questions:
+        first, last = int(index.min()), int(index.max())
+        if not 0 <= first <= last < passages:
+            raise ValueError(f"{PASSAGE_INDEX} names passages {first} .. {last}; the cache holds {passages}")
+    return states, index
 
 
 class DeformerPreTrainedHead(bert.BertPreTrainedHead):
@@ -179,10 +229,10 @@ class DeformerForQuestionAnswering(DeformerPreTrainedHead, bert.BertForQuestionA
 
     def forward(self, question_input_ids=None, question_attention_mask=None, question_token_type_ids=None,
                 passage_input_ids=None, passage_attention_mask=None, passage_token_type_ids=None,
-                passage_cache=None, question_inputs_embeds=None, passage_inputs_embeds=None):
+                passage_cache=None, question_inputs_embeds=None, passage_inputs_embeds=None, output_layers=True):
         outputs = self.base_model(question_input_ids, question_attention_mask, question_token_type_ids,
                                   passage_input_ids, passage_attention_mask, passage_token_type_ids, passage_cache,
-                                  question_inputs_embeds, passage_inputs_embeds)
+                                  question_inputs_embeds, passage_inputs_embeds, output_layers)
         logits = self.qa_outputs(outputs["last_hidden_state"])
         return {"start_logits": logits[..., 0], "end_logits": logits[..., 1], **outputs}
 
@@ -205,10 +255,10 @@ class DeformerForSequenceClassification(DeformerPreTrainedHead):
 
     def forward(self, question_input_ids=None, question_attention_mask=None, question_token_type_ids=None,
                 passage_input_ids=None, passage_attention_mask=None, passage_token_type_ids=None,
-                passage_cache=None, question_inputs_embeds=None, passage_inputs_embeds=None):
+                passage_cache=None, question_inputs_embeds=None, passage_inputs_embeds=None, output_layers=True):
         outputs = self.base_model(question_input_ids, question_attention_mask, question_token_type_ids,
                                   passage_input_ids, passage_attention_mask, passage_token_type_ids, passage_cache,
-                                  question_inputs_embeds, passage_inputs_embeds)
+                                  question_inputs_embeds, passage_inputs_embeds, output_layers)
         if self.config.base_family == "roberta":
             return {"logits": self.classifier(outputs["last_hidden_state"]), **outputs}
         return {"logits": self.classifier(self.dropout(outputs["pooler_output"])), **outputs}
@@ -225,12 +275,12 @@ class DeformerForMultipleChoice(DeformerPreTrainedHead, bert.BertForMultipleChoi
 
     def forward(self, question_input_ids=None, question_attention_mask=None, question_token_type_ids=None,
                 passage_input_ids=None, passage_attention_mask=None, passage_token_type_ids=None,
-                passage_cache=None, question_inputs_embeds=None, passage_inputs_embeds=None):
+                passage_cache=None, question_inputs_embeds=None, passage_inputs_embeds=None, output_layers=True):
         num_choices = (question_input_ids if question_input_ids is not None else question_inputs_embeds).shape[1]
         outputs = self.base_model(*map(flat_choices, (
             question_input_ids, question_attention_mask, question_token_type_ids, passage_input_ids,
             passage_attention_mask, passage_token_type_ids)), passage_cache, flat_choices(question_inputs_embeds),
-            flat_choices(passage_inputs_embeds))
+            flat_choices(passage_inputs_embeds), output_layers)
         logits = self.classifier(self.dropout(outputs["pooler_output"])).reshape(-1, num_choices)
         return {"logits": logits, **outputs}
 

@@ -263,6 +263,60 @@ def test_cached_passages_give_the_one_shot_outputs(fw, case, head):
     assert difference <= 1e-10, f"{fw} {case_id(case)} {head}: {tensor} differs by {difference:.3g}"
 
 
+def shared_passage_case(case: tuple, fw: str, head: str):
+    """Model, 2 ragged passages and 5 ragged questions (3 of one passage, 2 of the other), the passage_index of
+    each question, and the one-shot inputs (each question with its own copy of its passage)."""
+    model, config, _, _ = model_and_inputs(case, fw, head)
+    questions = {k: v for k, v in SPEC.make_inputs(config, head, 5, JOINT_LENGTH, np.random.default_rng(21)).items()
+                 if k.startswith("question")}
+    passages = {k: v for k, v in SPEC.make_inputs(config, head, 2, JOINT_LENGTH - 2, np.random.default_rng(22)).items()
+                if k.startswith("passage")}
+    index = np.array([1, 0, 1, 0, 1], dtype=np.int64)
+    assert len(set(questions["question_attention_mask"].sum(-1))) > 1  # ragged questions
+    assert len(set(passages["passage_attention_mask"].sum(-1))) > 1  # ragged passages
+    return model, config, questions, passages, index, {**questions, **{k: v[index] for k, v in passages.items()}}
+
+
+@pytest.mark.parametrize("head", ["qa", "seqcls"])
+@pytest.mark.parametrize("case", SPLITS, ids=case_id)
+@pytest.mark.parametrize("fw", BACKENDS)
+def test_questions_sharing_a_cached_passage_give_the_one_shot_outputs(fw, case, head):
+    """P passages encoded once, B > P questions naming theirs by passage_index (each assist layer projects a
+    passage's keys and values once for all its questions): every output within 1e-10 of the one-shot model on each
+    question's own copy of its passage (float64); output_layers=False gives the same final outputs alone."""
+    model, config, questions, passages, index, one_shot_inputs = shared_passage_case(case, fw, head)
+    adapter = framework(fw)
+    with adapter.no_grad():
+        cache = model.encode_passage(*(adapter.from_numpy(passages[f"passage_{f}"])
+                                       for f in ("input_ids", "attention_mask", "token_type_ids")))
+    shared = {**cache, "passage_index": adapter.from_numpy(index)}
+    one_shot, cached = forward(fw, model, one_shot_inputs), forward(fw, model, questions, passage_cache=shared)
+    assert set(one_shot) == set(cached) and "hidden_states.1" in cached
+    difference, tensor = worst_difference(one_shot, cached)
+    assert difference <= 1e-10, f"{fw} {case_id(case)} {head}: {tensor} differs by {difference:.3g}"
+    final = forward(fw, model, questions, passage_cache=shared, output_layers=False)
+    assert set(final) == {*SPEC.final_outputs[head], "last_hidden_state", *(
+        ["pooler_output"] if "pooler_output" in one_shot else [])}
+    difference, tensor = worst_difference({k: one_shot[k] for k in final}, final)
+    assert difference <= 1e-10, f"{fw} {case_id(case)} {head} output_layers=False: {tensor} differs by {difference:.3g}"
+
+
+@pytest.mark.parametrize("fw", BACKENDS)
+def test_a_bad_passage_index_is_refused(fw):
+    model, config, questions, passages, index, _ = shared_passage_case(("bert", 0, 1, 1), fw, "qa")
+    adapter = framework(fw)
+    with adapter.no_grad():
+        cache = model.encode_passage(*(adapter.from_numpy(passages[f"passage_{f}"])
+                                       for f in ("input_ids", "attention_mask", "token_type_ids")))
+        tensors = {k: adapter.from_numpy(v) for k, v in questions.items()}
+        with pytest.raises(ValueError, match="2 passages for 5 questions: give its passage_index"):
+            model(**tensors, passage_cache=cache)
+        with pytest.raises(ValueError, match="passage_index names passages 0 .. 2; the cache holds 2"):
+            model(**tensors, passage_cache={**cache, "passage_index": adapter.from_numpy(index * 2)})
+        with pytest.raises(ValueError, match=r"passage_index of shape \(4,\)"):
+            model(**tensors, passage_cache={**cache, "passage_index": adapter.from_numpy(index[:4])})
+
+
 def test_a_cache_of_another_split_is_refused():
     model, config, _, inputs = model_and_inputs(("bert", 0, 1, 1), "torch", "qa")
     other, _, _, _ = model_and_inputs(("bert", 0, 2, 0), "torch", "qa")
