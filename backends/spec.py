@@ -85,8 +85,23 @@ class Preset:
     description: str = ""
 
 
+class HeadTable:
+    """The head names a `head_registry` (head name -> Head) declares; FamilySpec and the weights tables share it."""
+
+    head_registry: Mapping[str, Head]
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        return tuple(self.head_registry)
+
+    @property
+    def choice_heads(self) -> tuple[str, ...]:
+        """Heads whose inputs carry a choices axis: [batch, choices, seq]."""
+        return tuple(name for name, head in self.head_registry.items() if head.choices)
+
+
 @dataclass(frozen=True)
-class FamilySpec:
+class FamilySpec(HeadTable):
     """Everything the harness, converters and tasks need to know about a family without a framework."""
 
     name: str
@@ -113,18 +128,9 @@ class FamilySpec:
     optional_shapes: Callable[[object, str], dict] = field(default=lambda config, head: {})  # none
 
     @property
-    def heads(self) -> tuple[str, ...]:
-        return tuple(self.head_registry)
-
-    @property
     def final_outputs(self) -> dict:
         """head -> names of the final outputs (the ones the parity loss is built from)."""
         return {name: head.outputs for name, head in self.head_registry.items()}
-
-    @property
-    def choice_heads(self) -> tuple[str, ...]:
-        """Heads whose inputs carry a choices axis: [batch, choices, seq]."""
-        return tuple(name for name, head in self.head_registry.items() if head.choices)
 
     def input_names(self, config, head: str) -> tuple[str, ...]:
         """The names of the inputs the family declares for `config` and `head`: what the task layer builds,

@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 
-from ..spec import token_inputs
+from ..spec import HeadTable, token_inputs
 from ..weights import Rule, RuleSet, port_rules
 from .config import BertConfig
 from .heads import HEADS
@@ -79,7 +79,7 @@ def keras_rules(family: str, base: str) -> RuleSet:
     ], f"{family} transformers TF checkpoint")
 
 
-class BertWeights:
+class BertWeights(HeadTable):
     """Canonical (transformers state_dict) names, shapes, init, inputs and checkpoint reading of a family."""
 
     family = "bert"
@@ -96,14 +96,6 @@ class BertWeights:
                     "cls.predictions.decoder.bias": "cls.predictions.bias"}
     # non-parameter tensors (transformers' buffers) that checkpoints may carry; dropped on reading
     buffers = (r"(.*\.)?embeddings\.(position_ids|token_type_ids)",)
-
-    @property
-    def heads(self) -> tuple[str, ...]:
-        return tuple(self.head_registry)
-
-    @property
-    def choice_heads(self) -> tuple[str, ...]:
-        return tuple(name for name, head in self.head_registry.items() if head.choices)
 
     def prefix(self, head: str) -> str:
         return "" if head == "base" else self.base_model_prefix

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..bert.weights import LINEAR_KERNELS, WEIGHTS as BERT_WEIGHTS
 from ..roberta.weights import WEIGHTS as ROBERTA_WEIGHTS
-from ..spec import token_inputs
+from ..spec import HeadTable, token_inputs
 from ..weights import port_rules
 from .config import from_base_config
 from .heads import HEADS
@@ -23,19 +23,11 @@ TINY_QUESTION_LENGTH = 8
 TINY_JOINT_LENGTH = 128
 
 
-class DeformerWeights:
+class DeformerWeights(HeadTable):
     """The base family's tables (by config.base_family) and the DeFormer's inputs."""
 
     family = "deformer"
     head_registry = HEADS
-
-    @property
-    def heads(self) -> tuple[str, ...]:
-        return tuple(self.head_registry)
-
-    @property
-    def choice_heads(self) -> tuple[str, ...]:
-        return tuple(name for name, head in self.head_registry.items() if head.choices)
 
     @staticmethod
     def base(config):
