@@ -19,6 +19,7 @@ between these forms like a model.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,12 +168,13 @@ def _write_weights(file: Path, fmt: str, family: str, params: dict, dtype: str |
         save_arrays(file, stored, metadata={"format": "pt" if fmt == "hf" else "tf"})
 
 
-def read_adapter_folder(path, base=None) -> AdapterFolder:
+def read_adapter_folder(path, base: Callable[[], tuple] | None = None) -> AdapterFolder:
     """An adapter-only checkpoint, every file and tensor checked: one-line errors name the file and key.
 
     A folder the `adapters` library saved itself (`model.save_adapter(DIR, name, with_head=True)` on a
-    transformers task class with `adapters.init`) lacks our "parity" key: `base` = (family, config) of the base
-    model it goes on then supplies what the library does not keep (see `_library_description`)."""
+    transformers task class with `adapters.init`) lacks our "parity" key: `base()` = (family, config) of the base
+    model it goes on then supplies what the library does not keep (see `_library_description`); it is called only
+    for such a folder, so a folder of ours never opens the base model's checkpoint here."""
     from backends.adapters import DEFAULT_NAME, parse_adapter_config
 
     path = Path(path)
@@ -182,7 +184,7 @@ def read_adapter_folder(path, base=None) -> AdapterFolder:
     data = formats.read_json(config_file)
     ours = data.get(OUR_KEY)
     if ours is None and base is not None:
-        ours = _library_description(path, data, *base)
+        ours = _library_description(path, data, *base())
     if not isinstance(ours, dict):
         raise ConfigError(f"{config_file}: no {OUR_KEY!r} key (the family, head and model config it was trained "
                           "with): a folder saved by the adapters library is read given its base model (--model)")

@@ -150,7 +150,7 @@ class Job:
             from .model import model_family_and_config
 
             # a folder the adapters library saved keeps no model config: the base model (--model) gives it
-            stored = read_adapter_folder(load_from, base=model_family_and_config(getattr(a, self.model_option)))
+            stored = read_adapter_folder(load_from, base=lambda: model_family_and_config(getattr(a, self.model_option)))
             if text is not None and text != stored.adapter:
                 raise TaskError(f"--adapter-config {text} differs from the adapter in {load_from} ({stored.adapter}); "
                                 "leave --adapter-config out to continue that one")
