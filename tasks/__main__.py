@@ -176,8 +176,8 @@ def add_distill_arguments(parser) -> None:
                        help="TinyBERT's intermediate losses (embeddings, hidden states via fit_dense, attention "
                             "scores) instead of the prediction loss; needs a TinyBERT student")
     group.add_argument("--general", action="store_true",
-                       help="TinyBERT's general distillation (no --task, no labels, no task head; trains without "
-                            "--do-train): the intermediate losses of --intermediate on a plain-text corpus, "
+                       help="TinyBERT's general distillation (no --task, no labels, no task head; --do-train "
+                            "implied): the intermediate losses of --intermediate on a plain-text corpus, "
                             "--train-file CORPUS (one sentence or paragraph per line, no empty lines, e.g. `python -m "
                             "tasks.data.text squad-contexts`), tokenised by the teacher's tokenizer into blocks of "
                             "--max-seq-length tokens (or --line-by-line). --teacher: a BERT-like folder (pre-trained or "

@@ -12,7 +12,8 @@
 - Intermediate layers (TinyBERT, Jiao et al. 2020; --intermediate): MSE of fit_dense(student hidden
   state m) and teacher hidden state m * k (m = 0 is the embedding output), plus MSE of student attention
   scores of layer m and teacher layer (m + 1) * k - 1, masked scores zeroed, k = teacher / student layers;
-  as TinyBERT's task_distill.py.
+  as TinyBERT's task_distill.py. The same losses with no task at all, on a text corpus, are TinyBERT's general
+  distillation (--general, tasks/general_distill.py).
 
 A train file written by `tasks augment` (tasks/augment.py) has the teacher's logits of its rows beside it; they are
 read instead of running the teacher (checked against the file's bytes and the teacher's parameters).
@@ -187,8 +188,10 @@ class DistillJob(Job):
                             f"max_position_embeddings {teacher.max_position_embeddings} ({config_file})")
         layers = (teacher.num_hidden_layers, student.num_hidden_layers)
         if layers[0] % layers[1]:
+            fitting = [str(n) for n in range(1, layers[0] + 1) if layers[0] % n == 0]
             raise TaskError(f"{option}: teacher layers ({layers[0]}, {config_file}) must be a multiple of student "
-                            f"layers ({layers[1]})")
+                            f"layers ({layers[1]}); a student of {', '.join(fitting)} layers fits (a fresh one: "
+                            "--config-overrides num_hidden_layers=N)")
 
     def teacher_missing(self) -> list:
         """The teacher's parameters that its folder lacks and the distillation needs (a task stage: all)."""

@@ -11,7 +11,9 @@ from backends import family
 from backends.tensorfile import SafetensorsReader
 from tasks.__main__ import main
 from tasks.data.features import load_tokenizer
+from tasks.general_distill import CorpusTask
 from tasks.train.model import load_model, save_model
+from tasks.train.task import Options
 
 from ..conftest import BACKENDS
 from .test_train_support import one_thread  # noqa: F401  (fixture)
@@ -107,6 +109,32 @@ def test_task_stages_load_the_general_student(setup, stage, tmp_path, capsys):
     assert (tmp_path / "out" / "model.safetensors").is_file()
 
 
+@pytest.mark.parametrize("line_by_line", [False, True])
+def test_corpus_rows(setup, line_by_line):
+    """Grouped: the lines' tokens (each line with its special tokens) cut into full blocks; line by line: one padded
+    row per line, [CLS] first."""
+    tokenizer = load_tokenizer(setup["teacher"])
+    task = CorpusTask(files={"train": setup["corpus"]}, options=Options(max_seq_length=8, line_by_line=line_by_line))
+    inputs = task.load("train", tokenizer).inputs
+    assert set(inputs) == {"input_ids", "token_type_ids", "attention_mask"}
+    tokens = [tokenizer(line)["input_ids"] for line in CORPUS]
+    if line_by_line:
+        assert inputs["input_ids"].shape == (len(CORPUS), 8)
+        assert (inputs["input_ids"][:, 0] == tokenizer.cls_token_id).all()
+        assert inputs["attention_mask"].sum(1).tolist() == [min(len(ids), 8) for ids in tokens]
+    else:
+        joined = [token for ids in tokens for token in ids]
+        assert inputs["input_ids"].ravel().tolist() == joined[:len(joined) // 8 * 8]
+        assert inputs["attention_mask"].all()
+
+
+def test_help_describes_general_distillation(capsys):
+    assert main(["distill", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for words in ("--general", "one sentence or paragraph per line", "then --intermediate", "fit_size"):
+        assert words in text, words
+
+
 def refusal_case(setup, tmp_path, case):
     """(argv, expected text) of one bad input."""
     if case == "empty line":
@@ -118,6 +146,8 @@ def refusal_case(setup, tmp_path, case):
         corpus.write_text("", encoding="utf-8")
         return general_args({**setup, "corpus": corpus}, BACKENDS[0], tmp_path / "out"), f"{corpus}: holds no text"
     argv = general_args(setup, BACKENDS[0], tmp_path / "out")
+    if case == "no task":  # a task stage without its task
+        return [arg for arg in argv if arg != "--general"], "distill: give --task (or --general"
     if case == "task":
         return [*argv, "--task", "sst-2"], "leave out --task sst-2"
     if case == "vocabulary":
@@ -132,7 +162,7 @@ def refusal_case(setup, tmp_path, case):
     raise ValueError(case)
 
 
-@pytest.mark.parametrize("case", ["empty line", "empty corpus", "task", "vocabulary", "layers", "student"])
+@pytest.mark.parametrize("case", ["empty line", "empty corpus", "no task", "task", "vocabulary", "layers", "student"])
 def test_bad_general_distillation_input(setup, case, tmp_path, capsys):
     argv, expected = refusal_case(setup, tmp_path, case)
     code = main(argv)
