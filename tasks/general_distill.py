@@ -7,8 +7,8 @@ text (tasks/data/text.py), or one row per line with --line-by-line. There are no
 student (a TinyBERT preset, fresh numpy init, or a TinyBERT folder) learns the teacher's intermediate layers alone,
 with the loss of `--intermediate` (tasks/distill.py: intermediate_loss; attention scores and hidden states through
 fit_dense, embeddings included, layer mapping k = teacher layers / student layers), the teacher running beside the
-student in the same framework. The seed's pregenerated data also masks 15% of the tokens of each instance; this
-corpus is read as it is.
+student in the same framework. The text is read as it is, no token masked: as the seed's second General TinyBERT
+(2019/11/18, "no [MASK] corpus"); its first one read pregenerate_training_data.py's masked-LM instances.
 
 The student is saved as a TinyBERT base model (TinyBertModel: the body and fit_dense) with the teacher's tokenizer
 files, so the task stages read it without --tokenizer: `tasks distill --intermediate` on the (augmented) task data,
