@@ -23,14 +23,16 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def add_task_arguments(parser) -> None:
+def add_task_arguments(parser, distill: bool = False) -> None:
     group = parser.add_argument_group("task and data")
-    group.add_argument("--task", required=True,
+    group.add_argument("--task", required=not distill,
                        help="a GLUE task (cola, sst-2, mrpc, sts-b, qqp, mnli, mnli-mm, qnli, rte, wnli), "
-                            "squad, squad_v2, race, boolq, or mlm (masked language modelling on text files)")
+                            "squad, squad_v2, race, boolq, or mlm (masked language modelling on text files)"
+                            + ("; none with --general" if distill else ""))
     group.add_argument("--data-dir", help="folder of the task's files (GLUE: the task folder or the GLUE root; "
                                           "SQuAD: train-v1.1.json/dev-v1.1.json; RACE: train|dev|test/{middle,high}; "
-                                          "BoolQ: train.jsonl, dev.jsonl or val.jsonl, test.jsonl; mlm: train.txt, "
+                                          "BoolQ: train.jsonl, dev.jsonl or val.jsonl, test.jsonl; mlm"
+                                          + (" and --general" if distill else "") + ": train.txt, "
                                           "validation.txt or dev.txt; each file may also be gzipped, as NAME.gz)")
     group.add_argument("--train-file", help="train split file, instead of the one in --data-dir")
     group.add_argument("--validation-file", help="dev split file, instead of the one in --data-dir")
@@ -55,8 +57,9 @@ def add_task_arguments(parser) -> None:
                        help="mlm: share of the tokens masked (80%% [MASK], 10%% random token, 10%% unchanged; "
                             "default 0.15)")
     group.add_argument("--line-by-line", action="store_true",
-                       help="mlm: each non-blank line is one example, truncated to --max-seq-length (default: the "
-                            "text concatenated and cut into blocks of --max-seq-length tokens)")
+                       help="mlm" + (" and --general" if distill else "") + ": each non-blank line is one example, "
+                            "truncated to --max-seq-length (default: the text concatenated and cut into blocks of "
+                            "--max-seq-length tokens)")
     group.add_argument("--whole-word-masking", action="store_true",
                        help="mlm: mask whole words (every piece of a chosen word)")
 
@@ -172,6 +175,18 @@ def add_distill_arguments(parser) -> None:
     group.add_argument("--intermediate", action="store_true",
                        help="TinyBERT's intermediate losses (embeddings, hidden states via fit_dense, attention "
                             "scores) instead of the prediction loss; needs a TinyBERT student")
+    group.add_argument("--general", action="store_true",
+                       help="TinyBERT's general distillation (no --task, no labels, no task head; --do-train "
+                            "implied): the intermediate losses of --intermediate on a plain-text corpus, "
+                            "--train-file CORPUS (one sentence or paragraph per line, no empty lines, e.g. `python -m "
+                            "tasks.data.text squad-contexts`), tokenised by the teacher's tokenizer into blocks of "
+                            "--max-seq-length tokens (or --line-by-line). --teacher: a BERT-like folder (pre-trained or "
+                            "fine-tuned) of the student's vocab_size and with a multiple of its layers; --student: a "
+                            "TinyBERT preset (e.g. tinybert-4l-312d; --config-overrides fit_size=<teacher hidden "
+                            "size>) or folder. Saves a TinyBERT base model with fit_dense and the teacher's tokenizer, "
+                            "which --intermediate and then the prediction-layer distillation (the seed's "
+                            "task_distill.py stages) or finetune take as --student/--model. --validation-file: also "
+                            "report its mean intermediate loss (eval_intermediate_loss)")
 
 
 def add_predict_arguments(parser) -> None:
@@ -274,8 +289,10 @@ def build_parser() -> Parser:
         "distill", help="distill a fine-tuned teacher into a smaller student",
         description="Train a student on the teacher's outputs: soft targets at a temperature mixed with the hard "
                     "labels (alpha), the BiLSTM's logit regression (Tang et al. 2019, --soft-loss mse), or TinyBERT's "
-                    "intermediate-layer losses (--intermediate). Options as finetune's.")
-    add_task_arguments(distill)
+                    "intermediate-layer losses (--intermediate). TinyBERT's three stages: --general on a text corpus, "
+                    "then --intermediate on the (augmented) task data, then the prediction layer (the default "
+                    "loss). Options as finetune's.")
+    add_task_arguments(distill, distill=True)
     add_model_arguments(distill, "--student", "the student: a preset or a model folder")
     add_training_arguments(distill)
     add_distill_arguments(distill)
@@ -318,7 +335,9 @@ def main(argv=None) -> int:
     from backends.errors import BadInput
     from tasks.train.loop import TrainingDiverged
 
-    if args.command == "distill":
+    if args.command == "distill" and args.general:
+        from tasks.general_distill import GeneralDistillJob as Job
+    elif args.command == "distill":
         from tasks.distill import DistillJob as Job
     elif args.command == "predict":
         from tasks.serve import PredictJob as Job

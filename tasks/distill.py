@@ -12,7 +12,8 @@
 - Intermediate layers (TinyBERT, Jiao et al. 2020; --intermediate): MSE of fit_dense(student hidden
   state m) and teacher hidden state m * k (m = 0 is the embedding output), plus MSE of student attention
   scores of layer m and teacher layer (m + 1) * k - 1, masked scores zeroed, k = teacher / student layers;
-  as TinyBERT's task_distill.py.
+  as TinyBERT's task_distill.py. The same losses with no task at all, on a text corpus, are TinyBERT's general
+  distillation (--general, tasks/general_distill.py).
 
 A train file written by `tasks augment` (tasks/augment.py) has the teacher's logits of its rows beside it; they are
 read instead of running the teacher (checked against the file's bytes and the teacher's parameters).
@@ -37,7 +38,7 @@ from backends import family, framework
 from backends.tensorfile import SafetensorsReader, save_arrays
 
 from tasks.train import runner_class
-from tasks.train.job import Job, log
+from tasks.train.job import Job, few, log
 from tasks.data.augment import logits_path, params_digest, read_stored_logits
 from tasks.data.split_pair import TEXTS, join_parts, student_layout, token_feature
 from tasks.train.loop import model_arrays, num_rows, take
@@ -48,6 +49,8 @@ from tasks.train.task import GlueTask, TaskError
 MASKED_SCORE = -1e2  # TinyBERT zeroes attention scores at or below this (masked keys carry -10000)
 TEACHER = "teacher_"  # batch key prefix of the teacher's outputs: teacher_logits, teacher_start_logits, ...
 TEACHER_LOGITS = TEACHER + "logits"
+# teachers whose outputs hold every layer's "hidden_states" (embeddings first) and pre-softmax "attention_scores"
+INTERMEDIATE_TEACHERS = ("bert", "roberta", "tinybert")
 HIDDEN = "last_hidden_state"  # the output the hidden-state MSE compares (DeFormer's "teachhs")
 HIDDEN_WEIGHTS = "hidden_mse_weights"  # per token of the batch: its share of the hidden-state MSE
 TEACHER_ROW = "teacher_row"  # the train row of each batch row: where the teacher's outputs are read
@@ -114,12 +117,21 @@ def intermediate_loss(ops, outputs, batch):
     return attention + hidden
 
 
+def check_tinybert_student(option: str, student: str, family_name: str) -> None:
+    if family_name != "tinybert":
+        raise TaskError(f"{option} needs a TinyBERT student (its fit_dense maps to the teacher's width); --student "
+                        f"{student} is a {family_name} model")
+
+
 class DistillJob(Job):
     """`python -m tasks distill`: finetune's Job with a teacher and a distillation loss."""
 
     model_option = "student"
+    intermediate_option = "--intermediate"  # the option that asked for TinyBERT's intermediate losses
 
     def __init__(self, args):
+        if args.task is None and not args.general:
+            raise TaskError("distill: give --task (or --general: TinyBERT's general distillation on a text corpus)")
         if not args.do_train:
             raise TaskError("distill trains the student: give --do-train")
         if not 0.0 <= args.alpha <= 1.0 or args.temperature <= 0:
@@ -127,24 +139,15 @@ class DistillJob(Job):
         if args.hidden_mse_weight < 0:
             raise TaskError(f"--hidden-mse-weight must be 0 or more, not {args.hidden_mse_weight}")
         super().__init__(args)
+        self._teacher_beside = None  # teacher_beside(): built on first use
         self.teacher_backend = args.teacher_backend or args.backend
         self.teacher = load_model(args.teacher, self.task.head, self.task.num_labels, seed=args.seed)
-        if self.teacher.folder is None or self.teacher.fresh:
+        missing = self.teacher_missing()
+        if self.teacher.folder is None or missing:
             raise TaskError(f"--teacher {args.teacher}: a fine-tuned model folder is needed "
-                            f"({len(self.teacher.fresh)} parameters missing)")
+                            f"({len(missing)} parameters missing: {few(missing)})")
         if args.intermediate:
-            if args.hidden_mse_weight:
-                raise TaskError("--hidden-mse-weight is a prediction-layer loss; --intermediate has its own "
-                                "hidden-state losses")
-            if self.source.family != "tinybert":
-                raise TaskError("--intermediate needs a TinyBERT student (its fit_dense maps to the teacher width)")
-            if self.teacher_backend != args.backend:
-                raise TaskError("--intermediate runs the teacher beside the student: --teacher-backend must be "
-                                "--backend")
-            layers = (self.teacher.config.num_hidden_layers, self.source.config.num_hidden_layers)
-            if layers[0] % layers[1]:
-                raise TaskError(f"--intermediate: teacher layers ({layers[0]}) must be a multiple of student layers "
-                                f"({layers[1]})")
+            self.check_intermediate(self.intermediate_option)
         else:
             if args.hidden_mse_weight:
                 widths = (getattr(self.teacher.config, "hidden_size", None),
@@ -155,6 +158,44 @@ class DistillJob(Job):
             self.stored = self.stored_logits()
             self.teacher_features, self.teacher_positions = self.teacher_inputs() if self.stored is None else (None,
                                                                                                               None)
+
+    def check_intermediate(self, option: str) -> None:
+        """TinyBERT's intermediate losses (`option`: --intermediate, or --general) feed the student's token ids to
+        the teacher beside it and compare fit_dense(student states) with the teacher's states: the student must be
+        TinyBERT, and the teacher a BERT-like encoder of the same vocabulary, fit_size wide, with a multiple of the
+        student's layers."""
+        args, teacher, student = self.args, self.teacher.config, self.source.config
+        if args.hidden_mse_weight:
+            raise TaskError(f"--hidden-mse-weight is a prediction-layer loss; {option} has its own hidden-state "
+                            "losses")
+        check_tinybert_student(option, args.student, self.source.family)
+        if self.teacher.family not in INTERMEDIATE_TEACHERS:
+            raise TaskError(f"{option}: --teacher {args.teacher} is a {self.teacher.family} model; TinyBERT's "
+                            f"layer mapping needs one of {', '.join(INTERMEDIATE_TEACHERS)}")
+        if self.teacher_backend != args.backend:
+            raise TaskError(f"{option} runs the teacher beside the student: --teacher-backend must be --backend")
+        config_file = self.teacher.folder / "config.json"
+        if teacher.vocab_size != student.vocab_size:
+            raise TaskError(f"{config_file}: the teacher's vocab_size {teacher.vocab_size} differs from the "
+                            f"student's {student.vocab_size} (--student {args.student}); {option} feeds both the "
+                            "same token ids")
+        if teacher.hidden_size != student.fit_size:
+            raise TaskError(f"{config_file}: the teacher's hidden_size {teacher.hidden_size} differs from the "
+                            f"student's fit_size {student.fit_size} (--student {args.student}); give "
+                            f"--config-overrides fit_size={teacher.hidden_size} to a fresh student")
+        if teacher.max_position_embeddings < self.task.options.max_seq_length:
+            raise TaskError(f"--max-seq-length {self.task.options.max_seq_length} exceeds the teacher's "
+                            f"max_position_embeddings {teacher.max_position_embeddings} ({config_file})")
+        layers = (teacher.num_hidden_layers, student.num_hidden_layers)
+        if layers[0] % layers[1]:
+            fitting = [str(n) for n in range(1, layers[0] + 1) if layers[0] % n == 0]
+            raise TaskError(f"{option}: teacher layers ({layers[0]}, {config_file}) must be a multiple of student "
+                            f"layers ({layers[1]}); a student of {', '.join(fitting)} layers fits (a fresh one: "
+                            "--config-overrides num_hidden_layers=N)")
+
+    def teacher_missing(self) -> list:
+        """The teacher's parameters that its folder lacks and the distillation needs (a task stage: all)."""
+        return self.teacher.fresh
 
     def tokenizer_folder(self):
         return self.args.tokenizer or self.args.teacher
@@ -178,7 +219,7 @@ class DistillJob(Job):
     def objective(self, runner):
         inputs = self.splits["train"].inputs
         if self.args.intermediate:
-            teacher = self.teacher_runner()
+            teacher = self.teacher_beside()
             return intermediate_loss, lambda batch: {**batch, "teacher": teacher.outputs(batch)}, inputs
         a = self.args
         names = family(self.source.family).prediction_outputs(self.task.head)
@@ -218,6 +259,13 @@ class DistillJob(Job):
         return runner_class(self.teacher_backend)(self.teacher.family, self.teacher.config, self.teacher.head,
                                                   self.teacher.params, dtype=a.dtype, device=a.device,
                                                   bf16=a.bf16 if bf16 is None else bf16)
+
+    def teacher_beside(self):
+        """The teacher's runner in the student's framework, built once (TinyBERT's intermediate losses run it every
+        step, and on the validation text)."""
+        if self._teacher_beside is None:
+            self._teacher_beside = self.teacher_runner()
+        return self._teacher_beside
 
     def teacher_outputs(self, inputs, names) -> dict:
         """The teacher's outputs `names` for every train row, as numpy arrays (on disk, memory-mapped) in the

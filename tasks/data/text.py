@@ -1,6 +1,7 @@
 """Plain text for masked language modelling (transformers' run_mlm.py): reading, tokenising, grouping.
 
-A text file (UTF-8, optionally gzipped, any line ends) is read line by line; blank lines are dropped.
+A text file (UTF-8, optionally gzipped, any line ends) is read line by line; blank lines are dropped (a
+general-distillation corpus, `read_corpus`, refuses them).
 `--line-by-line`: each line is one example, truncated to the sequence length and padded. Otherwise, as
 run_mlm.py's group_texts: every line is tokenised with its special tokens, the lines are concatenated and
 cut into blocks of exactly the sequence length, the remainder dropped.
@@ -32,6 +33,19 @@ def read_lines(path) -> list[str]:
     lines = [line for line in lines if line]
     if not lines:
         raise DataError(path, None, "holds no text lines (empty, or blank lines only)")
+    return lines
+
+
+def read_corpus(path) -> list[str]:
+    """A general-distillation corpus (TinyBERT's seed format: one sentence or paragraph per line), stripped of
+    surrounding whitespace; DataError naming the line of an empty (or blank) line, or the file when it holds no
+    line at all."""
+    lines = [line.strip() for line in text_lines(read_text(path))]
+    if not lines:
+        raise DataError(path, None, "holds no text lines (an empty corpus)")
+    for number, line in enumerate(lines, 1):
+        if not line:
+            raise DataError(path, number, "empty line: the corpus holds one sentence or paragraph per line")
     return lines
 
 

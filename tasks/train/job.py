@@ -80,9 +80,7 @@ class Job:
             if value is not None and value < 1:  # 0 is a value, not "unset"
                 raise TaskError(f"--{option.replace('_', '-')} must be positive, not {value}")
         check_autocast(args.backend, args.device, args.dtype, args.bf16, getattr(args, "fp16", False))
-        self.task = make_task(args.task, args.data_dir,
-                              {"train": args.train_file, "dev": args.validation_file, "test": args.test_file},
-                              self.options())
+        self.task = self.make_task()
         wanted = [split for split, asked in (("train", self.do_train), ("dev", self.do_eval),
                                              ("test", self.do_predict)) if asked]
         for split in wanted:
@@ -120,6 +118,14 @@ class Job:
             rows = num_rows(self.splits["train"].inputs)
             check_resume_state(self.resume, schedule(rows, self.train_args())[1], self.train_args(), rows)
         self.eval_batch_size = args.eval_batch_size or args.batch_size
+
+    def make_task(self):
+        a = self.args
+        return make_task(a.task, a.data_dir, self.split_files(), self.options())
+
+    def split_files(self) -> dict:
+        a = self.args
+        return {"train": a.train_file, "dev": a.validation_file, "test": a.test_file}
 
     def options(self) -> Options:
         a = self.args
