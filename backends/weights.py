@@ -18,7 +18,20 @@ from .errors import WeightsError
 
 
 def _transpose(array: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.swapaxes(array, -1, -2))
+    """The last two axes swapped, as a new C-contiguous array (a 2-D one copied in tiles: `transpose`)."""
+    return transpose(array) if array.ndim == 2 else np.ascontiguousarray(np.swapaxes(array, -1, -2))
+
+
+def transpose(array: np.ndarray, rows: int = 8, cols: int = 1024) -> np.ndarray:
+    """array.T of a 2-D array as a new C-contiguous array, copied in tiles of `rows` x `cols` source elements:
+    each tile reads a few long rows and writes, per output row, a few adjacent elements. numpy's own copy of a
+    transposed view walks one side with a large stride and was 3-4 times slower on large kernels (the
+    converters and the parity workers' gradients of every Linear kernel go through here)."""
+    out = np.empty(array.shape[::-1], array.dtype)
+    for i in range(0, array.shape[0], rows):
+        for j in range(0, array.shape[1], cols):
+            out[j:j + cols, i:i + rows] = array[i:i + rows, j:j + cols].T
+    return out
 
 
 def _identity(array: np.ndarray) -> np.ndarray:
@@ -51,13 +64,19 @@ class RuleSet:
         self.name = name
         self.rules = tuple(rules)
         self._compiled = [(re.compile(r.pattern), r) for r in self.rules]
+        self._found = {}  # canonical name -> (target name, action): the rows never change, and opening a
+        # checkpoint asks for every name once per candidate head (re's expand parses its template each time)
 
     def rule_for(self, canonical: str) -> tuple[str, str]:
         """(target name, action name) of one canonical name."""
+        found = self._found.get(canonical)
+        if found is not None:
+            return found
         for regex, rule in self._compiled:
             match = regex.fullmatch(canonical)
             if match:  # expand, not sub: sub would also rewrite a second, empty match at the end
-                return match.expand(rule.target), rule.action
+                found = self._found[canonical] = match.expand(rule.target), rule.action
+                return found
         raise WeightsError(f"{self.name}: no rule maps parameter {canonical}")
 
     def to_target(self, canonical: str, array: np.ndarray) -> tuple[str, np.ndarray]:
