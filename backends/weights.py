@@ -18,8 +18,14 @@ from .errors import WeightsError
 
 
 def _transpose(array: np.ndarray) -> np.ndarray:
-    """The last two axes swapped, as a new C-contiguous array (a 2-D one copied in tiles: `transpose`)."""
-    return transpose(array) if array.ndim == 2 else np.ascontiguousarray(np.swapaxes(array, -1, -2))
+    """The last two axes swapped, as a new C-contiguous array (a large 2-D one copied in tiles: `transpose`;
+    small ones and the zero-byte arrays that shapes are computed on by numpy, which costs them nothing)."""
+    if array.ndim == 2 and array.nbytes >= TILED_TRANSPOSE_BYTES:
+        return transpose(array)
+    return np.ascontiguousarray(np.swapaxes(array, -1, -2))
+
+
+TILED_TRANSPOSE_BYTES = 1 << 20
 
 
 def transpose(array: np.ndarray, rows: int = 8, cols: int = 1024) -> np.ndarray:
