@@ -15,29 +15,18 @@ import numpy as np
 
 from ._fw import CANONICAL_LINEAR_KERNEL, FRAMEWORKS
 from .errors import WeightsError
+from .transpose import transpose
 
 
 def _transpose(array: np.ndarray) -> np.ndarray:
-    """The last two axes swapped, as a new C-contiguous array (a large 2-D one copied in tiles: `transpose`;
-    small ones and the zero-byte arrays that shapes are computed on by numpy, which costs them nothing)."""
-    if array.ndim == 2 and array.nbytes >= TILED_TRANSPOSE_BYTES:
+    """The last two axes swapped, as a new C-contiguous array (a large 2-D one by `backends.transpose`; small
+    ones, and the zero-byte arrays that shapes are computed on, by numpy, which costs them nothing)."""
+    if array.ndim == 2 and array.nbytes >= FAST_TRANSPOSE_BYTES:
         return transpose(array)
     return np.ascontiguousarray(np.swapaxes(array, -1, -2))
 
 
-TILED_TRANSPOSE_BYTES = 1 << 20
-
-
-def transpose(array: np.ndarray, rows: int = 8, cols: int = 1024) -> np.ndarray:
-    """array.T of a 2-D array as a new C-contiguous array, copied in tiles of `rows` x `cols` source elements:
-    each tile reads a few long rows and writes, per output row, a few adjacent elements. numpy's own copy of a
-    transposed view walks one side with a large stride and was 3-4 times slower on large kernels (the
-    converters and the parity workers' gradients of every Linear kernel go through here)."""
-    out = np.empty(array.shape[::-1], array.dtype)
-    for i in range(0, array.shape[0], rows):
-        for j in range(0, array.shape[1], cols):
-            out[j:j + cols, i:i + rows] = array[i:i + rows, j:j + cols].T
-    return out
+FAST_TRANSPOSE_BYTES = 1 << 20
 
 
 def _identity(array: np.ndarray) -> np.ndarray:
