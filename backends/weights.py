@@ -15,10 +15,18 @@ import numpy as np
 
 from ._fw import CANONICAL_LINEAR_KERNEL, FRAMEWORKS
 from .errors import WeightsError
+from .transpose import transpose
 
 
 def _transpose(array: np.ndarray) -> np.ndarray:
+    """The last two axes swapped, as a new C-contiguous array (a large 2-D one by `backends.transpose`; small
+    ones, and the zero-byte arrays that shapes are computed on, by numpy, which costs them nothing)."""
+    if array.ndim == 2 and array.nbytes >= FAST_TRANSPOSE_BYTES:
+        return transpose(array)
     return np.ascontiguousarray(np.swapaxes(array, -1, -2))
+
+
+FAST_TRANSPOSE_BYTES = 1 << 20
 
 
 def _identity(array: np.ndarray) -> np.ndarray:
@@ -51,13 +59,19 @@ class RuleSet:
         self.name = name
         self.rules = tuple(rules)
         self._compiled = [(re.compile(r.pattern), r) for r in self.rules]
+        self._found = {}  # canonical name -> (target name, action): the rows never change, and opening a
+        # checkpoint asks for every name once per candidate head (re's expand parses its template each time)
 
     def rule_for(self, canonical: str) -> tuple[str, str]:
         """(target name, action name) of one canonical name."""
+        found = self._found.get(canonical)
+        if found is not None:
+            return found
         for regex, rule in self._compiled:
             match = regex.fullmatch(canonical)
             if match:  # expand, not sub: sub would also rewrite a second, empty match at the end
-                return match.expand(rule.target), rule.action
+                found = self._found[canonical] = match.expand(rule.target), rule.action
+                return found
         raise WeightsError(f"{self.name}: no rule maps parameter {canonical}")
 
     def to_target(self, canonical: str, array: np.ndarray) -> tuple[str, np.ndarray]:
