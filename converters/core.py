@@ -29,7 +29,7 @@ from backends.checkpoints.rules import FormatRules, format_rules
 from backends.errors import BadInput, WeightsError
 from backends.run import run_backend
 from backends.tensorfile import partial_path
-from backends.weights import ACTIONS, transpose  # noqa: F401 (transpose: tests import it here)
+from backends.weights import ACTIONS
 
 # command -> (source format, target format)
 COMMANDS = {

@@ -12,7 +12,7 @@ from safetensors.numpy import load_file
 
 from backends.tensorfile import save_arrays
 from backends.checkpoints import open_checkpoint
-from converters.core import transpose
+from backends.weights import transpose
 from backends.checkpoints.formats import hf_tf
 
 from .conftest import cli, convert, random_params, tiny_config, write_hf
