@@ -93,3 +93,31 @@ def transformers_accuracy(seed: int, data_dir: str, samples: int, no_dropout: bo
                                  for start in range(0, len(dev["labels"]), 128)])
     return {"eval_acc": float((logits.argmax(-1) == dev["labels"]).mean()), "train_runtime": runtime,
             "train_samples_per_second": samples / runtime}
+
+
+def paddlenlp_trainer(source, data: dict, scratch: str, warmup_ratio: float, **arguments):
+    """PaddleNLP's BertForSequenceClassification holding `source`'s weights (parity.oracles.paddlenlp_model, the
+    same loading as `parity compare --against paddlenlp`) and PaddleNLP's Trainer visiting `data` in its order (our
+    batches). Its optimizer is paddle's AdamW (the formula of our paddle runner) with ClipGradByGlobalNorm, which
+    scales by max_norm / max(norm, max_norm) where ours (torch's) uses min(1, max_norm / (norm + 1e-6)); its
+    linear schedule is ours (transformers'), but it rounds warmup_ratio * steps down where we round up: the warmup
+    is given in steps."""
+    import math
+
+    import paddle
+    from paddlenlp.trainer import Trainer, TrainingArguments
+
+    from parity.oracles import paddlenlp_model
+
+    class InOrder(Trainer):
+        def _get_train_sampler(self):  # the rows are already in our batch order (PaddleNLP's own shuffles)
+            return paddle.io.BatchSampler(dataset=self.train_dataset, shuffle=False,
+                                          batch_size=self.args.per_device_train_batch_size)
+
+    model = paddlenlp_model("bert", source.config, source.head, source.params, "float32")
+    rows = [{name: data[name][i] for name in data} for i in range(len(data["labels"]))]
+    steps = arguments["max_steps"]
+    args = TrainingArguments(output_dir=scratch, device="cpu", lr_scheduler_type="linear",
+                             warmup_steps=math.ceil(steps * warmup_ratio), logging_strategy="no", save_strategy="no",
+                             report_to=["none"], disable_tqdm=True, dataloader_num_workers=0, **arguments)
+    return InOrder(model=model, args=args, train_dataset=rows), model

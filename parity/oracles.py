@@ -152,9 +152,9 @@ def add_library_adapter(model, config) -> None:
     model.set_active_adapters(DEFAULT_NAME)
 
 
-def run_paddlenlp(family_name: str, config, head: str, params, inputs: dict, dtype: str) -> dict:
-    """Outputs of PaddleNLP's class for `head`, loaded with our canonical weights through the converters'
-    PaddleNLP rules (every key of the model loaded, none left over)."""
+def paddlenlp_model(family_name: str, config, head: str, params, dtype: str, num_choices: int | None = None):
+    """PaddleNLP's class for `head` holding our canonical weights (through the converters' PaddleNLP rules; every
+    key of the model loaded, none left over), in train mode; also bench/train_throughput.py's PaddleNLP anchor."""
     import importlib
     import os
 
@@ -162,10 +162,8 @@ def run_paddlenlp(family_name: str, config, head: str, params, inputs: dict, dty
     os.environ.update(USE_TF="0", USE_TORCH="0")
     import paddle
 
-    from backends import family, framework
+    from backends import framework
     from backends.checkpoints.rules import format_rules
-
-    from backends.run import flatten_outputs
 
     problem = unsupported("paddlenlp", family_name, config, head)
     if problem:
@@ -175,10 +173,9 @@ def run_paddlenlp(family_name: str, config, head: str, params, inputs: dict, dty
     model_class = getattr(module, rules.classes[head])
     framework("paddle").set_default_dtype(dtype)
     fields = {k: v for k, v in {**config.to_dict(), **rules.config}.items() if k != "model_type"}
-    if head in family(family_name).choice_heads:
-        fields["num_choices"] = inputs["input_ids"].shape[1]
+    if num_choices is not None:
+        fields["num_choices"] = num_choices
     model = model_class(model_class.config_class(**fields))
-    model.eval()
     state = dict(rules.rules.to_target(name, np.asarray(params[name], dtype=dtype)) for name in params)
     own = set(model.state_dict())
     missing = {key for key in own - set(state) if not re.fullmatch(PADDLENLP_UNREAD.get(family_name, "$^"), key)
@@ -192,6 +189,19 @@ def run_paddlenlp(family_name: str, config, head: str, params, inputs: dict, dty
     for layer in model.sublayers():
         if isinstance(layer, paddle.nn.Embedding):
             layer._padding_idx = None
+    return model
+
+
+def run_paddlenlp(family_name: str, config, head: str, params, inputs: dict, dtype: str) -> dict:
+    """Outputs of PaddleNLP's class for `head`, loaded with our canonical weights through the converters'
+    PaddleNLP rules (every key of the model loaded, none left over)."""
+    import paddle
+
+    from backends.run import flatten_outputs
+
+    num_choices = inputs["input_ids"].shape[1] if head in family(family_name).choice_heads else None
+    model = paddlenlp_model(family_name, config, head, params, dtype, num_choices)
+    model.eval()
     with paddle.no_grad():
         out = model(**{k: paddle.to_tensor(v) for k, v in inputs.items()}, output_hidden_states=True,
                     output_attentions=True, return_dict=True)

@@ -185,8 +185,11 @@ class Runner:
         stepped = [name for name, p in self.params.items() if p.grad is not None]
         grads = [self.params[name].grad for name in stepped]
         # torch's clip_grad_norm_ scales by min(1, max_norm / (norm + 1e-6)); paddle's ClipGradByGlobalNorm
-        # by max_norm / max(norm, max_norm), without the 1e-6: apply torch's coefficient to the gradients
-        norm = paddle.linalg.norm(paddle.stack([paddle.linalg.norm(g) for g in grads]))
+        # by max_norm / max(norm, max_norm), without the 1e-6: apply torch's coefficient to the gradients.
+        # The global norm is sqrt of the summed squares: paddle.linalg.norm's float32 kernel (p_norm) raises every
+        # element to a general power (4x slower) and loses accuracy with size: on a dense standard-normal tensor of
+        # the MiniLM embedding's 11.7M values it gives 3388.8 for 3423.5 (1% low); square().sum() gives 3423.52
+        norm = paddle.sqrt(paddle.stack([paddle.square(g).sum() for g in grads]).sum())
         if max_grad_norm > 0:
             coefficient = paddle.clip(max_grad_norm / (norm + 1e-6), max=1.0)
             with paddle.no_grad():  # in-place on a leaf's gradient is refused while gradients are recorded
