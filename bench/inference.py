@@ -140,9 +140,8 @@ def paddlenlp(source, batch_size: int, scratch: Path):
 
     def predict(inputs):
         with paddle.no_grad():
-            # PaddleNLP's heads return the logits tensor alone unless return_dict=True
-            return np.concatenate([model(**{name: paddle.to_tensor(array) for name, array in batch.items()}).numpy()
-                                   for batch in batches(inputs, batch_size)])
+            return np.concatenate([model(**{name: paddle.to_tensor(array) for name, array in batch.items()},
+                                         return_dict=True).logits.numpy() for batch in batches(inputs, batch_size)])
     return predict
 
 
