@@ -4,9 +4,22 @@ Keras' Adam/AdamW add epsilon to sqrt(v) and fold both bias corrections into the
 (lr * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps)), torch adds it to the corrected
 sqrt(v / (1 - beta2^t)): in effect Keras' epsilon is eps / sqrt(1 - beta2^t), a different optimizer in the
 first steps and wherever v is small. So the AdamW update here is torch's formula written with tf ops,
-in one tf.function. Forward and backward run eagerly: TF's
-random ops inside a tf.function keep their own state, which the per-step reseeding (exact resume with
-dropout) would not reach.
+in one tf.function.
+
+Forward, loss and backward run eagerly by default (`--tf-compile eager`), op by op. `Runner.set_compile("function")`
+(`--tf-compile function`) runs them as one tf.function per loss function, traced once per input shapes (a short
+last batch traces again), and "xla" compiles that function with XLA (jit_compile); eval-mode forward passes are
+compiled alike. A trace runs the Python once, so what it computes on the host becomes a constant of the graph:
+- `--dropout-masks device` compiles exactly: the micro-batch's seed key and example positions are the traced
+  function's tensor inputs and the per-row keys are computed from them in the graph (FedHashStream), the same
+  integers as the eager step's host computation; the dropout call index is fixed by the forward order.
+- no dropout (eval mode, or every rate 0) compiles exactly with any mask mode.
+- `shared` masks stay eager (refused compiled): they are numpy draws on the host, in forward order, whose values
+  other backends reproduce byte for byte; a trace would keep its first micro-batch's masks.
+- `native` stays eager (refused compiled): TF's random ops inside a tf.function take their op seeds once, when
+  traced, and keep their own state, which the per-micro-batch reseeding (exact resume with dropout) would not reach.
+The loss functions (tasks/train/losses.py, tasks/distill.py) trace as they are (the ops below); forward_backward
+converts the loss to a float after the call, and gradient accumulation adds the returned gradients outside it.
 """
 from __future__ import annotations
 
