@@ -183,12 +183,12 @@ def main() -> int:
             for anchor in anchors for loop in loops if anchor == "transformers" or backend_of(loop) == ANCHORS[anchor][0]]
     print(f"\ntraining throughput, MiniLM-L6 seqcls, batch {args.batch_size} x {SEQ_LEN}, {args.steps} timed updates, "
           f"our loops with {args.dropout_masks} dropout masks unless said")
-    print(f"{'loop':<34} {'samples/s':>10}")
+    print(f"{'loop':<40} {'samples/s':>10}")
     for name, r in results.items():
         label = ANCHORS[name][1] if name in ANCHORS else f"tasks.train {name}"
         if loop_masks(name, args.dropout_masks) != args.dropout_masks and name not in ANCHORS:
             label += f" ({loop_masks(name, args.dropout_masks)} masks)"
-        print(f"{label:<34} {r['samples_per_second']:>10.2f}")
+        print(f"{label:<40} {r['samples_per_second']:>10.2f}")
     for row in rows:
         print(f"tasks.train {row['loop']:<11} / {row['anchor_label']:<20} = {row['ratio']:.2f}x")
     if args.json:
