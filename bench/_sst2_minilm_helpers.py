@@ -1,5 +1,6 @@
 """What bench/sst2_minilm.py and bench/train_throughput.py share: the MiniLM-L6 checkpoint with our numpy
-head init, SST-2 features in our loop's batch order, and transformers' Trainer fed those batches."""
+head init, SST-2 features in our loop's batch order, and transformers' Trainer (and its TF model's Keras fit) fed
+those batches."""
 from __future__ import annotations
 
 import sys
@@ -63,6 +64,41 @@ def transformers_trainer(folder: str, source, data: dict, scratch: str, **argume
     args = TrainingArguments(output_dir=scratch, optim="adamw_torch", lr_scheduler_type="linear", logging_strategy="no",
                              save_strategy="no", report_to=[], disable_tqdm=True, dataloader_num_workers=0, **arguments)
     return InOrder(model=model, args=args, train_dataset=rows), model
+
+
+def keras_model(source, scratch: str, updates: int, learning_rate: float, warmup_ratio: float, weight_decay: float,
+                max_grad_norm: float):
+    """transformers' TFBertForSequenceClassification holding `source`'s weights, compiled for `model.fit`.
+
+    The weights take our own path: tasks.train.model.save_model writes them as a transformers PyTorch folder and
+    our converter (`python -m converters hf2tf`) turns that into the tf_model.h5 that TF's from_pretrained loads.
+    The optimizer is transformers' create_optimizer: AdamWeightDecay (Keras' Adam with decoupled weight decay,
+    none on biases and LayerNorm, as our no-decay rule) with global-norm clipping and linear warmup then decay over
+    `updates` updates. Keras' Adam places epsilon otherwise than torch's (backends/_fw/tf/train.py's docstring):
+    another optimizer in its first steps, the same work per step. The loss is the model's own cross-entropy
+    (compile() without a loss)."""
+    import math
+
+    from transformers import TFBertForSequenceClassification
+    from transformers.optimization_tf import create_optimizer
+
+    from converters.core import Options, convert
+    from tasks.train.model import save_model
+
+    save_model(Path(scratch) / "hf", source, source.params)
+    convert("hf2tf", Path(scratch) / "hf", Path(scratch) / "tf", Options(tokenizer=False))
+    model = TFBertForSequenceClassification.from_pretrained(str(Path(scratch) / "tf"))
+    optimizer, _ = create_optimizer(learning_rate, updates, math.ceil(updates * warmup_ratio),
+                                    weight_decay_rate=weight_decay, adam_global_clipnorm=max_grad_norm)
+    model.compile(optimizer=optimizer, loss="auto")
+    return model
+
+
+def keras_batches(data: dict, batch_size: int, count: int):
+    """The first `count` batches of `data` (rows in our batch order) as a tf.data pipeline, in order."""
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices(dict(data)).batch(batch_size).take(count)
 
 
 def transformers_accuracy(seed: int, data_dir: str, samples: int, no_dropout: bool) -> dict:

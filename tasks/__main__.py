@@ -14,6 +14,7 @@ import sys
 from backends import FRAMEWORKS as BACKENDS  # the registry (framework-free: imports no framework)
 
 DROPOUT_MODES = ("shared", "native", "device")  # backends._fw.dropout.MODES, repeated so that --help imports nothing
+TF_COMPILE_MODES = ("eager", "function", "xla")  # backends._fw.tf.train.COMPILE_MODES, repeated likewise
 
 
 class Parser(argparse.ArgumentParser):
@@ -85,6 +86,10 @@ def add_model_arguments(parser, name: str = "--model", help_text: str = "a prese
     group.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="parameter dtype")
     group.add_argument("--bf16", action="store_true",
                        help="bfloat16 autocast of a float32 model (torch on CPU or GPU, paddle on GPU; not tf)")
+    group.add_argument("--tf-compile", choices=TF_COMPILE_MODES, default=TF_COMPILE_MODES[0],
+                       help="--backend tf: eager (default) runs forward and backward op by op; function traces them "
+                            "into one tf.function per batch shape; xla also compiles it with XLA. Training with "
+                            "dropout compiles only with --dropout-masks device (the same masks as eager)")
     group.add_argument("--fp16", action="store_true",
                        help="float16 autocast with a dynamic loss scaler: an update whose gradients overflow is "
                             "skipped and the scale halved (torch on CPU or GPU, paddle on GPU; not tf)")

@@ -129,6 +129,22 @@ def lowbias32(x, xor=operator.xor):
     return xor(x, x // HALF)
 
 
+def rows_per_example(batch: int, examples: int) -> int:
+    """The rows of each example in a dropout layer's input of `batch` rows (multiple choice: the choices); a
+    ValueError when they do not divide."""
+    if not examples or batch % examples:
+        raise ValueError(f"a dropout layer's input has {batch} rows, not a multiple of the {examples} "
+                         "examples of the batch; if it has no batch axis, name the layer in "
+                         "backends/_fw/dropout.py BATCH_FREE")
+    return batch // examples
+
+
+def row_key(seed_key, position, row, xor=operator.xor):
+    """The key of row `row` of the example at `position` in a micro-batch whose seed key is `seed_key`:
+    lowbias32(lowbias32(seed_key ^ position) ^ row) (ints, or int64 arrays or tensors with the framework's `xor`)."""
+    return lowbias32(xor(lowbias32(xor(seed_key, position), xor), row), xor)
+
+
 class NumpyOps:
     """The MaskOps of a HashStream in numpy: the scheme's reference, and what the tests compare each framework's
     device ops with. A framework's MaskOps (in its train.py) has the same members, on the model's device."""
@@ -177,16 +193,16 @@ class HashStream:
         """The per-row keys of a batch axis of `batch` rows (k rows per example: multiple choice's [B * C])."""
         if batch not in self.row_keys:
             rows = self.rows if self.rows is not None else np.arange(batch, dtype=np.int64)
-            if not len(rows) or batch % len(rows):
-                raise ValueError(f"a dropout layer's input has {batch} rows, not a multiple of the {len(rows)} "
-                                 "examples of the batch; if it has no batch axis, name the layer in "
-                                 "backends/_fw/dropout.py BATCH_FREE")
-            per_example = batch // len(rows)
+            per_example = rows_per_example(batch, len(rows))
             positions = np.repeat(rows, per_example)
             within = np.tile(np.arange(per_example, dtype=np.int64), len(rows))
-            keys = lowbias32(lowbias32(self.seed_key ^ positions, np.bitwise_xor) ^ within, np.bitwise_xor)
+            keys = row_key(self.seed_key, positions, within, np.bitwise_xor)
             self.row_keys[batch] = self.ops.constant(np.ascontiguousarray(keys, dtype=np.int64))
         return self.row_keys[batch]
+
+    def batch_free_keys(self):
+        """The one row key of a layer whose input has no batch axis."""
+        return self.ops.constant(np.asarray([row_key(self.seed_key, BATCH_FREE_KEY, 0)], dtype=np.int64))
 
     def mask(self, shape, p: float, float64: bool = False, batch_free: bool = False):
         """A scaled keep-mask of `shape` (0 or 1 / (1 - p)), float64 or float32, on the device."""
@@ -194,8 +210,7 @@ class HashStream:
         self.calls += 1
         shape = [int(n) for n in shape]
         if batch_free or not shape:
-            row = lowbias32(lowbias32(self.seed_key ^ BATCH_FREE_KEY) ^ 0)
-            keys, per_row = ops.constant(np.asarray([row], dtype=np.int64)), math.prod(shape)
+            keys, per_row = self.batch_free_keys(), math.prod(shape)
         else:
             keys, per_row = self.keys(shape[0]), math.prod(shape[1:])
         calls = lowbias32(ops.xor(keys, call), ops.xor)

@@ -80,6 +80,9 @@ class Job:
             if value is not None and value < 1:  # 0 is a value, not "unset"
                 raise TaskError(f"--{option.replace('_', '-')} must be positive, not {value}")
         check_autocast(args.backend, args.device, args.dtype, args.bf16, getattr(args, "fp16", False))
+        if getattr(args, "tf_compile", "eager") != "eager" and args.backend != "tf":
+            raise TaskError(f"--tf-compile {args.tf_compile} compiles the TensorFlow step: it needs --backend tf, "
+                            f"not {args.backend}")
         self.task = self.make_task()
         wanted = [split for split, asked in (("train", self.do_train), ("dev", self.do_eval),
                                              ("test", self.do_predict)) if asked]
@@ -236,11 +239,14 @@ class Job:
 
     def make_runner(self):
         a = self.args
-        return runner_class(a.backend)(self.source.family, self.source.config, self.source.head, self.source.params,
-                                       dtype=a.dtype, device=a.device, bf16=a.bf16, fp16=getattr(a, "fp16", False),
-                                       seed=a.seed,
-                                       dropout_masks=getattr(a, "dropout_masks", "shared"),  # evaluate: no option
-                                       trainable=self.source.trainable)
+        runner = runner_class(a.backend)(self.source.family, self.source.config, self.source.head, self.source.params,
+                                         dtype=a.dtype, device=a.device, bf16=a.bf16, fp16=getattr(a, "fp16", False),
+                                         seed=a.seed,
+                                         dropout_masks=getattr(a, "dropout_masks", "shared"),  # evaluate: no option
+                                         trainable=self.source.trainable)
+        if getattr(a, "tf_compile", "eager") != "eager":  # --backend tf (checked above); refused where not exact
+            runner.set_compile(a.tf_compile, train=self.do_train)
+        return runner
 
     def run(self) -> dict:
         """Train, evaluate and predict as asked; write the metrics JSON files; return all metrics.

@@ -4,12 +4,26 @@ Keras' Adam/AdamW add epsilon to sqrt(v) and fold both bias corrections into the
 (lr * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps)), torch adds it to the corrected
 sqrt(v / (1 - beta2^t)): in effect Keras' epsilon is eps / sqrt(1 - beta2^t), a different optimizer in the
 first steps and wherever v is small. So the AdamW update here is torch's formula written with tf ops,
-in one tf.function. Forward and backward run eagerly: TF's
-random ops inside a tf.function keep their own state, which the per-step reseeding (exact resume with
-dropout) would not reach.
+in one tf.function.
+
+Forward, loss and backward run eagerly by default (`--tf-compile eager`), op by op. `Runner.set_compile("function")`
+(`--tf-compile function`) runs them as one tf.function per loss function, traced once per input shapes (a short
+last batch traces again), and "xla" compiles that function with XLA (jit_compile); eval-mode forward passes are
+compiled alike. A trace runs the Python once, so what it computes on the host becomes a constant of the graph:
+- `--dropout-masks device` compiles exactly: the micro-batch's seed key and example positions are the traced
+  function's tensor inputs and the per-row keys are computed from them in the graph (FedHashStream), the same
+  integers as the eager step's host computation; the dropout call index is fixed by the forward order.
+- no dropout (eval mode, or every rate 0) compiles exactly with any mask mode.
+- `shared` masks stay eager (refused compiled): they are numpy draws on the host, in forward order, whose values
+  other backends reproduce byte for byte; a trace would keep its first micro-batch's masks.
+- `native` stays eager (refused compiled): TF's random ops inside a tf.function take their op seeds once, when
+  traced, and keep their own state, which the per-micro-batch reseeding (exact resume with dropout) would not reach.
+The loss functions (tasks/train/losses.py, tasks/distill.py) trace as they are (the ops below); forward_backward
+converts the loss to a float after the call, and gradient accumulation adds the returned gradients outside it.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import random
@@ -21,8 +35,10 @@ from tensorflow.python.eager import context
 
 from backends import family as get_family
 from backends.build import build_model, export_params, load_params
+from backends.errors import BadInput
 from ..amp import check_autocast
-from ..dropout import mask_stream, native_seed, share_dropout
+from ..dropout import (BATCH_FREE_KEY, HashStream, mask_stream, native_seed, row_key, rows_per_example,
+                       share_dropout)
 from ..freezing import trainable_names
 
 from . import nn
@@ -72,6 +88,7 @@ def zero_where_below(x, threshold: float):
 
 
 OPS = sys.modules[__name__]
+COMPILE_MODES = ("eager", "function", "xla")  # --tf-compile: eager ops, one tf.function, the tf.function through XLA
 TRIM_EVERY = 8  # updates between returns of freed heap memory (release_freed_memory)
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c"))
 
@@ -91,6 +108,43 @@ class MaskOps:
 
     def scaled(self, keep, scale: float, float64: bool):
         return tf.cast(keep, tf.float64 if float64 else tf.float32) * scale
+
+
+class FedHashStream(HashStream):
+    """The HashStream of `--dropout-masks device` whose micro-batch keys can be inputs of a compiled step.
+
+    HashStream computes each micro-batch's per-row keys on the host and makes them constants: a trace would keep
+    those of the micro-batch it was traced on. Inside a compiled step (`fed`) the seed key and the example
+    positions are the traced function's tensor inputs and the keys are computed from them in the graph, with the
+    same integer formula (row_key), so every call draws its own micro-batch's masks, exactly the eager ones."""
+
+    @contextlib.contextmanager
+    def fed(self, seed_key, rows):
+        """Inside: keys from `seed_key` (an int64 scalar tensor) and `rows` (int64 positions, or None: all)."""
+        saved = self.seed_key, self.rows, self.calls, self.row_keys
+        self.seed_key, self.rows, self.calls, self.row_keys = seed_key, rows, 0, {}
+        try:
+            yield
+        finally:  # the trace's symbolic tensors must not outlive it
+            self.seed_key, self.rows, self.calls, self.row_keys = saved
+
+    def keys(self, batch: int):
+        if not tf.is_tensor(self.seed_key):
+            return super().keys(batch)
+        if batch not in self.row_keys:
+            rows = tf.range(batch, dtype=tf.int64) if self.rows is None else self.rows
+            examples = int(rows.shape[0])
+            per_example = rows_per_example(batch, examples)
+            positions = tf.repeat(rows, per_example)
+            within = tf.tile(tf.range(per_example, dtype=tf.int64), [examples])
+            self.row_keys[batch] = row_key(self.seed_key, positions, within, tf.bitwise.bitwise_xor)
+        return self.row_keys[batch]
+
+    def batch_free_keys(self):
+        if not tf.is_tensor(self.seed_key):
+            return super().batch_free_keys()
+        zero = tf.zeros([1], dtype=tf.int64)
+        return row_key(self.seed_key, zero + BATCH_FREE_KEY, zero, tf.bitwise.bitwise_xor)
 
 
 class SharedDropout(nn.Dropout):
@@ -157,10 +211,34 @@ class Runner:
         self.rules = get_family(family).port_rules["tf"]
         self.final_outputs = get_family(family).prediction_outputs(head)
         self.input_names = get_family(family).input_names(config, head)
-        self.masks = mask_stream(dropout_masks, seed, MaskOps())
+        self.dropout_masks = dropout_masks
+        self.masks = (FedHashStream(MaskOps(), seed) if dropout_masks == "device"
+                      else mask_stream(dropout_masks, seed, MaskOps()))
         if self.masks is not None:
             share_dropout(named_layers(self.model), nn.Dropout, SharedDropout, self.masks, family, MaskOps())
         self.grads = [None] * len(self.variables)
+        self.step_mode = self.eval_mode = "eager"  # how forward_backward and the eval-mode passes run
+        self.compiled_steps, self.compiled_forward = {}, None  # loss_fn -> its tf.function; the eval forward's
+
+    def set_compile(self, mode: str, train: bool = True) -> None:
+        """Run forward, loss and gradients (and eval-mode forward passes) op by op ("eager", the default), as one
+        tf.function traced once per input shapes ("function"), or that function compiled by XLA ("xla").
+        train=False: the eval-mode passes alone (they drop nothing, so every mask mode compiles them).
+
+        A compiled step is exact only where its dropout masks can be: none drops anything (p == 0), or
+        `--dropout-masks device`, whose micro-batch keys become the function's inputs (FedHashStream). Refused
+        otherwise: TF's own dropout (native) inside a tf.function takes its op seeds once, when traced, so the
+        per-micro-batch reseeding (exact resume) would not reach it; shared masks are numpy draws on the host in
+        forward order, which a trace would keep as the constants of its first micro-batch."""
+        if mode not in COMPILE_MODES:
+            raise BadInput(f"--tf-compile must be one of {', '.join(COMPILE_MODES)}, not {mode!r}")
+        dropping = any(isinstance(layer, nn.Dropout) and layer.p > 0 for _, layer in named_layers(self.model))
+        if train and mode != "eager" and dropping and self.dropout_masks != "device":
+            raise BadInput(f"--tf-compile {mode} with --dropout-masks {self.dropout_masks}: a compiled training step "
+                           "draws exact dropout masks only with --dropout-masks device (or no dropout); use that, or "
+                           "--tf-compile eager")
+        self.step_mode, self.eval_mode = mode if train else "eager", mode
+        self.compiled_steps, self.compiled_forward = {}, None
 
     # ---- data and mode ----
 
@@ -207,6 +285,17 @@ class Runner:
     def forward_backward(self, batch: dict, loss_fn, scale: float = 1.0) -> float:
         """Add the gradients of scale * loss_fn(OPS, outputs, batch) to the accumulated ones; return the loss."""
         tensors = self.to_tensors(batch)
+        if self.step_mode == "eager":
+            loss, grads = self.gradients(tensors, loss_fn, scale)
+        else:
+            loss, grads = self.compiled_step(loss_fn)(tensors, tf.constant(scale, dtype=self.dtype),
+                                                      *self.mask_inputs())
+        with tf.device(self.device):
+            self.grads = [g if g is None or acc is None else acc + g for acc, g in zip(self.grads, grads)]
+        return float(loss)
+
+    def gradients(self, tensors: dict, loss_fn, scale):
+        """(loss, dense gradients of scale * loss): forward_backward's body, eager or traced."""
         # tf.Variables are trainable for good once made: the tape watches the trained ones alone instead
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(self.variables)
@@ -215,9 +304,27 @@ class Runner:
         with tf.device(self.device):
             grads = tape.gradient(scaled, self.variables)  # None where a variable is unused, as torch's .grad
             # embedding gathers give IndexedSlices; torch accumulates dense gradients
-            self.grads = [g if g is None else tf.convert_to_tensor(g) if acc is None else acc + g
-                          for acc, g in zip(self.grads, grads)]
-        return float(loss)
+            return loss, [g if g is None else tf.convert_to_tensor(g) for g in grads]
+
+    def compiled_step(self, loss_fn):
+        """`gradients` for `loss_fn` as a tf.function (XLA-compiled in "xla" mode), made once per loss function and
+        traced once per input shapes (a short last batch traces again; shapes stay static, as the masks' and XLA's
+        need). The micro-batch's mask keys are its inputs, so no trace keeps one micro-batch's masks."""
+        if loss_fn not in self.compiled_steps:
+            def step(tensors, scale, seed_key, rows):
+                with self.masks.fed(seed_key, rows) if seed_key is not None else contextlib.nullcontext():
+                    return self.gradients(tensors, loss_fn, scale)
+
+            self.compiled_steps[loss_fn] = tf.function(step, jit_compile=self.step_mode == "xla")
+        return self.compiled_steps[loss_fn]
+
+    def mask_inputs(self) -> tuple:
+        """(seed key, example positions or None) of the micro-batch's device masks as tensors; (None, None) without
+        masks to feed."""
+        if not isinstance(self.masks, FedHashStream):
+            return None, None
+        rows = None if self.masks.rows is None else tf.constant(self.masks.rows, dtype=tf.int64)
+        return tf.constant(self.masks.seed_key, dtype=tf.int64), rows
 
     def optimizer_step(self, lr: float, max_grad_norm: float) -> float:
         """Clip the gradients to max_grad_norm (global norm), apply one AdamW update at `lr`, clear the
@@ -293,8 +400,15 @@ class Runner:
     # ---- inference ----
 
     def outputs(self, batch: dict) -> dict:
-        """Eval-mode outputs as tensors (no tape records them: a distillation teacher's)."""
-        return self.forward(self.to_tensors(batch), train=False)
+        """Eval-mode outputs as tensors (no tape records them: a distillation teacher's); one tf.function (per input
+        shapes) where the step is compiled."""
+        tensors = self.to_tensors(batch)
+        if self.eval_mode == "eager":
+            return self.forward(tensors, train=False)
+        if self.compiled_forward is None:
+            self.compiled_forward = tf.function(lambda inputs: self.forward(inputs, train=False),
+                                                jit_compile=self.eval_mode == "xla")
+        return self.compiled_forward({name: tensors[name] for name in self.input_names if name in tensors})
 
     def predict(self, batch: dict) -> dict:
         """The head's final outputs (logits, or start/end logits) as numpy, in eval mode."""
