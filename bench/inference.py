@@ -202,7 +202,9 @@ def rates(result: dict, key: str) -> tuple[float, float]:
 def worker_environment(name: str) -> dict:
     """`python -m tasks`'s environment (tasks/__main__.py), with transformers kept to the worker's framework."""
     allowed = TRANSFORMERS_FRAMEWORKS.get(name, ())
-    return {**os.environ, **{variable: "0" for variable in ("USE_TORCH", "USE_TF", "USE_FLAX") if variable not in allowed},
+    # the worker's own framework switched on explicitly: an inherited USE_TF=0 would hide TF's classes from it
+    switches = {variable: "1" if variable in allowed else "0" for variable in ("USE_TORCH", "USE_TF", "USE_FLAX")}
+    return {**os.environ, **switches,
             "TRANSFORMERS_VERBOSITY": "error", "TF_CPP_MIN_LOG_LEVEL": "2",
             "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "0")}
 
