@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .._fw.torch import activation
+from .._fw.torch import activation, attention_weights_wanted
 from ..adapters.layers_torch import add_adapters, residual_block
 from ..spec import port_heads
 from .heads import HEADS as REGISTRY
@@ -70,9 +71,16 @@ class BertSelfAttention(nn.Module):
     def forward(self, hidden_states, attention_bias, key_value=None):
         """Returns (context [B, T, N*D], probabilities and pre-softmax scores [B, N, T, S]). The keys and values
         are `key_value` when given (key_value() of other states, projected once for many queries: attention_bias
-        then covers its S keys), else those of hidden_states (S = T)."""
+        then covers its S keys), else those of hidden_states (S = T). Probabilities and scores are None under
+        without_attention_weights (eval mode)."""
         query = self.split_heads(self.query(hidden_states))
         key, value = self.key_value(hidden_states) if key_value is None else key_value
+        if not attention_weights_wanted() and (not self.training or self.dropout.p == 0):
+            # torch only: no caller reads the probabilities (backends/_fw/torch, without_attention_weights), so the
+            # fused kernel computes the same softmax(QK^T / sqrt(D) + bias) V without materialising them
+            context = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_bias.to(query.dtype))
+            context = context.permute(0, 2, 1, 3)
+            return context.reshape(*context.shape[:2], -1), None, None
         scores = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(self.attention_head_size) + attention_bias
         probs = torch.softmax(scores, dim=-1)
         context = torch.matmul(self.dropout(probs), value).permute(0, 2, 1, 3)

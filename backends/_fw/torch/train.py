@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from backends import family as get_family
 from backends.build import build_model, export_params, load_params
+from . import without_attention_weights
 from ..amp import CLEAN_UPDATES, LOSS_SCALE, check_autocast, loss_scaler_state
 from ..dropout import mask_stream, native_seed, share_dropout
 from ..freezing import trainable_names
@@ -242,6 +243,8 @@ class Runner:
             return self.forward(self.to_tensors(batch), train=False)
 
     def predict(self, batch: dict) -> dict:
-        """The head's final outputs (logits, or start/end logits) as numpy, in eval mode."""
-        outputs = self.outputs(batch)
+        """The head's final outputs (logits, or start/end logits) as numpy, in eval mode (attention layers on torch's
+        fused kernel: nothing reads their probabilities)."""
+        with without_attention_weights():
+            outputs = self.outputs(batch)
         return {name: outputs[name].to(self.dtype).cpu().numpy() for name in self.final_outputs}
