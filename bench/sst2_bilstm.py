@@ -31,7 +31,7 @@ selection on dev). Checkpoints every 1000 updates make a stopped training resume
 once the run has finished.
 
     python bench/sst2_bilstm.py --teacher DIR --output-dir OUT [--backends torch,paddle,tf] [--samples 8000]
-        [--n-iter 20] [--seed 42] [--epochs 10] [--learning-rate 1e-3] [--repeats 2] [--json PATH]
+        [--n-iter 20] [--seed 42] [--epochs 10] [--learning-rate 1e-3] [--repeats 2] [--timing-rows N] [--json PATH]
         [--data-dir ../shared/data/glue/SST-2] [--no-progress]
 
 --json PATH writes one row per backend and model (teacher, plain, distilled, bert-base): {"backend", "model",
@@ -187,7 +187,7 @@ def timing_worker(args) -> dict:
 
     task = make_task("sst-2", args.data_dir, {}, Options(max_seq_length=SEQ_LEN))
     source = load_model(args.time_model, task.head, task.num_labels, seed=args.seed)
-    split = task.load("dev", load_tokenizer(args.teacher), None,
+    split = task.load("dev", load_tokenizer(args.teacher), args.timing_rows,
                       family(source.family).model_inputs(source.config, source.head))
     # tasks.train.job's make_runner with `tasks evaluate`'s defaults (float32, cpu)
     runner = runner_class(args.time_backend)(source.family, source.config, source.head, source.params,
@@ -224,7 +224,8 @@ def timing(args, name: str, backend: str) -> dict:
         return json.loads(path.read_text())
     command = [sys.executable, __file__, "--time-model", timed_model(args, name, backend), "--time-backend", backend,
                "--time-result", str(path), "--teacher", args.teacher, "--data-dir", args.data_dir, "--seed",
-               str(args.seed), "--repeats", str(args.repeats), "--output-dir", args.output_dir]
+               str(args.seed), "--repeats", str(args.repeats), "--output-dir", args.output_dir,
+               *(["--timing-rows", str(args.timing_rows)] if args.timing_rows else [])]
     run(f"timing {name} in {backend}", command, Path(args.output_dir) / "logs" / f"timing-{name}-{backend}.out",
         env=worker_environment())
     return json.loads(path.read_text())
@@ -309,8 +310,8 @@ def bad_input(args) -> str | None:
     unknown = [name for name in args.backends if name not in FRAMEWORKS]
     if unknown or not args.backends:
         return f"--backends {','.join(args.backends)}: choose from {', '.join(FRAMEWORKS)}"
-    for option in ("samples", "n_iter", "epochs", "repeats"):
-        if getattr(args, option) < 1:
+    for option in ("samples", "n_iter", "epochs", "repeats", "timing_rows"):
+        if getattr(args, option) is not None and getattr(args, option) < 1:
             return f"--{option.replace('_', '-')} {getattr(args, option)}: must be at least 1"
     if not args.learning_rate > 0:
         return f"--learning-rate {args.learning_rate}: must be positive"
@@ -345,6 +346,7 @@ def parse_args():
     parser.add_argument("--epochs", type=int, default=10, help="passes of both students over their data (default 10)")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="the students' AdamW rate (default 1e-3)")
     parser.add_argument("--repeats", type=int, default=2, help="timed passes per model and batch size (default 2)")
+    parser.add_argument("--timing-rows", type=int, help="time the first N dev rows only (smoke runs; default all)")
     parser.add_argument("--json", metavar="PATH", help="write the rows {backend, model, accuracy, ...} here")
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "glue" / "SST-2"))
     parser.add_argument("--no-progress", action="store_true", help="no progress bars in the stages")
