@@ -24,15 +24,15 @@ output folder already holds a finished result ("reusing ..."), so an interrupted
 Student hyper-parameters, the same for the plain and the distilled BiLSTM (only the data and the loss differ):
 bilstm-sst2 (300-d embeddings over the teacher's uncased vocabulary, BiLSTM 150 per direction, ReLU layer 200,
 dropout 0.1 with the shared masks, so the backends compute the same thing), batch 50 (Tang et al.'s), max length 64
-(the teacher's), --epochs passes (default 10), AdamW at --learning-rate (default 1e-3, no warmup, no weight decay,
+(the teacher's), --epochs passes (default 5), AdamW at --learning-rate (default 1e-3, no warmup, no weight decay,
 clipping at norm 1). Tang et al. used Adadelta (lr 1.0); ours is AdamW, and 1e-3 is the rate that trained the BiLSTM
 best in a smoke run (torch, the first 300 train rows, 5 epochs at batch 50, scored on the first 300 dev rows: 1e-3 train
 loss 0.695 -> 0.387, dev 60.7%; 2e-3 loss -> 0.106, dev 56.0%, over-fitting sooner; 5e-4 loss -> 0.660, dev 51.3%, too
-slow). The students are scored at the end of training (no selection on dev). Checkpoints every 1000 updates make a stopped training resume (`--resume`); they are removed
-once the run has finished.
+slow). The students are scored at the end of training (no selection on dev). Checkpoints every 1000 updates make a
+stopped training resume (`--resume`); they are removed once the run has finished.
 
     python bench/sst2_bilstm.py --teacher DIR --output-dir OUT [--backends torch,paddle,tf] [--samples 8000]
-        [--n-iter 20] [--seed 42] [--epochs 10] [--learning-rate 1e-3] [--repeats 2] [--timing-rows N] [--json PATH]
+        [--n-iter 20] [--seed 42] [--epochs 5] [--learning-rate 1e-3] [--repeats 2] [--timing-rows N] [--json PATH]
         [--data-dir ../shared/data/glue/SST-2] [--no-progress]
 
 --json PATH writes one row per backend and model (teacher, plain, distilled, bert-base): {"backend", "model",
@@ -344,7 +344,7 @@ def parse_args():
     parser.add_argument("--samples", type=int, default=8000, help="original train rows (default 8000)")
     parser.add_argument("--n-iter", type=int, default=20, help="augmented samples per row (default 20)")
     parser.add_argument("--seed", type=int, default=42, help="augmentation, batch order, dropout, init (default 42)")
-    parser.add_argument("--epochs", type=int, default=10, help="passes of both students over their data (default 10)")
+    parser.add_argument("--epochs", type=int, default=5, help="passes of both students over their data (default 5)")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="the students' AdamW rate (default 1e-3)")
     parser.add_argument("--repeats", type=int, default=2, help="timed passes per model and batch size (default 2)")
     parser.add_argument("--timing-rows", type=int, help="time the first N dev rows only (smoke runs; default all)")
