@@ -263,7 +263,8 @@ def table_rows(args, accuracy: dict, timings: dict) -> list[dict]:
     return rows
 
 
-def print_table(args, rows: list[dict], dev_rows: int, teacher_file: dict | None, transfer: dict) -> None:
+def print_table(args, rows: list[dict], eval_rows: int, dev_rows: int, teacher_file: dict | None,
+                transfer: dict) -> None:
     backends = args.backends
     by = {(row["model"], row["backend"]): row for row in rows}
 
@@ -272,10 +273,10 @@ def print_table(args, rows: list[dict], dev_rows: int, teacher_file: dict | None
         tail = f"{spread_fmt.format(spread(values)):>12}" if spread_fmt else ""
         print(f"{label:<34}{cells}{tail}")
 
-    print(f"\nSST-2 dev ({dev_rows} rows), "
-          f"teacher {args.teacher}, students on the first {args.samples} train rows; transfer set "
-          f"{transfer['rows']} rows ({transfer['original_rows']} original, --n-iter {args.n_iter}), {args.epochs} "
-          f"epochs, batch 50, AdamW lr {args.learning_rate:g}, seed {args.seed}")
+    print(f"\nSST-2: accuracy on the dev split ({eval_rows} rows), seconds over {dev_rows} dev rows; teacher "
+          f"{args.teacher}; students on the first {args.samples} train rows, transfer set {transfer['rows']} rows "
+          f"({transfer['original_rows']} original, --n-iter {args.n_iter}); epochs {args.epochs}, batch 50, AdamW lr "
+          f"{args.learning_rate:g}, seed {args.seed}")
     print(f"{'':<34}" + "".join(f"{b:>12}" for b in backends) + f"{'spread':>12}")
     for model in MODELS:
         line(f"{LABELS[model]} accuracy %", [100 * by[model, b]["accuracy"] for b in backends], "{:.2f}", "{:.2f}")
@@ -380,7 +381,7 @@ def main() -> int:
             folder = stage_folder(out, "teacher", backend)
             results = finished_or_run(f"teacher evaluate in {backend}", folder, FINISHED["teacher"],
                                       lambda: teacher_command(args, backend, folder), logs / f"teacher-{backend}.out")
-            accuracy["teacher", backend] = results["eval_acc"]
+            accuracy["teacher", backend], eval_rows = results["eval_acc"], results["eval_samples"]
         transfer = transfer_set(args, logs)
         for model in ("plain", "distilled"):
             for backend in args.backends:
@@ -394,7 +395,7 @@ def main() -> int:
         print(f"error: {failure}", file=sys.stderr)
         return 1
     rows = table_rows(args, accuracy, timings)
-    print_table(args, rows, timings["teacher", args.backends[0]]["rows"],
+    print_table(args, rows, eval_rows, timings["teacher", args.backends[0]]["rows"],
                 results_of(Path(args.teacher), "eval_results.json"), transfer)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
