@@ -74,6 +74,10 @@ LABELS = {"teacher": "teacher", "plain": "plain BiLSTM", "distilled": "distilled
           "bert-base": "BERT-base shape"}
 SEED_001 = "seed 001 (Tang et al.): BERT-base 93.1, BiLSTM 84.77, distilled 87.32 (+2.55), 273x faster"
 TRANSFER_FILE = "train.tsv"  # what tasks augment writes into OUT/augment (and its logits beside it)
+# the options the stages' results depend on, kept in OUT/settings.json (a rerun must give the same)
+RESULT_OPTIONS = ("teacher", "data_dir", "samples", "n_iter", "seed", "epochs", "learning_rate", "repeats",
+                  "timing_rows")
+SETTINGS_FILE = "settings.json"
 FINISHED = {"teacher": "eval_results.json", "plain": "all_results.json", "distilled": "all_results.json"}
 
 
@@ -307,6 +311,25 @@ def print_table(args, rows: list[dict], eval_rows: int, dev_rows: int, teacher_f
 
 # ---- options ----
 
+def check_settings(args) -> str | None:
+    """OUT/settings.json holds the options the stages' results depend on (written by the first run); a rerun into
+    the same folder with other values would reuse results of other settings: one line naming them, or None.
+    --backends may change (a backend added later runs its own stages)."""
+    settings = {option: getattr(args, option) for option in RESULT_OPTIONS}
+    path = Path(args.output_dir) / SETTINGS_FILE
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        changed = [option for option in RESULT_OPTIONS if stored.get(option) != settings[option]]
+        if changed:
+            return (f"--output-dir {args.output_dir} holds the results of other settings ("
+                    + ", ".join(f"--{option.replace('_', '-')} {stored.get(option)}" for option in changed)
+                    + "); rerun with those or give another --output-dir")
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=1) + "\n")
+    return None
+
+
 def bad_input(args) -> str | None:
     """One line naming the option, or None."""
     unknown = [name for name in args.backends if name not in FRAMEWORKS]
@@ -370,7 +393,7 @@ def main() -> int:
         path.with_suffix(".tmp").write_text(json.dumps(result, indent=1) + "\n")
         os.replace(path.with_suffix(".tmp"), path)  # whole, or not at all
         return 0
-    problem = bad_input(args)
+    problem = bad_input(args) or check_settings(args)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2

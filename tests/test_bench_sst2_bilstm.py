@@ -66,3 +66,12 @@ def test_the_gain_is_distilled_minus_plain_in_points_and_the_goal_is_per_backend
     assert plain["speedup_vs_teacher_batch1"] == pytest.approx(20.0)
     assert plain["speedup_vs_bert_base_batch64"] == pytest.approx(200.0)
     assert distilled["torch"]["timed_as"] == "plain"
+
+
+def test_a_rerun_into_the_same_folder_must_give_the_same_settings(tmp_path):
+    options = {option: 1 for option in sst2_bilstm.RESULT_OPTIONS}
+    first = Namespace(output_dir=str(tmp_path), **options)
+    assert sst2_bilstm.check_settings(first) is None  # written
+    assert sst2_bilstm.check_settings(first) is None  # the same: the stages' results are reused
+    problem = sst2_bilstm.check_settings(Namespace(output_dir=str(tmp_path), **{**options, "epochs": 3}))
+    assert problem.startswith(f"--output-dir {tmp_path} holds the results of other settings (--epochs 1)")
