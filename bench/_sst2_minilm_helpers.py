@@ -3,6 +3,7 @@ head init, SST-2 features in our loop's batch order, and transformers' Trainer (
 those batches."""
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -18,6 +19,14 @@ def framework_switches(allowed=()) -> dict:
     (transformers imports every installed framework unless told not to; an inherited "0" must not hide the
     worker's own framework)."""
     return {variable: "1" if variable in allowed else "0" for variable in ("USE_TORCH", "USE_TF", "USE_FLAX")}
+
+
+def worker_environment(allowed=()) -> dict:
+    """`python -m tasks`'s environment (tasks/__main__.py) for a bench worker process, transformers kept to the
+    `allowed` frameworks (framework_switches)."""
+    return {**os.environ, **framework_switches(allowed),
+            "TRANSFORMERS_VERBOSITY": "error", "TF_CPP_MIN_LOG_LEVEL": "2",
+            "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "0")}
 
 
 def model_dir() -> str:

@@ -48,7 +48,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from _sst2_minilm_helpers import REPO, SEQ_LEN, framework_switches, model_dir, model_source, sst2_features
+from _sst2_minilm_helpers import REPO, SEQ_LEN, model_dir, model_source, sst2_features, worker_environment
 from backends import FRAMEWORKS  # the helpers put the repository on sys.path
 
 GOAL = 1.0
@@ -199,14 +199,6 @@ def rates(result: dict, key: str) -> tuple[float, float]:
     return result["rows"] / min(result[key]), result["rows"] / statistics.median(result[key])
 
 
-def worker_environment(name: str) -> dict:
-    """`python -m tasks`'s environment (tasks/__main__.py), with transformers kept to the worker's framework."""
-    allowed = TRANSFORMERS_FRAMEWORKS.get(name, ())
-    return {**os.environ, **framework_switches(allowed),
-            "TRANSFORMERS_VERBOSITY": "error", "TF_CPP_MIN_LOG_LEVEL": "2",
-            "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "0")}
-
-
 def run_worker(name: str, args, scratch: Path) -> dict:
     """One timed run in its own process; raises RuntimeError with the worker's last error line."""
     command = [sys.executable, __file__, "--worker", name, "--batch-size", str(args.batch_size), "--repeats",
@@ -217,7 +209,8 @@ def run_worker(name: str, args, scratch: Path) -> dict:
     if name in ANCHORS:
         command += ["--against", str(scratch / f"{ANCHORS[name][0]}.npy")]
     print(f"running {name} ...", file=sys.stderr, flush=True)
-    done = subprocess.run(command, capture_output=True, text=True, env=worker_environment(name))
+    done = subprocess.run(command, capture_output=True, text=True,
+                          env=worker_environment(TRANSFORMERS_FRAMEWORKS.get(name, ())))
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines() or [f"exit code {done.returncode}"]
         raise RuntimeError(f"worker {name} failed: {lines[-1]}")

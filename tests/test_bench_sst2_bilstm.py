@@ -1,0 +1,77 @@
+"""bench/sst2_bilstm.py without running a stage: bad input exits 2 in one line, and the table's gain and goal."""
+import subprocess
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import sst2_bilstm  # noqa: E402  (the bench folder is not a package)
+
+
+@pytest.fixture
+def teacher(tmp_path):
+    folder = tmp_path / "teacher"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    return folder
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    folder = tmp_path / "SST-2"
+    folder.mkdir()
+    for name in ("train.tsv", "dev.tsv"):
+        (folder / name).write_text("sentence\tlabel\n")
+    return folder
+
+
+@pytest.mark.parametrize("change, option", [
+    ({"teacher": "missing"}, "--teacher"),
+    ({"data_dir": "missing"}, "--data-dir"),
+    ({"backends": "torch,jax"}, "--backends"),
+    ({"samples": "0"}, "--samples"),
+])
+def test_bad_input_is_one_line_naming_the_option_and_exit_2(tmp_path, teacher, data_dir, change, option):
+    options = {"teacher": str(teacher), "data_dir": str(data_dir), "output_dir": str(tmp_path / "out"),
+               "backends": "torch", "samples": "4"}
+    options.update({key: str(tmp_path / value) if value == "missing" else value for key, value in change.items()})
+    command = [sys.executable, str(BENCH / "sst2_bilstm.py")]
+    for key, value in options.items():
+        command += [f"--{key.replace('_', '-')}", value]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"error: {option}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_gain_is_distilled_minus_plain_in_points_and_the_goal_is_per_backend():
+    def timed(seconds):
+        return {"params": 10, "params_without_embedding": 4, "seconds_batch1": seconds, "seconds_batch64": seconds / 8,
+                "cpu_seconds_batch1": seconds, "cpu_seconds_batch64": seconds / 8}
+
+    backends = ["torch", "tf"]
+    timings = {**{("teacher", b): timed(10.0) for b in backends}, **{("bilstm", b): timed(0.5) for b in backends},
+               **{("bert-base", b): timed(100.0) for b in backends}}
+    accuracy = {("teacher", "torch"): 0.9, ("plain", "torch"): 0.80, ("distilled", "torch"): 0.83,
+                ("teacher", "tf"): 0.9, ("plain", "tf"): 0.80, ("distilled", "tf"): 0.82}
+    rows = sst2_bilstm.table_rows(Namespace(backends=backends), accuracy, timings)
+    distilled = {row["backend"]: row for row in rows if row["model"] == "distilled"}
+    assert distilled["torch"]["gain"] == pytest.approx(3.0) and distilled["torch"]["goal_pass"]
+    assert distilled["tf"]["gain"] == pytest.approx(2.0) and not distilled["tf"]["goal_pass"]
+    plain = next(row for row in rows if row["model"] == "plain")
+    assert plain["speedup_vs_teacher_batch1"] == pytest.approx(20.0)
+    assert plain["speedup_vs_bert_base_batch64"] == pytest.approx(200.0)
+    assert distilled["torch"]["timed_as"] == "plain"
+
+
+def test_a_rerun_into_the_same_folder_must_give_the_same_settings(tmp_path):
+    options = {option: 1 for option in sst2_bilstm.RESULT_OPTIONS}
+    first = Namespace(output_dir=str(tmp_path), **options)
+    assert sst2_bilstm.check_settings(first) is None  # written
+    assert sst2_bilstm.check_settings(first) is None  # the same: the stages' results are reused
+    problem = sst2_bilstm.check_settings(Namespace(output_dir=str(tmp_path), **{**options, "epochs": 3}))
+    assert problem.startswith(f"--output-dir {tmp_path} holds the results of other settings (--epochs 1)")
