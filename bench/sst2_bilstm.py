@@ -46,19 +46,19 @@ import argparse
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from _sst2_minilm_helpers import REPO, SEQ_LEN, worker_environment
+from _stages import (TRAINED, TRANSFER_FILE, StageFailed, bad_backends, bad_counts, bad_outputs, bad_sst2_inputs,
+                     check_settings, finished_or_run, progress, resuming, results_of, run, spread, stage_folder,
+                     tasks_command, teacher_accuracy, transfer_set, write_json)
 from backends import FRAMEWORKS  # the helpers put the repository on sys.path
 
 GOAL_GAIN = 2.5  # points of dev accuracy, distilled - plain, in every backend
 STUDENT = "bilstm-sst2"
 BERT_BASE = "bert-base-uncased"  # the BERT-base-shaped model of the speed ratios (numpy init)
-AUGMENT_BACKEND = "torch"  # the teacher's logits of the transfer set (byte-identical in every backend)
 BATCH_SIZES = (1, 64)
 WARMUP_BATCHES = 4  # untimed batches before each batch size's timed passes
 CHECKPOINT_EVERY = 1000  # updates between resumable checkpoints of the students
@@ -73,40 +73,12 @@ MODELS = ("teacher", "plain", "distilled")
 LABELS = {"teacher": "teacher", "plain": "plain BiLSTM", "distilled": "distilled BiLSTM", "bilstm": "BiLSTM",
           "bert-base": "BERT-base shape"}
 SEED_001 = "seed 001 (Tang et al.): BERT-base 93.1, BiLSTM 84.77, distilled 87.32 (+2.55), 273x faster"
-TRANSFER_FILE = "train.tsv"  # what tasks augment writes into OUT/augment (and its logits beside it)
 # the options the stages' results depend on, kept in OUT/settings.json (a rerun must give the same)
 RESULT_OPTIONS = ("teacher", "data_dir", "samples", "n_iter", "seed", "epochs", "learning_rate", "repeats",
                   "timing_rows")
-SETTINGS_FILE = "settings.json"
-FINISHED = {"teacher": "eval_results.json", "plain": "all_results.json", "distilled": "all_results.json"}
-
-
-class StageFailed(Exception):
-    pass
 
 
 # ---- the stages: commands of `python -m tasks` ----
-
-def tasks_command(*arguments) -> list[str]:
-    return [sys.executable, "-m", "tasks", *map(str, arguments)]
-
-
-def stage_folder(out: Path, model: str, backend: str) -> Path:
-    return out / f"{model}-{backend}"
-
-
-def teacher_command(args, backend: str, folder: Path) -> list[str]:
-    return tasks_command("evaluate", "--task", "sst-2", "--model", args.teacher, "--backend", backend, "--data-dir",
-                         args.data_dir, "--max-seq-length", SEQ_LEN, "--output-dir", folder, "--batch-size", 64,
-                         *progress(args))
-
-
-def augment_command(args, folder: Path) -> list[str]:
-    return tasks_command("augment", "--task", "sst-2", "--method", "tang", "--data-dir", args.data_dir, "--teacher",
-                         args.teacher, "--backend", AUGMENT_BACKEND, "--n-iter", args.n_iter, "--seed", args.seed,
-                         "--max-train-samples", args.samples, "--max-seq-length", SEQ_LEN, "--output-dir", folder,
-                         *progress(args))
-
 
 def student_command(args, model: str, backend: str, folder: Path) -> list[str]:
     """finetune on the labels of the --samples rows (plain), or distill on the transfer set's stored logits."""
@@ -118,62 +90,11 @@ def student_command(args, model: str, backend: str, folder: Path) -> list[str]:
     else:
         command = tasks_command("distill", "--student", STUDENT, "--teacher", args.teacher, "--train-file",
                                 augment_folder(args) / TRANSFER_FILE, "--soft-loss", "mse", "--alpha", 1, *common)
-    if any(folder.glob("checkpoint-*")):
-        return command + ["--resume"]
-    return command + (["--overwrite-output-dir"] if folder.is_dir() and any(folder.iterdir()) else [])
-
-
-def progress(args) -> list[str]:
-    return ["--no-progress"] if args.no_progress else []
+    return resuming(command, folder)
 
 
 def augment_folder(args) -> Path:
     return Path(args.output_dir) / "augment"
-
-
-def run(name: str, command: list[str], log: Path, env=None) -> None:
-    """One stage in its own process: its stdout (the results JSON) into `log`, its stderr (notes, progress) to
-    ours. StageFailed naming the stage and exit code."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"running {name}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
-    started = time.perf_counter()
-    with open(log, "w") as out:
-        done = subprocess.run(command, cwd=REPO, stdout=out, env=env)
-    if done.returncode != 0:
-        raise StageFailed(f"{name} failed (exit {done.returncode}); its command: {' '.join(command)}")
-    print(f"{name}: done in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
-
-
-def results_of(folder: Path, file: str) -> dict | None:
-    path = folder / file
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def finished_or_run(name: str, folder: Path, file: str, command, log: Path) -> dict:
-    """The results file of a stage: reused when there, else made by running the stage."""
-    results = results_of(folder, file)
-    if results is not None:
-        print(f"reusing {folder / file}", file=sys.stderr, flush=True)
-        return results
-    run(name, command(), log)
-    for checkpoint in folder.glob("checkpoint-*"):  # the run finished: its resumable checkpoints are not needed
-        shutil.rmtree(checkpoint)
-    return json.loads((folder / file).read_text())
-
-
-def transfer_set(args, logs: Path) -> dict:
-    """The augment stage (reused when OUT/augment/train.tsv is there: augment writes it last, whole; a stopped
-    augment run continues by itself): its row counts, from the logits file's metadata."""
-    from backends.tensorfile import SafetensorsReader
-    from tasks.data.augment import logits_path
-
-    folder = augment_folder(args)
-    if (folder / TRANSFER_FILE).is_file():
-        print(f"reusing {folder / TRANSFER_FILE}", file=sys.stderr, flush=True)
-    else:
-        run("augment", augment_command(args, folder), logs / "augment.out")
-    meta = SafetensorsReader(logits_path(folder / TRANSFER_FILE)).metadata()
-    return {"rows": int(meta["rows"]), "original_rows": int(meta["original_rows"])}
 
 
 # ---- the timing worker (its own process per backend and model) ----
@@ -237,11 +158,6 @@ def timing(args, name: str, backend: str) -> dict:
 
 
 # ---- the table ----
-
-def spread(values) -> float:
-    values = [value for value in values if value is not None]
-    return max(values) - min(values) if values else float("nan")
-
 
 def table_rows(args, accuracy: dict, timings: dict) -> list[dict]:
     """The --json rows: per backend, teacher, plain, distilled and bert-base."""
@@ -311,52 +227,14 @@ def print_table(args, rows: list[dict], eval_rows: int, dev_rows: int, teacher_f
 
 # ---- options ----
 
-def check_settings(args) -> str | None:
-    """OUT/settings.json holds the options the stages' results depend on (written by the first run); a rerun into
-    the same folder with other values would reuse results of other settings: one line naming them, or None.
-    --backends may change (a backend added later runs its own stages)."""
-    settings = {option: getattr(args, option) for option in RESULT_OPTIONS}
-    path = Path(args.output_dir) / SETTINGS_FILE
-    if path.is_file():
-        stored = json.loads(path.read_text())
-        changed = [option for option in RESULT_OPTIONS if stored.get(option) != settings[option]]
-        if changed:
-            return (f"--output-dir {args.output_dir} holds the results of other settings ("
-                    + ", ".join(f"--{option.replace('_', '-')} {stored.get(option)}" for option in changed)
-                    + "); rerun with those or give another --output-dir")
-        return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(settings, indent=1) + "\n")
-    return None
-
-
 def bad_input(args) -> str | None:
     """One line naming the option, or None."""
-    unknown = [name for name in args.backends if name not in FRAMEWORKS]
-    if unknown or not args.backends:
-        return f"--backends {','.join(args.backends)}: choose from {', '.join(FRAMEWORKS)}"
-    for option in ("samples", "n_iter", "epochs", "repeats", "timing_rows"):
-        if getattr(args, option) is not None and getattr(args, option) < 1:
-            return f"--{option.replace('_', '-')} {getattr(args, option)}: must be at least 1"
+    problem = bad_backends(args.backends) or bad_counts(args, ("samples", "n_iter", "epochs", "repeats", "timing_rows"))
+    if problem:
+        return problem
     if not args.learning_rate > 0:
         return f"--learning-rate {args.learning_rate}: must be positive"
-    teacher = Path(args.teacher)
-    if not (teacher / "config.json").is_file():
-        return f"--teacher {args.teacher}: no config.json there (a fine-tuned SST-2 model folder is needed)"
-    for name in ("train.tsv", "dev.tsv"):
-        if not (Path(args.data_dir) / name).is_file():
-            return f"--data-dir {args.data_dir}: no SST-2 {name} there"
-    output = Path(args.output_dir)
-    if output.exists() and not output.is_dir():
-        return f"--output-dir {args.output_dir}: is a file"
-    existing = output
-    while not existing.exists():
-        existing = existing.parent
-    if not os.access(existing, os.W_OK):
-        return f"--output-dir {args.output_dir}: {existing} is not writable"
-    if args.json and not os.access(Path(args.json).resolve().parent, os.W_OK):
-        return f"--json {args.json}: its folder is not writable"
-    return None
+    return bad_sst2_inputs(args) or bad_outputs(args)
 
 
 def parse_args():
@@ -393,23 +271,19 @@ def main() -> int:
         path.with_suffix(".tmp").write_text(json.dumps(result, indent=1) + "\n")
         os.replace(path.with_suffix(".tmp"), path)  # whole, or not at all
         return 0
-    problem = bad_input(args) or check_settings(args)
+    problem = bad_input(args) or check_settings(args, RESULT_OPTIONS)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     out, logs = Path(args.output_dir), Path(args.output_dir) / "logs"
-    accuracy = {}
     try:
-        for backend in args.backends:
-            folder = stage_folder(out, "teacher", backend)
-            results = finished_or_run(f"teacher evaluate in {backend}", folder, FINISHED["teacher"],
-                                      lambda: teacher_command(args, backend, folder), logs / f"teacher-{backend}.out")
-            accuracy["teacher", backend], eval_rows = results["eval_acc"], results["eval_samples"]
-        transfer = transfer_set(args, logs)
+        teacher, eval_rows = teacher_accuracy(args, out, logs)
+        accuracy = {("teacher", backend): value for backend, value in teacher.items()}
+        transfer = transfer_set(args, augment_folder(args), logs)
         for model in ("plain", "distilled"):
             for backend in args.backends:
                 folder = stage_folder(out, model, backend)
-                results = finished_or_run(f"{model} BiLSTM in {backend}", folder, FINISHED[model],
+                results = finished_or_run(f"{model} BiLSTM in {backend}", folder, TRAINED,
                                           lambda: student_command(args, model, backend, folder),
                                           logs / f"{model}-{backend}.out")
                 accuracy[model, backend] = results["eval_acc"]
@@ -421,7 +295,7 @@ def main() -> int:
     print_table(args, rows, eval_rows, timings["teacher", args.backends[0]]["rows"],
                 results_of(Path(args.teacher), "eval_results.json"), transfer)
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+        write_json(args.json, rows)
     return 0 if all(row["goal_pass"] for row in rows if row["model"] == "distilled") else 1
 
 

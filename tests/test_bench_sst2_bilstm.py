@@ -10,6 +10,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
 import sst2_bilstm  # noqa: E402  (the bench folder is not a package)
+from _stages import check_settings  # noqa: E402
 
 
 @pytest.fixture
@@ -71,7 +72,8 @@ def test_the_gain_is_distilled_minus_plain_in_points_and_the_goal_is_per_backend
 def test_a_rerun_into_the_same_folder_must_give_the_same_settings(tmp_path):
     options = {option: 1 for option in sst2_bilstm.RESULT_OPTIONS}
     first = Namespace(output_dir=str(tmp_path), **options)
-    assert sst2_bilstm.check_settings(first) is None  # written
-    assert sst2_bilstm.check_settings(first) is None  # the same: the stages' results are reused
-    problem = sst2_bilstm.check_settings(Namespace(output_dir=str(tmp_path), **{**options, "epochs": 3}))
+    assert check_settings(first, sst2_bilstm.RESULT_OPTIONS) is None  # written
+    assert check_settings(first, sst2_bilstm.RESULT_OPTIONS) is None  # the same: the stages' results are reused
+    problem = check_settings(Namespace(output_dir=str(tmp_path), **{**options, "epochs": 3}),
+                             sst2_bilstm.RESULT_OPTIONS)
     assert problem.startswith(f"--output-dir {tmp_path} holds the results of other settings (--epochs 1)")

@@ -1,0 +1,191 @@
+"""What the seeds' table benches (bench/sst2_bilstm.py, bench/sst2_tinybert.py) share: every stage is its own
+`python -m tasks` process (one framework per process), skipped when its output folder already holds its finished
+results file ("reusing ..."), so an interrupted run continues where it stopped; OUT/settings.json keeps the options
+the results depend on (a rerun into the same folder must give the same); the teacher's dev accuracy per backend
+(`tasks evaluate`) and the augmented transfer set (`tasks augment --method tang`, the teacher's logits stored
+beside it); the checks of the output options; the spread of a table row across backends."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _sst2_minilm_helpers import REPO, SEQ_LEN
+
+SETTINGS_FILE = "settings.json"
+TRANSFER_FILE = "train.tsv"  # what tasks augment writes into its folder (and its logits beside it)
+AUGMENT_BACKEND = "torch"  # the teacher's logits of the transfer set (byte-identical in every backend)
+EVALUATED = "eval_results.json"  # what `tasks evaluate` writes last
+TRAINED = "all_results.json"  # what `tasks finetune` / `tasks distill` write last
+
+
+class StageFailed(Exception):
+    pass
+
+
+def tasks_command(*arguments) -> list[str]:
+    return [sys.executable, "-m", "tasks", *map(str, arguments)]
+
+
+def stage_folder(out: Path, model: str, backend: str) -> Path:
+    return out / f"{model}-{backend}"
+
+
+def progress(args) -> list[str]:
+    return ["--no-progress"] if args.no_progress else []
+
+
+def resuming(command: list[str], folder: Path) -> list[str]:
+    """A training stage's command continuing from its latest checkpoint, or overwriting what a stopped run left
+    without one."""
+    if any(folder.glob("checkpoint-*")):
+        return command + ["--resume"]
+    return command + (["--overwrite-output-dir"] if folder.is_dir() and any(folder.iterdir()) else [])
+
+
+def run(name: str, command: list[str], log: Path, env=None) -> None:
+    """One stage in its own process: its stdout (the results JSON) into `log`, its stderr (notes, progress) to
+    ours. StageFailed naming the stage and exit code."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"running {name}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    with open(log, "w") as out:
+        done = subprocess.run(command, cwd=REPO, stdout=out, env=env)
+    if done.returncode != 0:
+        raise StageFailed(f"{name} failed (exit {done.returncode}); its command: {' '.join(command)}")
+    print(f"{name}: done in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+
+
+def results_of(folder: Path, file: str) -> dict | None:
+    path = folder / file
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def finished_or_run(name: str, folder: Path, file: str, command, log: Path) -> dict:
+    """The results file of a stage: reused when there, else made by running the stage (`command()`)."""
+    results = results_of(folder, file)
+    if results is not None:
+        print(f"reusing {folder / file}", file=sys.stderr, flush=True)
+        return results
+    run(name, command(), log)
+    for checkpoint in folder.glob("checkpoint-*"):  # the run finished: its resumable checkpoints are not needed
+        shutil.rmtree(checkpoint)
+    return json.loads((folder / file).read_text())
+
+
+def teacher_command(args, backend: str, folder: Path) -> list[str]:
+    """`tasks evaluate` of --teacher on the SST-2 dev split in `backend`."""
+    return tasks_command("evaluate", "--task", "sst-2", "--model", args.teacher, "--backend", backend, "--data-dir",
+                         args.data_dir, "--max-seq-length", SEQ_LEN, "--output-dir", folder, "--batch-size", 64,
+                         *progress(args))
+
+
+def teacher_accuracy(args, out: Path, logs: Path) -> tuple[dict, int]:
+    """The teacher's dev accuracy per backend of --backends (OUT/teacher-<backend>) and the dev rows scored."""
+    accuracy = {}
+    for backend in args.backends:
+        folder = stage_folder(out, "teacher", backend)
+        results = finished_or_run(f"teacher evaluate in {backend}", folder, EVALUATED,
+                                  lambda: teacher_command(args, backend, folder), logs / f"teacher-{backend}.out")
+        accuracy[backend], eval_rows = results["eval_acc"], results["eval_samples"]
+    return accuracy, eval_rows
+
+
+def augment_command(args, folder: Path) -> list[str]:
+    return tasks_command("augment", "--task", "sst-2", "--method", "tang", "--data-dir", args.data_dir, "--teacher",
+                         args.teacher, "--backend", AUGMENT_BACKEND, "--n-iter", args.n_iter, "--seed", args.seed,
+                         "--max-train-samples", args.samples, "--max-seq-length", SEQ_LEN, "--output-dir", folder,
+                         *progress(args))
+
+
+def transfer_rows(folder: Path) -> dict:
+    """The row counts of a `tasks augment` folder, from its logits file's metadata."""
+    from backends.tensorfile import SafetensorsReader
+    from tasks.data.augment import logits_path
+
+    meta = SafetensorsReader(logits_path(folder / TRANSFER_FILE)).metadata()
+    return {"rows": int(meta["rows"]), "original_rows": int(meta["original_rows"])}
+
+
+def transfer_set(args, folder: Path, logs: Path) -> dict:
+    """The augment stage into `folder` (reused when its train.tsv is there: augment writes it last, whole; a stopped
+    augment run continues by itself): its row counts."""
+    if (folder / TRANSFER_FILE).is_file():
+        print(f"reusing {folder / TRANSFER_FILE}", file=sys.stderr, flush=True)
+    else:
+        run("augment", augment_command(args, folder), logs / "augment.out")
+    return transfer_rows(folder)
+
+
+def spread(values) -> float:
+    values = [value for value in values if value is not None]
+    return max(values) - min(values) if values else float("nan")
+
+
+def check_settings(args, options) -> str | None:
+    """OUT/settings.json holds the `options` the stages' results depend on (written by the first run); a rerun
+    into the same folder with other values would reuse results of other settings: one line naming them, or None.
+    --backends may change (a backend added later runs its own stages)."""
+    settings = {option: getattr(args, option) for option in options}
+    path = Path(args.output_dir) / SETTINGS_FILE
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        changed = [option for option in options if stored.get(option) != settings[option]]
+        if changed:
+            return (f"--output-dir {args.output_dir} holds the results of other settings ("
+                    + ", ".join(f"--{option.replace('_', '-')} {stored.get(option)}" for option in changed)
+                    + "); rerun with those or give another --output-dir")
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=1) + "\n")
+    return None
+
+
+def bad_backends(backends) -> str | None:
+    from backends import FRAMEWORKS
+
+    unknown = [name for name in backends if name not in FRAMEWORKS]
+    if unknown or not backends:
+        return f"--backends {','.join(backends)}: choose from {', '.join(FRAMEWORKS)}"
+    return None
+
+
+def bad_counts(args, options) -> str | None:
+    """The first of `options` (counts; None: not given) below 1, as one line, or None."""
+    for option in options:
+        if getattr(args, option) is not None and getattr(args, option) < 1:
+            return f"--{option.replace('_', '-')} {getattr(args, option)}: must be at least 1"
+    return None
+
+
+def bad_sst2_inputs(args) -> str | None:
+    """--teacher a model folder, --data-dir SST-2's train and dev files: one line naming the option, or None."""
+    if not (Path(args.teacher) / "config.json").is_file():
+        return f"--teacher {args.teacher}: no config.json there (a fine-tuned SST-2 model folder is needed)"
+    for name in ("train.tsv", "dev.tsv"):
+        if not (Path(args.data_dir) / name).is_file():
+            return f"--data-dir {args.data_dir}: no SST-2 {name} there"
+    return None
+
+
+def bad_outputs(args) -> str | None:
+    """--output-dir a folder that can be made and written, --json a writable place: one line, or None."""
+    output = Path(args.output_dir)
+    if output.exists() and not output.is_dir():
+        return f"--output-dir {args.output_dir}: is a file"
+    existing = output
+    while not existing.exists():
+        existing = existing.parent
+    if not os.access(existing, os.W_OK):
+        return f"--output-dir {args.output_dir}: {existing} is not writable"
+    if args.json and not os.access(Path(args.json).resolve().parent, os.W_OK):
+        return f"--json {args.json}: its folder is not writable"
+    return None
+
+
+def write_json(path: str, rows: list[dict]) -> None:
+    Path(path).write_text(json.dumps(rows, indent=1) + "\n")
