@@ -189,3 +189,11 @@ def bad_outputs(args) -> str | None:
 
 def write_json(path: str, rows: list[dict]) -> None:
     Path(path).write_text(json.dumps(rows, indent=1) + "\n")
+
+
+def table_line(label: str, values: list, fmt: str, spread_fmt: str | None = None) -> None:
+    """One row of a table: the label, a cell per backend (None: "-"), and the spread across them when
+    `spread_fmt` is given."""
+    cells = "".join(f"{fmt.format(v) if v is not None else '-':>12}" for v in values)
+    tail = f"{spread_fmt.format(spread(values)):>12}" if spread_fmt else ""
+    print(f"{label:<34}{cells}{tail}")

@@ -52,7 +52,7 @@ from pathlib import Path
 
 from _sst2_minilm_helpers import REPO, SEQ_LEN, worker_environment
 from _stages import (TRAINED, TRANSFER_FILE, StageFailed, bad_backends, bad_counts, bad_outputs, bad_sst2_inputs,
-                     check_settings, finished_or_run, progress, resuming, results_of, run, spread, stage_folder,
+                     check_settings, finished_or_run, progress, resuming, results_of, run, stage_folder, table_line,
                      tasks_command, teacher_accuracy, transfer_set, write_json)
 from backends import FRAMEWORKS  # the helpers put the repository on sys.path
 
@@ -187,11 +187,7 @@ def print_table(args, rows: list[dict], eval_rows: int, dev_rows: int, teacher_f
                 transfer: dict) -> None:
     backends = args.backends
     by = {(row["model"], row["backend"]): row for row in rows}
-
-    def line(label: str, values: list, fmt: str, spread_fmt: str | None = None) -> None:
-        cells = "".join(f"{fmt.format(v) if v is not None else '-':>12}" for v in values)
-        tail = f"{spread_fmt.format(spread(values)):>12}" if spread_fmt else ""
-        print(f"{label:<34}{cells}{tail}")
+    line = table_line
 
     print(f"\nSST-2: accuracy on the dev split ({eval_rows} rows), seconds over {dev_rows} dev rows; teacher "
           f"{args.teacher}; students on the first {args.samples} train rows, transfer set {transfer['rows']} rows "
