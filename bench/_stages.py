@@ -39,6 +39,12 @@ def progress(args) -> list[str]:
     return ["--no-progress"] if args.no_progress else []
 
 
+def eval_limit(args) -> list[str]:
+    """--max-eval-samples of a bench's --eval-rows (smoke runs), where it has the option and it is given."""
+    rows = getattr(args, "eval_rows", None)
+    return ["--max-eval-samples", str(rows)] if rows else []
+
+
 def resuming(command: list[str], folder: Path) -> list[str]:
     """A training stage's command continuing from its latest checkpoint, or overwriting what a stopped run left
     without one."""
@@ -81,7 +87,7 @@ def teacher_command(args, backend: str, folder: Path) -> list[str]:
     """`tasks evaluate` of --teacher on the SST-2 dev split in `backend`."""
     return tasks_command("evaluate", "--task", "sst-2", "--model", args.teacher, "--backend", backend, "--data-dir",
                          args.data_dir, "--max-seq-length", SEQ_LEN, "--output-dir", folder, "--batch-size", 64,
-                         *progress(args))
+                         *eval_limit(args), *progress(args))
 
 
 def teacher_accuracy(args, out: Path, logs: Path) -> tuple[dict, int]:

@@ -46,7 +46,7 @@ updates make a stopped training resume; they are removed once the stage has fini
     python bench/sst2_tinybert.py --teacher DIR --output-dir OUT [--backends torch,paddle,tf] [--samples 8000]
         [--augment-dir PATH | --n-iter 20] [--seed 42] [--corpus-lines N] [--general-steps 2000]
         [--general-batch-size 32] [--general-seq-length 128] [--general-learning-rate 1e-4] [--epochs 3]
-        [--augment-epochs 1] [--learning-rate 5e-5] [--json PATH] [--data-dir ../shared/data/glue/SST-2]
+        [--augment-epochs 1] [--learning-rate 5e-5] [--eval-rows N] [--json PATH] [--data-dir ../shared/data/glue/SST-2]
         [--squad-file ../shared/data/squad/train-v1.1.reconstructed.json.gz] [--no-progress]
 
 --json PATH writes one row per backend and model: {"backend", "model" (teacher, finetuned, general, intermediate,
@@ -63,7 +63,7 @@ from pathlib import Path
 
 from _sst2_minilm_helpers import REPO, SEQ_LEN, model_dir
 from _stages import (TRAINED, TRANSFER_FILE, StageFailed, bad_backends, bad_counts, bad_outputs, bad_sst2_inputs,
-                     check_settings, finished_or_run, progress, resuming, run, stage_folder, table_line,
+                     check_settings, eval_limit, finished_or_run, progress, resuming, run, stage_folder, table_line,
                      tasks_command, teacher_accuracy, transfer_rows, transfer_set, write_json)
 from backends import FRAMEWORKS  # the helpers put the repository on sys.path
 
@@ -88,7 +88,7 @@ SEED_002 = ("seed 002 (Jiao et al. 2020, SST-2 dev): BERT-base teacher 93.4; Tin
 # the options the stages' results depend on, kept in OUT/settings.json (a rerun must give the same)
 RESULT_OPTIONS = ("teacher", "data_dir", "squad_file", "samples", "augment_dir", "n_iter", "seed", "corpus_lines",
                   "general_steps", "general_batch_size", "general_seq_length", "general_learning_rate", "epochs",
-                  "augment_epochs", "learning_rate")
+                  "augment_epochs", "learning_rate", "eval_rows")
 
 
 def variant_name(stage: str, augmented: bool) -> str:
@@ -134,7 +134,7 @@ def task_stage_command(args, stage: str, augmented: bool, backend: str, folder: 
         data = ["--max-train-samples", args.samples, "--epochs", args.epochs]
     common = ["--task", "sst-2", "--backend", backend, "--data-dir", args.data_dir, "--output-dir", folder,
               "--do-train", "--do-eval", "--learning-rate", args.learning_rate, "--seed", args.seed, *data,
-              *TASK_TRAINING, *progress(args)]
+              *TASK_TRAINING, *eval_limit(args), *progress(args)]
     out = Path(args.output_dir)
     if stage == "finetuned":
         command = tasks_command("finetune", "--model", STUDENT, "--config-overrides", STUDENT_SHAPE, "--tokenizer",
@@ -238,7 +238,7 @@ def bad_input(args) -> str | None:
     """One line naming the option, or None."""
     problem = bad_backends(args.backends) or bad_counts(
         args, ("samples", "n_iter", "corpus_lines", "general_steps", "general_batch_size", "general_seq_length",
-               "epochs", "augment_epochs"))
+               "epochs", "augment_epochs", "eval_rows"))
     if problem:
         return problem
     for option in ("learning_rate", "general_learning_rate"):
@@ -276,6 +276,7 @@ def parse_args():
     parser.add_argument("--augment-epochs", type=int, default=1,
                         help="task stages' passes over the transfer set (default 1)")
     parser.add_argument("--learning-rate", type=float, default=5e-5, help="the task stages' AdamW rate (default 5e-5)")
+    parser.add_argument("--eval-rows", type=int, help="score the first N dev rows only (smoke runs; default all)")
     parser.add_argument("--json", metavar="PATH", help="write the rows {backend, model, augmented, accuracy, ...} here")
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "glue" / "SST-2"))
     parser.add_argument("--squad-file",
