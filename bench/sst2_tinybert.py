@@ -12,8 +12,9 @@ machinery: bench/_stages.py):
    student whose layers divide the teacher's (4 does not divide 6), so the student has 3 layers (k = 2) of
    tinybert-4l-312d's width 312, and fit_dense maps 312 to the teacher's 384. Budget: --general-steps updates
    (default 2000) of --general-batch-size 32 blocks of --general-seq-length 128 tokens (the seed's length), AdamW
-   at --general-learning-rate 1e-4 (the seed used 1e-4 at batch 256 for 3 epochs over English Wikipedia: far beyond
-   2 CPU cores; 2000 x 32 x 128 = 8.2M tokens, about 2.5 passes over SQuAD's contexts), warmup 10%;
+   at --general-learning-rate 1e-4, warmup 10% (the seed used 1e-4 at batch 256 for 3 epochs over English
+   Wikipedia: far beyond 2 CPU cores). SQuAD's train set has 18,891 distinct paragraphs, 2.2M words: some 22,000
+   blocks of 128 pieces (an estimate at ~1.25 pieces per word), so 2000 x 32 blocks are about 3 passes over them;
 3. task teacher: `--teacher DIR` (a MiniLM-L6 fine-tuned on SST-2), scored on SST-2 dev by `python -m tasks evaluate`
    in every backend (OUT/teacher-<backend>), as bench/sst2_bilstm.py;
 4. (a) per backend: `python -m tasks finetune --model tinybert-4l-312d` with the same overrides (the shape of (b)),
@@ -83,8 +84,7 @@ DISTILL_STAGES = {"intermediate": ["--intermediate"],
 VARIANTS = (False, True)  # (b) on the plain rows, on the augmented transfer set
 LABELS = {"teacher": "teacher", "finetuned": "(a) fine-tuned", "intermediate": "(b) after intermediate",
           "prediction": "(b) after prediction"}
-SEED_002 = ("seed 002 (Jiao et al. 2020, SST-2 dev): BERT-base teacher 93.4; TinyBERT-4 (general + task distillation "
-            "with augmentation) 92.6; without augmentation (ablation) 89.7 (paper's Table 6 reports the drop)")
+SEED_002 = "seed 002 (Jiao et al. 2020, Table 1, GLUE test): SST-2 BERT-base teacher 93.4, TinyBERT-4 92.6"
 # the options the stages' results depend on, kept in OUT/settings.json (a rerun must give the same)
 RESULT_OPTIONS = ("teacher", "data_dir", "squad_file", "samples", "augment_dir", "n_iter", "seed", "corpus_lines",
                   "general_steps", "general_batch_size", "general_seq_length", "general_learning_rate", "epochs",
