@@ -214,7 +214,8 @@ def print_table(args, rows: list[dict], eval_rows: int, transfer: dict) -> None:
           f"{args.general_batch_size} x {args.general_seq_length} tokens, lr {args.general_learning_rate:g}")
     table_line("", backends + ["spread"], "{}")
     table_line("teacher accuracy %", [100 * by["teacher", False, b]["accuracy"] for b in backends], "{:.2f}", "{:.2f}")
-    table_line("general stage final loss", [by["general", False, b]["train_loss"] for b in backends], "{:.4f}")
+    table_line("general stage final loss", [by["general", False, b]["train_loss"] for b in backends], "{:.4f}",
+               "{:.4f}")
     table_line("(a) fine-tuned accuracy %", [100 * by["finetuned", False, b]["accuracy"] for b in backends], "{:.2f}",
                "{:.2f}")
     for augmented in VARIANTS:
