@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from _sst2_minilm_helpers import REPO, SEQ_LEN
+from backends import FRAMEWORKS  # the helpers put the repository on sys.path
 
 SETTINGS_FILE = "settings.json"
 TRANSFER_FILE = "train.tsv"  # what tasks augment writes into its folder (and its logits beside it)
@@ -191,6 +192,15 @@ def bad_outputs(args) -> str | None:
     if args.json and not os.access(Path(args.json).resolve().parent, os.W_OK):
         return f"--json {args.json}: its folder is not writable"
     return None
+
+
+def add_table_arguments(parser, teacher_help: str) -> None:
+    """The options every seed-table bench starts with: the teacher, the output folder, backends, train rows."""
+    parser.add_argument("--teacher", required=True, help=teacher_help)
+    parser.add_argument("--output-dir", required=True, help="every stage's folder goes here (rerun to resume)")
+    parser.add_argument("--backends", default=",".join(FRAMEWORKS), type=lambda text: text.split(","),
+                        help="comma-separated (default: all)")
+    parser.add_argument("--samples", type=int, default=8000, help="original train rows (default 8000)")
 
 
 def write_json(path: str, rows: list[dict]) -> None:

@@ -51,10 +51,9 @@ import time
 from pathlib import Path
 
 from _sst2_minilm_helpers import REPO, SEQ_LEN, worker_environment
-from _stages import (TRAINED, TRANSFER_FILE, StageFailed, bad_backends, bad_counts, bad_outputs, bad_sst2_inputs,
-                     check_settings, finished_or_run, progress, resuming, results_of, run, stage_folder, table_line,
-                     tasks_command, teacher_accuracy, transfer_set, write_json)
-from backends import FRAMEWORKS  # the helpers put the repository on sys.path
+from _stages import (TRAINED, TRANSFER_FILE, StageFailed, add_table_arguments, bad_backends, bad_counts, bad_outputs,
+                     bad_sst2_inputs, check_settings, finished_or_run, progress, resuming, results_of, run,
+                     stage_folder, table_line, tasks_command, teacher_accuracy, transfer_set, write_json)
 
 GOAL_GAIN = 2.5  # points of dev accuracy, distilled - plain, in every backend
 STUDENT = "bilstm-sst2"
@@ -235,11 +234,7 @@ def bad_input(args) -> str | None:
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher", required=True, help="a MiniLM-L6 (or other) model folder fine-tuned on SST-2")
-    parser.add_argument("--output-dir", required=True, help="every stage's folder goes here (rerun to resume)")
-    parser.add_argument("--backends", default=",".join(FRAMEWORKS), type=lambda text: text.split(","),
-                        help="comma-separated (default: all)")
-    parser.add_argument("--samples", type=int, default=8000, help="original train rows (default 8000)")
+    add_table_arguments(parser, "a MiniLM-L6 (or other) model folder fine-tuned on SST-2")
     parser.add_argument("--n-iter", type=int, default=20, help="augmented samples per row (default 20)")
     parser.add_argument("--seed", type=int, default=42, help="augmentation, batch order, dropout, init (default 42)")
     parser.add_argument("--epochs", type=int, default=5, help="passes of both students over their data (default 5)")

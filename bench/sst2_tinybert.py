@@ -63,10 +63,10 @@ import sys
 from pathlib import Path
 
 from _sst2_minilm_helpers import REPO, SEQ_LEN, model_dir
-from _stages import (TRAINED, TRANSFER_FILE, StageFailed, bad_backends, bad_counts, bad_outputs, bad_sst2_inputs,
-                     check_settings, eval_limit, finished_or_run, progress, resuming, run, stage_folder, table_line,
-                     tasks_command, teacher_accuracy, transfer_rows, transfer_set, write_json)
-from backends import FRAMEWORKS  # the helpers put the repository on sys.path
+from _stages import (TRAINED, TRANSFER_FILE, StageFailed, add_table_arguments, bad_backends, bad_counts, bad_outputs,
+                     bad_sst2_inputs, check_settings, eval_limit, finished_or_run, progress, resuming, run,
+                     stage_folder, table_line, tasks_command, teacher_accuracy, transfer_rows, transfer_set,
+                     write_json)
 
 STUDENT = "tinybert-4l-312d"
 # MiniLM-L6: 6 layers of 384; the student's 3 layers take every second one (k = 2), fit_dense maps 312 to 384
@@ -259,11 +259,7 @@ def bad_input(args) -> str | None:
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher", required=True, help="a MiniLM-L6 model folder fine-tuned on SST-2")
-    parser.add_argument("--output-dir", required=True, help="every stage's folder goes here (rerun to resume)")
-    parser.add_argument("--backends", default=",".join(FRAMEWORKS), type=lambda text: text.split(","),
-                        help="comma-separated (default: all)")
-    parser.add_argument("--samples", type=int, default=8000, help="original train rows (default 8000)")
+    add_table_arguments(parser, "a MiniLM-L6 model folder fine-tuned on SST-2")
     parser.add_argument("--augment-dir", help="an existing `tasks augment` folder of the same rows and teacher "
                                               "(default: OUT/augment, made here)")
     parser.add_argument("--n-iter", type=int, default=20, help="augmented samples per row, made here (default 20)")

@@ -1,31 +1,11 @@
 """bench/sst2_tinybert.py without running a stage: bad input exits 2 in one line, and the table's goals."""
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-sys.path.insert(0, str(BENCH))
-
+from .conftest import BENCH  # conftest puts the bench folder on sys.path
 import sst2_tinybert  # noqa: E402  (the bench folder is not a package)
-
-
-@pytest.fixture
-def teacher(tmp_path):
-    folder = tmp_path / "teacher"
-    folder.mkdir()
-    (folder / "config.json").write_text("{}")
-    return folder
-
-
-@pytest.fixture
-def data_dir(tmp_path):
-    folder = tmp_path / "SST-2"
-    folder.mkdir()
-    for name in ("train.tsv", "dev.tsv"):
-        (folder / name).write_text("sentence\tlabel\n")
-    return folder
 
 
 @pytest.fixture

@@ -2,32 +2,12 @@
 import subprocess
 import sys
 from argparse import Namespace
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-sys.path.insert(0, str(BENCH))
-
+from .conftest import BENCH  # conftest puts the bench folder on sys.path
 import sst2_bilstm  # noqa: E402  (the bench folder is not a package)
 from _stages import check_settings  # noqa: E402
-
-
-@pytest.fixture
-def teacher(tmp_path):
-    folder = tmp_path / "teacher"
-    folder.mkdir()
-    (folder / "config.json").write_text("{}")
-    return folder
-
-
-@pytest.fixture
-def data_dir(tmp_path):
-    folder = tmp_path / "SST-2"
-    folder.mkdir()
-    for name in ("train.tsv", "dev.tsv"):
-        (folder / name).write_text("sentence\tlabel\n")
-    return folder
 
 
 @pytest.mark.parametrize("change, option", [
