@@ -1,5 +1,6 @@
 """Fixtures of the bench tests (bench/sst2_bilstm.py, bench/sst2_tinybert.py): the bench folder on
 sys.path (it is not a package), a teacher folder and an SST-2 data folder that pass the benches' input checks."""
+import subprocess
 import sys
 from pathlib import Path
 
@@ -24,3 +25,14 @@ def data_dir(tmp_path):
     for name in ("train.tsv", "dev.tsv"):
         (folder / name).write_text("sentence\tlabel\n")
     return folder
+
+
+def assert_refused(script: str, options: dict, option: str, output_dir: Path) -> None:
+    """`python bench/<script> --key value ...` exits 2 with one line naming `option`, writing nothing."""
+    command = [sys.executable, str(BENCH / script)]
+    for key, value in options.items():
+        command += [f"--{key.replace('_', '-')}", value]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"error: {option}")
+    assert not output_dir.exists()

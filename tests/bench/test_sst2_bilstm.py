@@ -1,11 +1,9 @@
 """bench/sst2_bilstm.py without running a stage: bad input exits 2 in one line, and the table's gain and goal."""
-import subprocess
-import sys
 from argparse import Namespace
 
 import pytest
 
-from .conftest import BENCH  # conftest puts the bench folder on sys.path
+from .conftest import assert_refused  # conftest puts the bench folder on sys.path
 import sst2_bilstm  # noqa: E402  (the bench folder is not a package)
 from _stages import check_settings  # noqa: E402
 
@@ -20,13 +18,7 @@ def test_bad_input_is_one_line_naming_the_option_and_exit_2(tmp_path, teacher, d
     options = {"teacher": str(teacher), "data_dir": str(data_dir), "output_dir": str(tmp_path / "out"),
                "backends": "torch", "samples": "4"}
     options.update({key: str(tmp_path / value) if value == "missing" else value for key, value in change.items()})
-    command = [sys.executable, str(BENCH / "sst2_bilstm.py")]
-    for key, value in options.items():
-        command += [f"--{key.replace('_', '-')}", value]
-    done = subprocess.run(command, capture_output=True, text=True)
-    assert done.returncode == 2
-    assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"error: {option}")
-    assert not (tmp_path / "out").exists()
+    assert_refused("sst2_bilstm.py", options, option, tmp_path / "out")
 
 
 def test_the_gain_is_distilled_minus_plain_in_points_and_the_goal_is_per_backend():

@@ -1,10 +1,8 @@
 """bench/sst2_tinybert.py without running a stage: bad input exits 2 in one line, and the table's goals."""
-import subprocess
-import sys
 
 import pytest
 
-from .conftest import BENCH  # conftest puts the bench folder on sys.path
+from .conftest import assert_refused  # conftest puts the bench folder on sys.path
 import sst2_tinybert  # noqa: E402  (the bench folder is not a package)
 
 
@@ -30,13 +28,7 @@ def test_bad_input_is_one_line_naming_the_option_and_exit_2(tmp_path, teacher, d
                "output_dir": str(tmp_path / "out"), "backends": "torch", "samples": "4"}
     options.update({key: str(tmp_path / value) if value in ("missing", "teacher") else value
                     for key, value in change.items()})
-    command = [sys.executable, str(BENCH / "sst2_tinybert.py")]
-    for key, value in options.items():
-        command += [f"--{key.replace('_', '-')}", value]
-    done = subprocess.run(command, capture_output=True, text=True)
-    assert done.returncode == 2
-    assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"error: {option}")
-    assert not (tmp_path / "out").exists()
+    assert_refused("sst2_tinybert.py", options, option, tmp_path / "out")
 
 
 def test_the_goals_are_points_below_the_teacher_and_ahead_of_the_finetuned_student():
