@@ -153,8 +153,6 @@ def check_settings(args, options) -> str | None:
 
 
 def bad_backends(backends) -> str | None:
-    from backends import FRAMEWORKS
-
     unknown = [name for name in backends if name not in FRAMEWORKS]
     if unknown or not backends:
         return f"--backends {','.join(backends)}: choose from {', '.join(FRAMEWORKS)}"
