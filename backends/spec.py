@@ -19,6 +19,8 @@ INPUT_AXES = ("batch", "choices", "seq")
 INPUT_TEXTS = ("joint", "a", "b")
 # the final outputs tasks decode
 PREDICTION_OUTPUTS = ("logits", "start_logits", "end_logits")
+# heads whose final outputs have no sequence axis (one row of logits per example, or per choice)
+ROW_OUTPUT_HEADS = ("seqcls", "mc")
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,10 @@ class FamilySpec(HeadTable):
     # canonical name -> shape of the parameters a checkpoint of a head may hold or lack (a pooler the head
     # does not use, a part only another ecosystem's class builds); param_shapes lists the port's own
     optional_shapes: Callable[[object, str], dict] = field(default=lambda config, head: {})  # none
+    # a row's outputs do not depend on trailing padding positions (attention masks them, positions count from each
+    # text's start, recurrences stop at the last token), so a prediction may drop the positions every row of a batch
+    # pads; False where they do (Funnel pools pairs of positions, padded ones included)
+    trailing_padding_free: bool = False
 
     @property
     def final_outputs(self) -> dict:
@@ -137,6 +143,26 @@ class FamilySpec(HeadTable):
         the training driver batches and a Runner feeds to forward()."""
         return tuple(spec.name for spec in self.model_inputs(config, head))
 
+    def padding_trimmer(self, config, head: str) -> Callable[[dict], dict] | None:
+        """For a head with per-row outputs (ROW_OUTPUT_HEADS) of a trailing-padding-free family: a function that cuts
+        a batch's sequence axis, per text, after the last position any row's attention mask uses (what transformers'
+        DataCollatorWithPadding pads to); None where that could change the outputs."""
+        if not self.trailing_padding_free or head not in ROW_OUTPUT_HEADS:
+            return None
+        specs = {spec.name: spec for spec in self.model_inputs(config, head)}
+        masks = {spec.text: spec.name for spec in specs.values() if spec.feature == "attention_mask"}
+        if any(spec.axes[-1] != "seq" or spec.text not in masks for spec in specs.values()):
+            return None
+
+        def trim(batch: dict) -> dict:
+            widths = {}
+            for text, name in masks.items():
+                used = np.asarray(batch[name]).reshape(-1, batch[name].shape[-1]).any(axis=0)
+                widths[text] = int(np.flatnonzero(used)[-1]) + 1 if used.any() else 1
+            return {name: value[..., :widths[specs[name].text]] if name in specs else value
+                    for name, value in batch.items()}
+        return trim
+
     def prediction_outputs(self, head: str) -> tuple[str, ...]:
         """The final outputs of `head` that a task decodes (a head may have more, e.g. TinyBERT's
         fit_hidden_states)."""
@@ -144,7 +170,7 @@ class FamilySpec(HeadTable):
 
 
 def family_spec(name: str, config_class: type, presets: Mapping[str, Preset], head_registry: Mapping[str, Head],
-                weights, port_rules: Mapping[str, RuleSet]) -> FamilySpec:
+                weights, port_rules: Mapping[str, RuleSet], trailing_padding_free: bool = False) -> FamilySpec:
     """A family's FamilySpec: `weights` (its weights module, or a `BertWeights`-like object) provides
     param_shapes, init_params, model_inputs, make_inputs, hidden_state_names and shrink."""
     param_shapes, init_params = with_adapters(weights.param_shapes, weights.init_params)
@@ -160,6 +186,7 @@ def family_spec(name: str, config_class: type, presets: Mapping[str, Preset], he
         make_inputs=weights.make_inputs,
         hidden_state_names=weights.hidden_state_names,
         shrink=weights.shrink,
+        trailing_padding_free=trailing_padding_free,
         **({"optional_shapes": weights.optional_shapes} if hasattr(weights, "optional_shapes") else {}),
     )
 

@@ -33,6 +33,7 @@ from tasks.data.glue import glue_features, read_glue_file
 
 from tasks.train import runner_class
 from tasks.train.job import check_output_dir, few, log
+from tasks.train.loop import predict_all
 from tasks.train.model import CONFIG_FILE, family_of, load_model
 from tasks.train.task import GlueTask, Options, TaskError, make_task
 
@@ -171,10 +172,8 @@ class AugmentJob:
         examples = [PairExample(str(i), row[0], row[1] if len(row) > 2 else None, None) for i, row in enumerate(rows)]
         inputs = family(self.teacher.family).model_inputs(self.teacher.config, self.teacher.head)
         features = glue_features(examples, self.task.glue, self.tokenizer, self.args.max_seq_length, inputs)
-        size = self.args.batch_size
-        parts = [runner.predict({name: array[start:start + size] for name, array in features.items()})["logits"]
-                 for start in range(0, len(rows), size)]
-        return np.concatenate(parts).astype(self.args.dtype, copy=False).reshape(len(rows), num_labels)
+        logits = predict_all(runner, features, self.args.batch_size)["logits"]
+        return logits.astype(self.args.dtype, copy=False).reshape(len(rows), num_labels)
 
     # ---- samples ----
 

@@ -431,14 +431,9 @@ class PassageServer:
 
         return tf.device(self.runner.device)
 
-    def final_outputs_only(self):
-        """Serving reads no attention probabilities: torch's attention layers then run its fused kernel
-        (backends/_fw/torch, without_attention_weights); the other ports have no such kernel on CPU."""
-        return self.adapter.without_attention_weights() if self.backend == "torch" else contextlib.nullcontext()
-
     def _call(self, method, arrays: dict, **options) -> dict:
         tensors = self.runner.to_tensors(arrays)
-        with self.adapter.no_grad(), self.placement(), self.final_outputs_only():
+        with self.adapter.no_grad(), self.placement(), self.adapter.final_outputs_only():
             return method(**tensors, **options)
 
     def _encode(self, windows: PassageWindows) -> list:

@@ -61,6 +61,11 @@ class Adapter(Protocol):
     def no_grad(self) -> ContextManager:
         """Context in which forward passes record nothing for gradients."""
 
+    def final_outputs_only(self) -> ContextManager:
+        """Context for eval-mode passes whose caller reads only the final outputs (Runner.predict, serving): the
+        framework's fused inference kernels where it has them (torch: attention without its probabilities;
+        paddle: fused layer_norm below float64; tf: none)."""
+
     def activation(self, name: str) -> Callable[[Tensor], Tensor]:
         """The function of a hidden_act name (one of backends._fw.ACTIVATIONS)."""
 

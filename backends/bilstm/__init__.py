@@ -4,4 +4,4 @@ from . import weights
 from .config import BiLSTMConfig, PRESETS
 from .heads import HEADS
 
-SPEC = family_spec("bilstm", BiLSTMConfig, PRESETS, HEADS, weights, weights.PORT_RULES)
+SPEC = family_spec("bilstm", BiLSTMConfig, PRESETS, HEADS, weights, weights.PORT_RULES, trailing_padding_free=True)

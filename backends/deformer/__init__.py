@@ -5,4 +5,4 @@ from .config import PRESETS, DeformerConfig
 from .heads import HEADS
 from .weights import PORT_RULES, WEIGHTS
 
-SPEC = family_spec("deformer", DeformerConfig, PRESETS, HEADS, WEIGHTS, PORT_RULES)
+SPEC = family_spec("deformer", DeformerConfig, PRESETS, HEADS, WEIGHTS, PORT_RULES, trailing_padding_free=True)

@@ -4,4 +4,4 @@ from .config import PRESETS, RobertaConfig
 from .heads import HEADS
 from .weights import PORT_RULES, WEIGHTS
 
-SPEC = family_spec("roberta", RobertaConfig, PRESETS, HEADS, WEIGHTS, PORT_RULES)
+SPEC = family_spec("roberta", RobertaConfig, PRESETS, HEADS, WEIGHTS, PORT_RULES, trailing_padding_free=True)

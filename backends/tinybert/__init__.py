@@ -4,4 +4,4 @@ from .config import PRESETS, TinyBertConfig
 from .heads import HEADS
 from .weights import PORT_RULES, WEIGHTS
 
-SPEC = family_spec("tinybert", TinyBertConfig, PRESETS, HEADS, WEIGHTS, PORT_RULES)
+SPEC = family_spec("tinybert", TinyBertConfig, PRESETS, HEADS, WEIGHTS, PORT_RULES, trailing_padding_free=True)

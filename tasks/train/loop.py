@@ -151,8 +151,11 @@ def predict_all(runner, inputs: dict, batch_size: int, progress: bool = False, g
 
 
 def _predict(runner, inputs: dict, batch_size: int, progress: bool) -> dict:
+    """Batch by batch; each batch cut to the positions its rows use where that cannot change the outputs
+    (runner.trim_padding: FamilySpec.padding_trimmer), as dynamic padding would have built it."""
+    trim = runner.trim_padding or (lambda batch: batch)
     starts = range(0, num_rows(inputs), batch_size)
-    parts = [runner.predict(take(inputs, slice(start, start + batch_size)))
+    parts = [runner.predict(trim(take(inputs, slice(start, start + batch_size))))
              for start in tqdm(starts, desc="predict", leave=False, disable=not progress)]
     return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 

@@ -19,6 +19,7 @@ from backends.build import build_model, export_params, load_params
 from ..amp import CLEAN_UPDATES, LOSS_SCALE, check_autocast, loss_scaler_state
 from ..dropout import mask_stream, native_seed, share_dropout
 from ..freezing import trainable_names
+from . import final_outputs_only
 
 # ---- the op set (contract.TrainOps) the framework-free losses (tasks/train/losses.py, tasks/distill.py) call
 
@@ -117,6 +118,7 @@ class Runner:
         self.rules = get_family(family).port_rules["paddle"]
         self.final_outputs = get_family(family).prediction_outputs(head)
         self.input_names = get_family(family).input_names(config, head)
+        self.trim_padding = get_family(family).padding_trimmer(config, head)  # predict's batches
         self.masks = mask_stream(dropout_masks, seed, MaskOps())
         if self.masks is not None:
             share_dropout(self.model.named_sublayers(include_self=True), paddle.nn.Dropout, SharedDropout,
@@ -270,6 +272,8 @@ class Runner:
             return self.forward(self.to_tensors(batch), train=False)
 
     def predict(self, batch: dict) -> dict:
-        """The head's final outputs (logits, or start/end logits) as numpy, in eval mode."""
-        outputs = self.outputs(batch)
+        """The head's final outputs (logits, or start/end logits) as numpy, in eval mode (LayerNorm on paddle's fused
+        kernel below float64: backends/_fw/paddle/nn.py, fused_layer_norm)."""
+        with final_outputs_only():
+            outputs = self.outputs(batch)
         return {name: outputs[name].astype(self.dtype).numpy() for name in self.final_outputs}

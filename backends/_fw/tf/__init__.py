@@ -108,5 +108,10 @@ def no_grad():
     return contextlib.nullcontext()
 
 
+def final_outputs_only():
+    """TensorFlow's ports have no fused inference kernel to switch to (its compiled step fuses by itself)."""
+    return contextlib.nullcontext()
+
+
 def activation(name: str):
     return _ACTIVATIONS[name]

@@ -120,3 +120,8 @@ def without_attention_weights():
 
 def attention_weights_wanted() -> bool:
     return _ATTENTION_WEIGHTS_WANTED.get()
+
+
+def final_outputs_only():
+    """Attention on torch's fused kernel, its probabilities not materialised (without_attention_weights)."""
+    return without_attention_weights()

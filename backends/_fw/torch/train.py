@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from backends import family as get_family
 from backends.build import build_model, export_params, load_params
-from . import without_attention_weights
+from . import final_outputs_only
 from ..amp import CLEAN_UPDATES, LOSS_SCALE, check_autocast, loss_scaler_state
 from ..dropout import mask_stream, native_seed, share_dropout
 from ..freezing import trainable_names
@@ -120,6 +120,7 @@ class Runner:
         self.rules = get_family(family).port_rules["torch"]
         self.final_outputs = get_family(family).prediction_outputs(head)
         self.input_names = get_family(family).input_names(config, head)
+        self.trim_padding = get_family(family).padding_trimmer(config, head)  # predict's batches
         mask_ops = MaskOps(self.device)
         self.masks = mask_stream(dropout_masks, seed, mask_ops)
         if self.masks is not None:
@@ -245,6 +246,6 @@ class Runner:
     def predict(self, batch: dict) -> dict:
         """The head's final outputs (logits, or start/end logits) as numpy, in eval mode (attention layers on torch's
         fused kernel: nothing reads their probabilities)."""
-        with without_attention_weights():
+        with final_outputs_only():
             outputs = self.outputs(batch)
         return {name: outputs[name].to(self.dtype).cpu().numpy() for name in self.final_outputs}

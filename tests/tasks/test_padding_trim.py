@@ -1,0 +1,79 @@
+"""Predictions cut each batch to the positions its rows use (FamilySpec.padding_trimmer), as dynamic padding would:
+for per-row heads of the families whose outputs ignore trailing padding, the outputs equal the untrimmed pass's in
+float64 in every backend; other heads and families are never trimmed."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backends import FAMILIES, family
+from backends.spec import ROW_OUTPUT_HEADS
+from tasks.train import runner_class
+from tasks.train.loop import predict_all
+
+from ..conftest import BACKENDS
+from .test_train_support import seeded_data, tiny_config
+
+SEQ_LEN = 14
+CASES = [(name, head) for name in FAMILIES if family(name).trailing_padding_free
+         for head in family(name).heads if head in ROW_OUTPUT_HEADS]
+
+
+def ragged(family_name: str, config, head: str, rows: int = 5) -> dict:
+    """Seeded inputs (some rows left-padded) whose rows use none of each text's positions from a random 3..8 on; a
+    row left without any position uses its last one before the cut (a fully masked row is no example)."""
+    batch = seeded_data(family_name, config, head, rows=rows, seq_len=SEQ_LEN)
+    rng = np.random.default_rng(7)
+    for name in [name for name in batch if name.endswith("attention_mask")]:
+        width = batch[name].shape[-1]
+        for row in range(rows):
+            cut = rng.integers(3, min(8, width - 1) + 1)
+            batch[name][row, ..., cut:] = 0
+            batch[name][row, ..., cut - 1] |= ~batch[name][row, ..., :cut].any(axis=-1)
+    return {name: value for name, value in batch.items() if name not in ("labels", "start_positions",
+                                                                           "end_positions")}
+
+
+def test_the_trimmed_families_and_heads():
+    assert {name for name, _ in CASES} == {"bert", "roberta", "tinybert", "bilstm", "deformer"}
+    assert not family("funnel").trailing_padding_free  # pooling averages padded positions into real ones
+    for name in FAMILIES:
+        spec = family(name)
+        config = tiny_config(name)
+        for head in spec.heads:
+            if head not in ROW_OUTPUT_HEADS or not spec.trailing_padding_free:  # token-level outputs keep the axis
+                assert spec.padding_trimmer(config, head) is None, (name, head)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("family_name,head", CASES, ids=[f"{f}-{h}" for f, h in CASES])
+def test_trimmed_predictions_equal_the_padded_pass(backend, family_name, head):
+    config = tiny_config(family_name)
+    params = family(family_name).init_params(config, head, np.random.default_rng(3))
+    runner = runner_class(backend)(family_name, config, head, params, dtype="float64")
+    batch = ragged(family_name, config, head)
+    padded = runner.predict(batch)
+    widths = []
+    predict = runner.predict
+    runner.predict = lambda part: widths.append({n: v.shape[-1] for n, v in part.items()}) or predict(part)
+    trimmed = predict_all(runner, batch, batch_size=3)
+    assert widths and all(width < SEQ_LEN for part in widths for width in part.values())  # it did cut
+    for name, value in padded.items():
+        np.testing.assert_allclose(trimmed[name], value, rtol=0, atol=1e-12, err_msg=name)
+
+
+def test_each_text_is_cut_to_its_own_width():
+    """DeFormer: the question and the passage are separate texts with their own masks."""
+    config = tiny_config("deformer")
+    batch = ragged("deformer", config, "seqcls", rows=2)
+    batch["question_attention_mask"][:] = 0
+    batch["question_attention_mask"][:, :2] = 1
+    batch["passage_attention_mask"][:] = 0
+    batch["passage_attention_mask"][0, :3] = 1
+    batch["passage_attention_mask"][1, [0, 1, 3, 4]] = 1  # a hole before the end: the last used position counts
+    cut = family("deformer").padding_trimmer(config, "seqcls")(batch)
+    widths = {name: value.shape[-1] for name, value in cut.items()}
+    assert widths == {**{f"question_{f}": 2 for f in ("input_ids", "attention_mask", "token_type_ids")},
+                      **{f"passage_{f}": 5 for f in ("input_ids", "attention_mask", "token_type_ids")}}
+    for name, value in cut.items():
+        np.testing.assert_array_equal(value, batch[name][..., :widths[name]])
