@@ -109,6 +109,7 @@ def ours(backend: str):
 
         # tasks.train.job's make_runner with `tasks evaluate`'s defaults (float32, cpu; no training options)
         runner = runner_class(backend)(source.family, source.config, source.head, source.params, dtype="float32")
+        runner.trim_padding = None  # the anchors' shapes: kernels against kernels (evaluate cuts unused positions)
         return lambda inputs: predict_all(runner, inputs, batch_size)["logits"]
     return build
 

@@ -77,3 +77,19 @@ def test_each_text_is_cut_to_its_own_width():
                       **{f"passage_{f}": 5 for f in ("input_ids", "attention_mask", "token_type_ids")}}
     for name, value in cut.items():
         np.testing.assert_array_equal(value, batch[name][..., :widths[name]])
+
+
+@pytest.mark.parametrize("mode", ["function", "xla"])
+def test_compiled_tf_predictions(mode):
+    """A compiled TF pass is traced per input shape (the ports read static shapes): it keeps the padded width."""
+    if "tf" not in BACKENDS:
+        pytest.skip("needs tensorflow")
+    config = tiny_config("bert")
+    params = family("bert").init_params(config, "seqcls", np.random.default_rng(3))
+    runner = runner_class("tf")("bert", config, "seqcls", params, dtype="float64")
+    batch = ragged("bert", config, "seqcls")
+    padded = runner.predict(batch)  # eager
+    runner.set_compile(mode, train=False)
+    assert runner.trim_padding is None
+    np.testing.assert_allclose(predict_all(runner, batch, batch_size=3)["logits"], padded["logits"], rtol=0,
+                               atol=1e-12)

@@ -211,7 +211,7 @@ class Runner:
         self.rules = get_family(family).port_rules["tf"]
         self.final_outputs = get_family(family).prediction_outputs(head)
         self.input_names = get_family(family).input_names(config, head)
-        self.padding_trimmer = get_family(family).padding_trimmer(config, head)
+        self.trim_padding = get_family(family).padding_trimmer(config, head)  # predict's batches
         self.dropout_masks = dropout_masks
         self.masks = (FedHashStream(MaskOps(), seed) if dropout_masks == "device"
                       else mask_stream(dropout_masks, seed, MaskOps()))
@@ -220,12 +220,6 @@ class Runner:
         self.grads = [None] * len(self.variables)
         self.step_mode = self.eval_mode = "eager"  # how forward_backward and the eval-mode passes run
         self.compiled_steps, self.compiled_forward = {}, None  # loss_fn -> its tf.function; the eval forward's
-
-    @property
-    def trim_padding(self):
-        """predict's batches cut to their used width (FamilySpec.padding_trimmer), except under XLA: it compiles one
-        program per input shape, and the widths vary batch by batch (a tf.function traces once for them all)."""
-        return None if self.eval_mode == "xla" else self.padding_trimmer
 
     def set_compile(self, mode: str, train: bool = True) -> None:
         """Run forward, loss and gradients (and eval-mode forward passes) op by op ("eager", the default), as one
@@ -246,6 +240,8 @@ class Runner:
                            "--tf-compile eager")
         self.step_mode, self.eval_mode = mode if train else "eager", mode
         self.compiled_steps, self.compiled_forward = {}, None
+        if mode != "eager":  # a compiled pass is traced (and XLA-compiled) per input shape, the ports reading static
+            self.trim_padding = None  # shapes: predict's batches keep their padded width rather than retrace per width
 
     # ---- data and mode ----
 
@@ -414,7 +410,7 @@ class Runner:
             return self.forward(tensors, train=False)
         if self.compiled_forward is None:
             self.compiled_forward = tf.function(lambda inputs: self.forward(inputs, train=False),
-                                                jit_compile=self.eval_mode == "xla", reduce_retracing=True)
+                                                jit_compile=self.eval_mode == "xla")
         return self.compiled_forward({name: tensors[name] for name in self.input_names if name in tensors})
 
     def predict(self, batch: dict) -> dict:
