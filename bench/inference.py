@@ -26,11 +26,18 @@ ratio = our samples/s / the anchor's (best pass of each; the median passes' rati
 A --max-seq-length other than 64 repeats each sentence until it fills that length (truncated there), so the rows
 hold text, not padding. On a busy machine the wall-clock rates follow the load: compare the CPU-second ratio too.
 
+--padding max_length (the default) times every batch at the full --max-seq-length on both sides: kernels against
+kernels. `tasks evaluate` and `tasks augment` cut each batch to the positions its rows use (predict_all's trimmer);
+--padding dynamic times that, the anchors given the same cut batches (Keras: one predict per batch). --split train
+with --data-dir an `augment` output folder times the teacher logits over its transfer set (issue 15's anchor: the
+teacher's logits against transformers' inference on the same weights).
+
     python bench/inference.py [--backends torch,paddle,tf] [--batch-size 64] [--repeats 3] [--rows 872]
-                              [--max-seq-length 64] [--json PATH]
+                              [--max-seq-length 64] [--padding max_length|dynamic] [--data-dir DIR]
+                              [--split dev|train] [--json PATH]
 
 --json PATH writes one row per backend: {"backend", "anchor", "ratio", "samples_per_second",
-"anchor_samples_per_second", "batch_size", "seq_len"} and the median and CPU-second figures. Exit: 0 every goal met,
+"anchor_samples_per_second", "batch_size", "seq_len", "padding", "split"} and the median and CPU-second figures. Exit: 0 every goal met,
 1 a goal missed or a check or worker failed, 2 bad input.
 """
 from __future__ import annotations
@@ -63,26 +70,31 @@ ANCHORS = {"torch": ("transformers", "transformers BertForSequenceClassification
 TRANSFORMERS_FRAMEWORKS = {"transformers": ("USE_TORCH",), "transformers-tf": ("USE_TF",)}
 
 
-def dev_features(data_dir: str, rows: int | None, seq_len: int, tokenizer) -> dict:
-    """The SST-2 dev rows' model inputs at `seq_len`: the helpers' features at 64; at other lengths each sentence is
-    repeated until its words alone fill `seq_len` tokens (every word is at least one token), then truncated."""
+def dev_features(data_dir: str, split: str, rows: int | None, seq_len: int, tokenizer) -> dict:
+    """The SST-2 `split` rows' model inputs at `seq_len`: the helpers' features at 64; at other lengths each sentence
+    is repeated until its words alone fill `seq_len` tokens (every word is at least one token), then truncated."""
     if seq_len == SEQ_LEN:
-        features = sst2_features(data_dir, "dev", rows, tokenizer)
+        features = sst2_features(data_dir, split, rows, tokenizer)
     else:
         from tasks.data.glue import glue_features, read_glue
 
         examples = [replace(example, text_a=" ".join([example.text_a] * math.ceil(seq_len / max(1, len(
                         example.text_a.split())))))
-                    for example in read_glue("sst-2", data_dir, "dev")[:rows]]
+                    for example in read_glue("sst-2", data_dir, split)[:rows]]
         features = glue_features(examples, "sst-2", tokenizer, seq_len)
     return {name: features[name] for name in INPUT_NAMES}
 
 
-def batches(inputs: dict, batch_size: int):
-    """The rows of `inputs` in consecutive batches, as predict_all cuts them."""
+def batches(inputs: dict, source, batch_size: int, padding: str):
+    """The rows of `inputs` in consecutive batches, as predict_all cuts them; --padding dynamic: each cut to the
+    positions its rows use by the trimmer predict_all applies (FamilySpec.padding_trimmer), so that every side reads
+    the same arrays."""
+    from backends import family
     from tasks.train.loop import num_rows, take
 
-    return [take(inputs, slice(start, start + batch_size)) for start in range(0, num_rows(inputs), batch_size)]
+    trim = family(source.family).padding_trimmer(source.config, source.head) if padding == "dynamic" else None
+    return [(trim or (lambda batch: batch))(take(inputs, slice(start, start + batch_size)))
+            for start in range(0, num_rows(inputs), batch_size)]
 
 
 def save_transformers_folder(source, folder: Path) -> Path:
@@ -103,18 +115,19 @@ def our_settings_first(backend: str) -> None:
 # ---- the predictors: (source, batch size, scratch folder) -> predict(inputs) -> logits of every row ----
 
 def ours(backend: str):
-    def build(source, batch_size: int, scratch: Path):
+    def build(source, batch_size: int, padding: str, scratch: Path):
         from tasks.train import runner_class
         from tasks.train.loop import predict_all
 
         # tasks.train.job's make_runner with `tasks evaluate`'s defaults (float32, cpu; no training options)
         runner = runner_class(backend)(source.family, source.config, source.head, source.params, dtype="float32")
-        runner.trim_padding = None  # the anchors' shapes: kernels against kernels (evaluate cuts unused positions)
+        if padding == "max_length":  # every batch at the full width, as the anchors get it (evaluate cuts them)
+            runner.trim_padding = None
         return lambda inputs: predict_all(runner, inputs, batch_size)["logits"]
     return build
 
 
-def transformers_torch(source, batch_size: int, scratch: Path):
+def transformers_torch(source, batch_size: int, padding: str, scratch: Path):
     our_settings_first("torch")
     import numpy as np
     import torch
@@ -125,11 +138,11 @@ def transformers_torch(source, batch_size: int, scratch: Path):
     def predict(inputs):
         with torch.inference_mode():
             return np.concatenate([model(**{name: torch.from_numpy(array) for name, array in batch.items()}).logits
-                                   .numpy() for batch in batches(inputs, batch_size)])
+                                   .numpy() for batch in batches(inputs, source, batch_size, padding)])
     return predict
 
 
-def paddlenlp(source, batch_size: int, scratch: Path):
+def paddlenlp(source, batch_size: int, padding: str, scratch: Path):
     our_settings_first("paddle")  # its MKL thread setting, before PaddleNLP imports paddle
     import numpy as np
     import paddle
@@ -142,12 +155,14 @@ def paddlenlp(source, batch_size: int, scratch: Path):
     def predict(inputs):
         with paddle.no_grad():
             return np.concatenate([model(**{name: paddle.to_tensor(array) for name, array in batch.items()},
-                                         return_dict=True).logits.numpy() for batch in batches(inputs, batch_size)])
+                                         return_dict=True).logits.numpy()
+                                   for batch in batches(inputs, source, batch_size, padding)])
     return predict
 
 
-def transformers_tf(source, batch_size: int, scratch: Path):
+def transformers_tf(source, batch_size: int, padding: str, scratch: Path):
     our_settings_first("tf")
+    import numpy as np
     from transformers import TFBertForSequenceClassification
 
     from converters.core import Options, convert
@@ -155,8 +170,12 @@ def transformers_tf(source, batch_size: int, scratch: Path):
     convert("hf2tf", save_transformers_folder(source, scratch / "hf"), scratch / "tf", Options(tokenizer=False))
     model = TFBertForSequenceClassification.from_pretrained(scratch / "tf")
     # Keras' predict: a tf.data pipeline over the arrays and the model's predict step traced into a tf.function,
-    # which calls the model with training=False
-    return lambda inputs: model.predict(inputs, batch_size=batch_size, verbose=0)["logits"]
+    # which calls the model with training=False; --padding dynamic: one predict per batch of its own width (Keras
+    # traces each width once, in the untimed first pass)
+    if padding == "max_length":
+        return lambda inputs: model.predict(inputs, batch_size=batch_size, verbose=0)["logits"]
+    return lambda inputs: np.concatenate([model.predict(batch, batch_size=batch_size, verbose=0)["logits"]
+                                          for batch in batches(inputs, source, batch_size, padding)])
 
 
 PREDICTORS = {**{backend: ours(backend) for backend in FRAMEWORKS}, "transformers": transformers_torch,
@@ -170,10 +189,10 @@ def worker(args) -> dict:
 
     folder = model_dir()
     source = model_source(folder, SEED)
-    inputs = dev_features(args.data_dir, args.rows, args.max_seq_length, load_tokenizer(folder))
+    inputs = dev_features(args.data_dir, args.split, args.rows, args.max_seq_length, load_tokenizer(folder))
     rows = len(inputs["input_ids"])
     with tempfile.TemporaryDirectory() as scratch:
-        predict = PREDICTORS[args.worker](source, args.batch_size, Path(scratch))
+        predict = PREDICTORS[args.worker](source, args.batch_size, args.padding, Path(scratch))
         logits = np.asarray(predict(inputs), dtype=np.float32)  # untimed: the warmup and the agreement check
         expected = (rows, source.config.num_labels)
         if logits.shape != expected:
@@ -204,6 +223,7 @@ def run_worker(name: str, args, scratch: Path) -> dict:
     """One timed run in its own process; raises RuntimeError with the worker's last error line."""
     command = [sys.executable, __file__, "--worker", name, "--batch-size", str(args.batch_size), "--repeats",
                str(args.repeats), "--max-seq-length", str(args.max_seq_length), "--data-dir", args.data_dir,
+               "--split", args.split, "--padding", args.padding,
                "--tolerance", repr(args.tolerance), "--logits", str(scratch / f"{name}.npy")]
     if args.rows is not None:
         command += ["--rows", str(args.rows)]
@@ -229,8 +249,8 @@ def bad_input(args) -> str | None:
         return f"--backends {args.backends}: choose from {', '.join(FRAMEWORKS)}"
     if not (args.tolerance >= 0 and math.isfinite(args.tolerance)):
         return f"--tolerance {args.tolerance}: must be a finite number >= 0"
-    if not Path(args.data_dir, "dev.tsv").is_file():
-        return f"--data-dir {args.data_dir}: no SST-2 dev.tsv there"
+    if not Path(args.data_dir, f"{args.split}.tsv").is_file():
+        return f"--data-dir {args.data_dir}: no SST-2 {args.split}.tsv there"
     positions = json.loads(Path(model_dir(), "config.json").read_text())["max_position_embeddings"]
     if not 2 <= args.max_seq_length <= positions:
         return f"--max-seq-length {args.max_seq_length}: must lie in 2..{positions} (the model's positions)"
@@ -244,7 +264,14 @@ def main() -> int:
     parser.add_argument("--backends", default=",".join(FRAMEWORKS), help="comma-separated (default: all)")
     parser.add_argument("--batch-size", type=int, default=64, help="rows per forward pass (default 64)")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes over every row (default 3)")
-    parser.add_argument("--rows", type=int, help="the first ROWS dev rows (default: all 872)")
+    parser.add_argument("--rows", type=int, help="the first ROWS rows (default: all; dev has 872)")
+    parser.add_argument("--split", choices=("dev", "train"), default="dev",
+                        help="which file of --data-dir (default dev; train of an augment output folder is its "
+                             "transfer set)")
+    parser.add_argument("--padding", choices=("max_length", "dynamic"), default="max_length",
+                        help="max_length (default): every batch padded to --max-seq-length on both sides (kernels "
+                             "against kernels); dynamic: every batch cut to its longest row on both sides (what "
+                             "tasks evaluate and augment run)")
     parser.add_argument("--max-seq-length", type=int, default=SEQ_LEN, help=f"tokens per row (default {SEQ_LEN})")
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "glue" / "SST-2"))
     parser.add_argument("--tolerance", type=float, default=TOLERANCE,
@@ -279,12 +306,12 @@ def main() -> int:
         cpu_best, anchor_cpu_best = rates(results[backend], "cpu_seconds")[0], rates(results[anchor], "cpu_seconds")[0]
         rows.append({"backend": backend, "anchor": anchor, "ratio": best / anchor_best, "samples_per_second": best,
                      "anchor_samples_per_second": anchor_best, "batch_size": args.batch_size,
-                     "seq_len": args.max_seq_length, "median_ratio": median / anchor_median,
+                     "seq_len": args.max_seq_length, "padding": args.padding, "split": args.split, "median_ratio": median / anchor_median,
                      "median_samples_per_second": median, "anchor_median_samples_per_second": anchor_median,
                      "cpu_ratio": cpu_best / anchor_cpu_best, "max_abs_diff": results[backend]["max_abs_diff"],
                      "rows": results[backend]["rows"], "repeats": args.repeats})
-    print(f"\ninference, MiniLM-L6 seqcls, SST-2 dev ({rows[0]['rows']} rows), batch {args.batch_size} x "
-          f"{args.max_seq_length}, float32, {args.repeats} timed passes (samples/s: best / median)")
+    print(f"\ninference, MiniLM-L6 seqcls, {args.data_dir} {args.split} ({rows[0]['rows']} rows), batch "
+          f"{args.batch_size} x {args.max_seq_length} ({args.padding} padding), float32, {args.repeats} timed passes (samples/s: best / median)")
     print(f"{'run':<62} {'best':>8} {'median':>8}")
     for backend, row in zip(backends, rows):
         print(f"{ANCHORS[backend][1]:<62} {row['anchor_samples_per_second']:>8.1f} "
