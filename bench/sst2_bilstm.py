@@ -15,7 +15,8 @@ output folder already holds a finished result ("reusing ..."), so an interrupted
 5. inference time over the 872 dev sentences at batch 1 and batch 64, per backend, of the teacher, the plain BiLSTM
    (the distilled one has its shape) and a BERT-base-shaped model (the bert-base-uncased preset, numpy init, timing
    only), each in its own worker process running `tasks evaluate`'s prediction path (the backend's Runner and
-   GlueTask.predict, float32, eval mode) over the same tokenised rows (max length 64, padded): one untimed pass over
+   GlueTask.predict, float32, eval mode) over the same tokenised rows (max length 64, each batch cut to the positions
+   its rows use, as predict_all does for every model here; at batch 1 a sentence's own length): one untimed pass over
    the first batches, then --repeats timed passes (the best wall seconds kept; CPU seconds too). Parameters: total,
    and without the word-embedding matrix (position and type embeddings stay counted);
 6. one table: accuracies, the distillation gain (distilled - plain) per backend against the issue's goal (>= 2.5
