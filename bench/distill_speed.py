@@ -191,9 +191,9 @@ def transfer_set(args, folder: Path) -> Path:
 def worker(args) -> list[dict]:
     results = []
     with tempfile.TemporaryDirectory(prefix="distill-speed-") as scratch:
-        if any(STUDENTS[student]["transfer"] for student in args.students.split(",")):
+        if any(STUDENTS[student]["transfer"] for student in args.students):
             args.transfer = str(transfer_set(args, Path(scratch) / "augment"))
-        for student in args.students.split(","):
+        for student in args.students:
             runs = {"finetune": None, **objectives(args, student)}
             timed = {}
             for name, objective in runs.items():
@@ -298,7 +298,6 @@ def main(argv=None) -> int:
     parser.add_argument("--teacher", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        args.students = ",".join(args.students)
         print(json.dumps(worker(args)))
         return 0
     problem = bad_input(args)
