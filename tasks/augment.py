@@ -25,9 +25,9 @@ from tqdm.auto import tqdm
 
 from backends import family
 from backends.tensorfile import write_safetensors
-from tasks.data.augment import (LOGITS_TENSOR, METHODS, POS_RULE_NOTE, eligible, example_rng, file_digest,
-                                logits_path, nearest_words, params_digest, tang_samples, tinybert_samples,
-                                top_candidates, whole_word_tokens, words_of)
+from tasks.data.augment import (LOGITS_TENSOR, METHODS, POS_RULE_NOTE, eligible, example_rng, example_texts,
+                                file_digest, keep_new, logits_path, nearest_words, params_digest, tang_samples,
+                                text_samples, tinybert_samples, top_candidates, whole_word_tokens)
 from tasks.data.features import PairExample, load_tokenizer
 from tasks.data.glue import glue_features, read_glue_file
 
@@ -141,11 +141,7 @@ class AugmentJob:
                   desc="augment", unit="ex", disable=a.no_progress) as bar:
             for augmented, start, stop in chunks[work.state["chunks"]:]:
                 if augmented:  # a sample equal to an earlier row (an original too), or with an empty text: dropped
-                    rows = []
-                    for row in (row for i in range(start, stop) for row in self.augmented_rows(i)):
-                        if all(row[:-1]) and row[:-1] not in seen:
-                            seen.add(row[:-1])
-                            rows.append(row)
+                    rows = [row for i in range(start, stop) for row in self.augmented_rows(i, seen)]
                 else:  # the originals as read, duplicates kept
                     rows = [(*self.texts(self.examples[i]), self.label_text(self.examples[i].label))
                             for i in range(start, stop)]
@@ -157,9 +153,7 @@ class AugmentJob:
     def header(self) -> str:
         return "\t".join((*self.task.glue.text_columns, self.task.glue.label_column)) + "\n"
 
-    @staticmethod
-    def texts(example: PairExample) -> tuple:
-        return (example.text_a,) if example.text_b is None else (example.text_a, example.text_b)
+    texts = staticmethod(example_texts)
 
     def label_text(self, label) -> str:
         return label if isinstance(label, str) else repr(float(label))
@@ -177,13 +171,14 @@ class AugmentJob:
 
     # ---- samples ----
 
-    def augmented_rows(self, index: int) -> list[tuple]:
-        """Example `index`'s samples as rows (texts..., label), in draw order, duplicates of one another or of the
-        example itself not yet removed. Each text of a pair is augmented on its own, a's draws first."""
-        example, rng = self.examples[index], example_rng(self.args.seed, index)
-        per_text = [self.samples(words_of(text), rng) for text in self.texts(example)]
+    def augmented_rows(self, index: int, seen: set) -> list[tuple]:
+        """Example `index`'s samples as rows (texts..., label), in draw order, each text of a pair augmented on its
+        own (a's draws first); a sample equal to a row in `seen` (an original, an earlier sample) or with an empty
+        text dropped, the kept ones added to `seen` (tasks.data.augment.text_samples, keep_new)."""
+        example = self.examples[index]
+        samples = text_samples(self.texts(example), self.samples, example_rng(self.args.seed, index))
         label = self.label_text(example.label)
-        return [(*(" ".join(words) for words in texts), label) for texts in zip(*per_text)]
+        return [(*texts, label) for texts in keep_new(samples, seen)]
 
     def samples(self, words: list[str], rng) -> list[list[str]]:
         if self.rules.name == "tang":

@@ -61,6 +61,29 @@ def words_of(text: str) -> list[str]:
     return text.split()
 
 
+def example_texts(example) -> tuple[str, ...]:
+    """An example's texts: (text_a,), or (text_a, text_b) of a pair."""
+    return (example.text_a,) if example.text_b is None else (example.text_a, example.text_b)
+
+
+def text_samples(texts: tuple[str, ...], sample, rng: np.random.Generator) -> list[tuple[str, ...]]:
+    """An example's samples as text tuples, in draw order: `sample(words, rng)` draws each text's word lists, each
+    text of a pair on its own, a's draws first (duplicates not yet removed)."""
+    per_text = [sample(words_of(text), rng) for text in texts]
+    return [tuple(" ".join(words) for words in sample_words) for sample_words in zip(*per_text)]
+
+
+def keep_new(samples: list[tuple[str, ...]], seen: set) -> list[tuple[str, ...]]:
+    """The samples with no empty text that equal no row in `seen` (the originals, earlier samples), in order; the
+    kept ones join `seen`."""
+    kept = []
+    for texts in samples:
+        if all(texts) and texts not in seen:
+            seen.add(texts)
+            kept.append(texts)
+    return kept
+
+
 def tang_samples(words: list[str], rules: AugmentRules, rng: np.random.Generator, mask_token: str,
                  samples: int | None = None) -> list[list[str]]:
     """`samples` word lists drawn by Tang et al.'s rules (duplicates not yet removed). Per sample: one uniform draw
