@@ -10,6 +10,8 @@ and the ports of a family are `backends/<family>/modeling_<key>.py`. Nothing her
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from dataclasses import dataclass
 
 # Linear kernel layouts; the canonical one (transformers' PyTorch state_dict) is torch's
@@ -37,3 +39,22 @@ FRAMEWORKS = {fw.key: fw for fw in (
 
 # hidden_act values every port implements (transformers' names)
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish", "tanh")
+
+
+class ContextFlag:
+    """A boolean that a `with` block sets for the code it runs (a contextvars variable: each thread and task sees
+    its own), e.g. which kernels a pass whose caller reads only the final outputs may use."""
+
+    def __init__(self, name: str, default: bool):
+        self._variable = contextvars.ContextVar(name, default=default)
+
+    def get(self) -> bool:
+        return self._variable.get()
+
+    @contextlib.contextmanager
+    def set_to(self, value: bool):
+        token = self._variable.set(value)
+        try:
+            yield
+        finally:
+            self._variable.reset(token)

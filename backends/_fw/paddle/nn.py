@@ -1,12 +1,11 @@
 """paddle layers that behave like torch's where paddle's own differ; every Paddle port uses these."""
 from __future__ import annotations
 
-import contextlib
-import contextvars
-
 import paddle
 import paddle.nn.functional as F
 from paddle import nn
+
+from .. import ContextFlag
 
 
 class Embedding(nn.Embedding):
@@ -31,17 +30,12 @@ class Embedding(nn.Embedding):
 # eight (4.7% of a MiniLM prediction's CPU time). Training, the parity harness and the converters' checks keep the
 # explicit form: the fused kernel rounds unlike torch's (a converted Funnel MLM's float32 logits moved 1.05e-5 from
 # the reference, past the converters' 1e-5 check) though not less accurately (6e-7 from float64 against 1.6e-6).
-_FUSED_LAYER_NORM = contextvars.ContextVar("fused_layer_norm", default=False)
+_FUSED_LAYER_NORM = ContextFlag("fused_layer_norm", default=False)
 
 
-@contextlib.contextmanager
 def fused_layer_norm():
     """A context in which LayerNorm below float64 runs paddle's fused kernel (float64 stays explicit: see below)."""
-    token = _FUSED_LAYER_NORM.set(True)
-    try:
-        yield
-    finally:
-        _FUSED_LAYER_NORM.reset(token)
+    return _FUSED_LAYER_NORM.set_to(True)
 
 
 class LayerNorm(nn.LayerNorm):

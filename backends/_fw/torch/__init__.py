@@ -1,13 +1,13 @@
 """PyTorch adapter (the surface: backends/_fw/contract.py, Adapter)."""
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import os
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .. import ContextFlag
 
 _ACTIVATIONS = {
     "gelu": F.gelu,
@@ -105,17 +105,12 @@ def activation(name: str):
 # Every port returns each layer's attention probabilities and pre-softmax scores (parity compares them, TinyBERT's
 # attention loss reads them). A pass whose caller reads only the final outputs (Runner.predict, serving) needs neither:
 # there the torch attention runs the fused scaled_dot_product_attention kernel, as transformers' PyTorch classes do.
-_ATTENTION_WEIGHTS_WANTED = contextvars.ContextVar("attention_weights_wanted", default=True)
+_ATTENTION_WEIGHTS_WANTED = ContextFlag("attention_weights_wanted", default=True)
 
 
-@contextlib.contextmanager
 def without_attention_weights():
     """A context in which attention layers may skip materialising probabilities and scores (they return None)."""
-    token = _ATTENTION_WEIGHTS_WANTED.set(False)
-    try:
-        yield
-    finally:
-        _ATTENTION_WEIGHTS_WANTED.reset(token)
+    return _ATTENTION_WEIGHTS_WANTED.set_to(False)
 
 
 def attention_weights_wanted() -> bool:
