@@ -115,6 +115,8 @@ class Runner(Protocol):
     params: dict  # parameter name -> parameter
     trainable: frozenset  # the names of the parameters it trains (all unless some are frozen)
     head: str
+    # FamilySpec.padding_trimmer(config, head): predict_all cuts each batch with it (None: batches keep their width)
+    trim_padding: Callable[[dict], dict] | None
 
     def __init__(self, family: str, config, head: str, params: Mapping[str, np.ndarray] | None = None,
                  dtype: str = "float32", device: str = "cpu", bf16: bool = False, seed: int = 0,
