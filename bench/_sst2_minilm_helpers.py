@@ -29,6 +29,21 @@ def worker_environment(allowed=()) -> dict:
             "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "0")}
 
 
+def run_worker_process(name: str, command: list[str], allowed=()):
+    """A bench's worker `command` in its own process (worker_environment(allowed); the caller's current folder, so
+    relative paths mean what they meant to the parent's checks): the JSON of its last stdout line; RuntimeError with
+    the worker's last error line when it fails."""
+    import json
+    import subprocess
+
+    print(f"running {name} ...", file=sys.stderr, flush=True)
+    done = subprocess.run(command, capture_output=True, text=True, env=worker_environment(allowed))
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or [f"exit code {done.returncode}"]
+        raise RuntimeError(f"worker {name} failed: {lines[-1]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def worker_or_refusal(args, worker, bad_input) -> int | None:
     """The start of a bench's main: a --worker call prints its worker's result as one JSON line (exit 0); bad input
     prints one line naming the option (exit 2); None: the bench goes on."""

@@ -49,17 +49,15 @@ input. No goal is set: the figures are the issue's measurements.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from _sst2_minilm_helpers import REPO, SEQ_LEN, model_dir, model_source, worker_environment, worker_or_refusal
+from _sst2_minilm_helpers import REPO, SEQ_LEN, model_dir, model_source, run_worker_process, worker_or_refusal
 from _stages import bad_backends, bad_counts, write_json
 from backends import FRAMEWORKS  # the helpers put the repository on sys.path
 from tasks.__main__ import one_framework_environment
@@ -215,12 +213,7 @@ def run_worker(backend: str, args, teacher: Path) -> list[dict]:
                "--n-iter", str(args.n_iter), "--teacher", str(teacher)]
     command += (["--batch-size", str(args.batch_size)] if args.batch_size else []) + (
         ["--intermediate"] if args.intermediate else [])
-    print(f"running {backend} ...", file=sys.stderr, flush=True)
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=worker_environment())
-    if done.returncode != 0:
-        lines = done.stderr.strip().splitlines() or [f"exit code {done.returncode}"]
-        raise RuntimeError(f"worker {backend} failed: {lines[-1]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_worker_process(backend, command)
 
 
 def speed_rows(backend: str, results: list[dict], args) -> list[dict]:

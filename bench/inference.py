@@ -37,8 +37,8 @@ teacher's logits against transformers' inference on the same weights).
                               [--split dev|train] [--json PATH]
 
 --json PATH writes one row per backend: {"backend", "anchor", "ratio", "samples_per_second",
-"anchor_samples_per_second", "batch_size", "seq_len", "padding", "split"} and the median and CPU-second figures. Exit: 0 every goal met,
-1 a goal missed or a check or worker failed, 2 bad input.
+"anchor_samples_per_second", "batch_size", "seq_len", "padding", "split"} and the median and CPU-second figures.
+Exit: 0 every goal met, 1 a goal missed or a check or worker failed, 2 bad input.
 """
 from __future__ import annotations
 
@@ -48,14 +48,13 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from _sst2_minilm_helpers import (REPO, SEQ_LEN, model_dir, model_source, sst2_features, worker_environment,
+from _sst2_minilm_helpers import (REPO, SEQ_LEN, model_dir, model_source, run_worker_process, sst2_features,
                                   worker_or_refusal)
 from backends import FRAMEWORKS  # the helpers put the repository on sys.path
 
@@ -230,13 +229,7 @@ def run_worker(name: str, args, scratch: Path) -> dict:
         command += ["--rows", str(args.rows)]
     if name in ANCHORS:
         command += ["--against", str(scratch / f"{ANCHORS[name][0]}.npy")]
-    print(f"running {name} ...", file=sys.stderr, flush=True)
-    done = subprocess.run(command, capture_output=True, text=True,
-                          env=worker_environment(TRANSFORMERS_FRAMEWORKS.get(name, ())))
-    if done.returncode != 0:
-        lines = done.stderr.strip().splitlines() or [f"exit code {done.returncode}"]
-        raise RuntimeError(f"worker {name} failed: {lines[-1]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_worker_process(name, command, TRANSFORMERS_FRAMEWORKS.get(name, ()))
 
 
 def bad_input(args) -> str | None:
@@ -303,12 +296,14 @@ def main() -> int:
         cpu_best, anchor_cpu_best = rates(results[backend], "cpu_seconds")[0], rates(results[anchor], "cpu_seconds")[0]
         rows.append({"backend": backend, "anchor": anchor, "ratio": best / anchor_best, "samples_per_second": best,
                      "anchor_samples_per_second": anchor_best, "batch_size": args.batch_size,
-                     "seq_len": args.max_seq_length, "padding": args.padding, "split": args.split, "median_ratio": median / anchor_median,
+                     "seq_len": args.max_seq_length, "padding": args.padding, "split": args.split,
+                     "median_ratio": median / anchor_median,
                      "median_samples_per_second": median, "anchor_median_samples_per_second": anchor_median,
                      "cpu_ratio": cpu_best / anchor_cpu_best, "max_abs_diff": results[backend]["max_abs_diff"],
                      "rows": results[backend]["rows"], "repeats": args.repeats})
     print(f"\ninference, MiniLM-L6 seqcls, {args.data_dir} {args.split} ({rows[0]['rows']} rows), batch "
-          f"{args.batch_size} x {args.max_seq_length} ({args.padding} padding), float32, {args.repeats} timed passes (samples/s: best / median)")
+          f"{args.batch_size} x {args.max_seq_length} ({args.padding} padding), float32, {args.repeats} timed passes "
+          "(samples/s: best / median)")
     print(f"{'run':<62} {'best':>8} {'median':>8}")
     for backend, row in zip(backends, rows):
         print(f"{ANCHORS[backend][1]:<62} {row['anchor_samples_per_second']:>8.1f} "
