@@ -152,3 +152,24 @@ def test_tiled_transpose_is_the_transpose(shape):
     array = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     result = transpose(array)
     assert result.flags.c_contiguous and np.array_equal(result, array.T)
+
+
+def test_pdparams_writer_keeps_each_array_shape_dtype_and_order(tmp_path, run):
+    """0-d arrays stay 0-d (np.ascontiguousarray would make them shape (1,)), Fortran-ordered ones keep their values;
+    paddle.load and our reader see what was written."""
+    from backends.checkpoints.formats import paddlenlp
+
+    arrays = {"scalar": np.array(3.5, dtype=np.float32), "count": np.array(7, dtype=np.int64),
+              "fortran": np.asfortranarray(np.arange(6, dtype=np.float64).reshape(2, 3)),
+              "vector": np.arange(5, dtype=np.float16)}
+    path = tmp_path / "model_state.pdparams"
+    paddlenlp.write_shard(path, [(name, a.shape, a.dtype) for name, a in arrays.items()], arrays.__getitem__)
+    state, close = paddlenlp.read_state_file(path)
+    try:
+        ours = {name: ref.load() for name, ref in state.items()}
+    finally:
+        close()
+    loaded = run("paddle", paddle_load, str(path))
+    for name, array in arrays.items():
+        for read in (ours[name], loaded[name]):
+            assert read.shape == array.shape and read.dtype == array.dtype and np.array_equal(read, array), name

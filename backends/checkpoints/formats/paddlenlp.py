@@ -129,7 +129,9 @@ class _Pickler(pickle._Pickler):
     def reducer_override(self, obj):
         if type(obj) is not _Pending:
             return NotImplemented
-        array = np.ascontiguousarray(obj.produce())
+        # np.require, not np.ascontiguousarray: the latter returns a 0-d array as shape (1,), which paddle.load
+        # then reads back (a scalar weight would change shape through the converter)
+        array = np.require(obj.produce(), requirements="C")
         array = array.view(np.uint16) if is_bfloat16(array.dtype) else array  # paddle: bfloat16 as its bits
         rebuild, args, (version, _, dtype, _, _) = np.empty(0, array.dtype).__reduce__()
         return rebuild, args, (version, array.shape, dtype, False, _Payload(array))
