@@ -193,6 +193,16 @@ class DistillJob(Job):
                             f"layers ({layers[1]}); a student of {', '.join(fitting)} layers fits (a fresh one: "
                             "--config-overrides num_hidden_layers=N)")
 
+    def objective_settings(self) -> dict:
+        """finetune's, and the distillation loss's: a resumed student keeps the loss it was trained with (the
+        prediction-layer options are not used by --intermediate and --general, which have their own losses)."""
+        a = self.args
+        loss = {"intermediate": a.intermediate, "general": a.general}
+        if not (a.intermediate or a.general):
+            loss.update(alpha=a.alpha, temperature=a.temperature, soft_loss=a.soft_loss,
+                        hidden_mse_weight=a.hidden_mse_weight)
+        return {**super().objective_settings(), **loss}
+
     def teacher_missing(self) -> list:
         """The teacher's parameters that its folder lacks and the distillation needs (a task stage: all)."""
         return self.teacher.fresh

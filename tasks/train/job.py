@@ -20,7 +20,7 @@ from .adapters import AdapterSetup, describe_trainable
 from .loop import Trainer, TrainArgs, check_resume_state, latest_checkpoint, num_rows, schedule
 from .losses import LOSSES
 from .model import attach_adapter, load_model, refuse_adapter_folder, save_model, split_overrides
-from .task import Options, TaskError, make_task
+from .task import TRAINING_DATA_OPTIONS, Options, TaskError, make_task
 
 EVAL_DIR = "eval"  # dev-split prediction files go here; the test split's (submissions) into the output folder
 TRAIN_KEYS = ("epochs", "max_steps", "learning_rate", "batch_size", "grad_accum", "warmup_ratio", "weight_decay",
@@ -119,8 +119,14 @@ class Job:
                                 "file? a header without the label column?)")
         if self.resume is not None:  # a damaged state, or a step with nothing left to train, fails here
             rows = num_rows(self.splits["train"].inputs)
-            check_resume_state(self.resume, schedule(rows, self.train_args())[1], self.train_args(), rows)
+            check_resume_state(self.resume, schedule(rows, self.train_args())[1], self.train_args(), rows,
+                               self.objective_settings())
         self.eval_batch_size = args.eval_batch_size or args.batch_size
+
+    def objective_settings(self) -> dict:
+        """What a resumed run must share with its checkpoint beyond the training arguments: the task and the options
+        that shape its training rows (a checkpoint records them; --resume refuses other values, naming them)."""
+        return {"task": self.task.name, **{name: getattr(self.task.options, name) for name in TRAINING_DATA_OPTIONS}}
 
     def make_task(self):
         a = self.args
@@ -305,7 +311,7 @@ class Job:
             main_metric=self.task.main_metric, prepare=prepare,
             load_weights=self.adapter_weights(runner) if self.source.adapter_name is not None else None,
             dynamic_inputs=self.task.dynamic_inputs(train_args.seed), greater_is_better=self.task.greater_is_better,
-            group=self.group)
+            group=self.group, objective=self.objective_settings())
         metrics = trainer.train(self.resume)
         if self.layout.main:
             save_model(self.output_dir, self.source, runner.get_params(), self.tokenizer)

@@ -188,8 +188,10 @@ class Trainer:
     def __init__(self, runner, args: TrainArgs, train_data: dict, loss_fn, output_dir,
                  save_model: Callable | None = None, evaluate: Callable | None = None, main_metric: str | None = None,
                  prepare: Callable | None = None, load_weights: Callable | None = None,
-                 dynamic_inputs: Callable | None = None, greater_is_better: bool = True, group=None):
+                 dynamic_inputs: Callable | None = None, greater_is_better: bool = True, group=None,
+                 objective: dict | None = None):
         self.runner, self.args, self.train_data, self.loss_fn = runner, args, train_data, loss_fn
+        self.objective = objective
         self.load_weights = load_weights or (lambda folder: read_finite(Path(folder) / WEIGHTS_FILE))
         self.group = group or SingleProcess()
         if self.group.layout.size != args.processes:
@@ -209,7 +211,7 @@ class Trainer:
                                               beta2=args.adam_beta2, eps=args.adam_epsilon))
 
     def run_settings(self) -> dict:
-        return run_settings(self.args, self.examples)
+        return run_settings(self.args, self.examples, self.objective)
 
     def micro_batches(self, step: int) -> list[np.ndarray]:
         """The index arrays of the (up to grad_accum) batches of update `step`."""
@@ -348,7 +350,7 @@ class Trainer:
         file and key.
         """
         folder = Path(folder)
-        saved = check_resume_state(folder, self.total_steps, self.args, self.examples)
+        saved = check_resume_state(folder, self.total_steps, self.args, self.examples, self.objective)
         step = saved["step"]
         weights = self.load_weights(folder)
         moments = read_finite(folder / OPTIMIZER_FILE)
@@ -359,14 +361,17 @@ class Trainer:
         self.runner.set_optimizer_state(moments)
 
 
-def run_settings(args: TrainArgs, examples: int) -> dict:
-    """The settings a checkpoint records (RESUME_KEYS among them) of a run of `args` over `examples` rows."""
-    return {**asdict(args), "total_steps": schedule(examples, args)[1], "train_examples": examples,
-            "global_batch_size": args.global_batch_size}
+def run_settings(args: TrainArgs, examples: int, objective: dict | None = None) -> dict:
+    """The settings a checkpoint records (RESUME_KEYS among them) of a run of `args` over `examples` rows, and the
+    `objective`'s (the task, its data options, a distillation's loss: the job's objective_settings) when given."""
+    settings = {**asdict(args), "total_steps": schedule(examples, args)[1], "train_examples": examples,
+                "global_batch_size": args.global_batch_size}
+    return settings if objective is None else {**settings, "objective": objective}
 
 
-def check_settings(folder: Path, saved: dict, args: TrainArgs, examples: int) -> None:
-    """ResumeError unless the checkpoint's settings (`saved`) agree with this run's on RESUME_KEYS; a changed
+def check_settings(folder: Path, saved: dict, args: TrainArgs, examples: int, objective: dict | None = None) -> None:
+    """ResumeError unless the checkpoint's settings (`saved`) agree with this run's on RESUME_KEYS and on every
+    `objective` setting it recorded (checkpoints written before they were recorded have none to compare); a changed
     global batch names the --batch-size that gives it on this process count, or says that none can."""
     settings = run_settings(args, examples)
     # checkpoints older than data-parallel training: one process, batch_size x grad_accum examples per update
@@ -380,15 +385,20 @@ def check_settings(folder: Path, saved: dict, args: TrainArgs, examples: int) ->
             raise ResumeError(f"{what}; {args.processes} processes x --grad-accum {args.grad_accum} cannot split "
                               f"{per_update} evenly: resume on a process count that divides {per_update // args.grad_accum}")
         raise ResumeError(f"{what}; on {args.processes} process(es) give --batch-size {per_update // split}")
+    stored_objective = saved.get("objective")
+    if objective is not None and isinstance(stored_objective, dict):
+        changed += [key for key in objective if key in stored_objective and stored_objective[key] != objective[key]]
+        there, settings = {**stored_objective, **there}, {**objective, **settings}
     if changed:
         raise ResumeError(f"{folder}: cannot resume with other " + ", ".join(
             f"{key} ({there.get(key)} there, {settings[key]} now)" for key in changed))
 
 
-def check_resume_state(folder, total_steps: int, args: TrainArgs | None = None, examples: int = 0) -> dict:
+def check_resume_state(folder, total_steps: int, args: TrainArgs | None = None, examples: int = 0,
+                       objective: dict | None = None) -> dict:
     """The checked trainer state of checkpoint `folder`, whose step must lie before `total_steps` and, given the
-    run's `args`, whose settings agree with them (framework-free: the CLI calls it before a model loads,
-    load_checkpoint again)."""
+    run's `args` (and `objective`), whose settings agree with them (framework-free: the CLI calls it before a model
+    loads, load_checkpoint again)."""
     folder = Path(folder)
     saved = read_trainer_state(folder / STATE_FILE)
     step = saved["step"]
@@ -400,7 +410,7 @@ def check_resume_state(folder, total_steps: int, args: TrainArgs | None = None, 
     if folder.name.startswith(CHECKPOINT_PREFIX) and number.isdigit() and int(number) != step:
         raise ResumeError(f"{folder / STATE_FILE}: step {step} does not match the folder name {folder.name}")
     if args is not None:
-        check_settings(folder, saved["settings"], args, examples)
+        check_settings(folder, saved["settings"], args, examples, objective)
     return saved
 
 

@@ -66,6 +66,12 @@ class Options:
     whole_word_masking: bool = False
 
 
+# the options that change the rows a training step sees (evaluation-only ones, n_best and the like, do not): a
+# checkpoint records them and --resume refuses other values (Job.objective_settings)
+TRAINING_DATA_OPTIONS = ("max_seq_length", "doc_stride", "max_query_length", "version_2_with_negative", "split_pair",
+                         "mlm_probability", "line_by_line", "whole_word_masking")
+
+
 class Task:
     """A task over files in `data_dir`; `files` maps a split to an explicit path (--train-file ...)."""
 

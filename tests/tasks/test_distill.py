@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -80,12 +81,15 @@ def teacher(tmp_path_factory):
     return teacher, data, students
 
 
+def distill_args(teacher, data, student, backend, output, *extra) -> list[str]:
+    return ["distill", "--task", "sst-2", "--teacher", str(teacher), "--student", str(student), "--backend", backend,
+            "--data-dir", str(data), "--output-dir", str(output), "--do-train", "--do-eval", "--epochs", "2",
+            "--batch-size", "4", "--learning-rate", "1e-3", "--max-seq-length", "32", "--dtype", "float64",
+            "--no-progress", *map(str, extra)]
+
+
 def distill(teacher, data, student, backend, output, *extra):
-    code = main(["distill", "--task", "sst-2", "--teacher", str(teacher), "--student", str(student),
-                 "--backend", backend, "--data-dir", str(data), "--output-dir", str(output), "--do-train", "--do-eval",
-                 "--epochs", "2", "--batch-size", "4", "--learning-rate", "1e-3", "--max-seq-length", "32",
-                 "--dtype", "float64", "--no-progress", *extra])
-    assert code == 0
+    assert main(distill_args(teacher, data, student, backend, output, *extra)) == 0
     history = json.loads((output / "trainer_state.json").read_text())["log_history"]
     return np.array([entry["loss"] for entry in history if "loss" in entry])
 
@@ -113,6 +117,23 @@ def test_teacher_in_another_backend_runs_in_its_own_process(teacher, tmp_path, c
     other = distill(teacher_folder, data, students["bilstm"], BACKENDS[0], tmp_path / "other", "--soft-loss", "mse",
                     "--teacher-backend", BACKENDS[1])
     np.testing.assert_allclose(other, same, rtol=0, atol=1e-5)  # the float64 teacher logits of two frameworks
+
+
+def test_resumed_distillation_keeps_its_loss(teacher, tmp_path, capsys):
+    """A distilled student resumes bit-identically with its loss options; other ones are refused (exit 2, one
+    line naming them) before anything trains."""
+    teacher_folder, data, students = teacher
+    loss = ["--soft-loss", "mse", "--alpha", "0.7", "--save-steps", "2"]
+    full = distill(teacher_folder, data, students["bilstm"], BACKENDS[0], tmp_path / "full", *loss)
+    for name in ("same", "other"):
+        shutil.copytree(tmp_path / "full" / "checkpoint-2", tmp_path / name / "checkpoint-2")
+    resumed = distill(teacher_folder, data, students["bilstm"], BACKENDS[0], tmp_path / "same", *loss, "--resume")
+    np.testing.assert_array_equal(resumed, full)
+    capsys.readouterr()
+    other_alpha = ["--soft-loss", "mse", "--alpha", "0.5", "--save-steps", "2", "--resume"]
+    code = main(distill_args(teacher_folder, data, students["bilstm"], BACKENDS[0], tmp_path / "other", *other_alpha))
+    err = capsys.readouterr().err
+    assert code == 2 and "alpha (0.7 there, 0.5 now)" in err and len(err.strip().splitlines()) == 1, err
 
 
 @pytest.mark.parametrize("extra,expected", [

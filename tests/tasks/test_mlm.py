@@ -289,6 +289,12 @@ def test_training_lowers_the_validation_perplexity_and_resume_masks_as_the_whole
     np.testing.assert_array_equal(step_losses(cut), step_losses(full))  # the same masks after the resume
     assert max_weight_diff(dict(SafetensorsReader(cut / "model.safetensors")),
                            dict(SafetensorsReader(full / "model.safetensors"))) == 0
+    # the checkpoint records the masking it trained with: other masking is refused before anything runs
+    other = tmp_path / "other"
+    shutil.copytree(full / "checkpoint-4", other / "checkpoint-4")
+    code, stdout, err = finetune(capsys, model, data, other, BACKENDS[0], "--max-steps", 8, "--save-steps", 4,
+                                 "--learning-rate", 3e-3, "--resume", "--mlm-probability", 0.3)
+    assert code == 2 and "mlm_probability (0.15 there, 0.3 now)" in err and err.count("\n") == 1, err
 
 
 # ---- SQuAD paragraphs as text ------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from backends.tensorfile import SafetensorsReader
-from tasks.train.loop import BEST_DIR, STATE_FILE, latest_checkpoint
+from tasks.train.loop import (BEST_DIR, STATE_FILE, ResumeError, TrainArgs, check_settings, latest_checkpoint,
+                              run_settings)
 
 from ..conftest import BACKENDS
 from .test_train_support import one_thread  # noqa: F401  (fixture)
@@ -87,6 +88,20 @@ def test_resume_refuses_other_settings(tmp_path):
                            **{**SETTINGS, "batch_size": 5})
     with pytest.raises(ValueError, match=r"batch_size \(4 there, 5 now\)"):
         trainer.train(latest_checkpoint(tmp_path))
+
+
+
+def test_resume_compares_the_objective_a_checkpoint_recorded(tmp_path):
+    """The job's objective settings (task, data options, distillation loss) are compared when the checkpoint has
+    them; one written before they were recorded has none to compare."""
+    args, objective = TrainArgs(**SETTINGS), {"task": "sst-2", "max_seq_length": 64, "alpha": 0.5}
+    recorded = run_settings(args, 20, objective)
+    check_settings(tmp_path, recorded, args, 20, objective)
+    check_settings(tmp_path, run_settings(args, 20), args, 20, objective)
+    with pytest.raises(ResumeError, match=r"cannot resume with other alpha \(0.5 there, 0.9 now\)$"):
+        check_settings(tmp_path, recorded, args, 20, {**objective, "alpha": 0.9})
+    with pytest.raises(ResumeError, match=r"seed \(42 there, 7 now\), task \(sst-2 there, rte now\)$"):
+        check_settings(tmp_path, recorded, TrainArgs(**{**SETTINGS, "seed": 7}), 20, {**objective, "task": "rte"})
 
 
 def test_best_model_follows_the_main_metric(tmp_path):
