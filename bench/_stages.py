@@ -202,6 +202,8 @@ def bad_task_inputs(args, task: str = DEFAULT_TASK) -> str | None:
         stored = json.loads(config.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
         return f"--teacher {args.teacher}: its config.json is not JSON ({exc})"
+    if not isinstance(stored, dict):
+        return f"--teacher {args.teacher}: its config.json is not a JSON object"
     labels = stored.get("num_labels", len(stored.get("id2label") or {}) or None)
     if labels is not None and labels != glue.num_labels:
         return (f"--teacher {args.teacher}: its config.json has {labels} labels, {glue.directory} has "

@@ -301,10 +301,10 @@ def bad_augment_dir(args) -> str | None:
     if not (Path(args.augment_dir) / TRANSFER_FILE).is_file():
         return f"--augment-dir {args.augment_dir}: no {TRANSFER_FILE} there (a `tasks augment` output folder)"
     meta = transfer_metadata(Path(args.augment_dir))
-    task = json.loads(meta["task"])
+    task = json.loads(meta.get("task", "null"))
     if task != args.task:
         return f"--augment-dir {args.augment_dir}: its transfer set is of the {task} task, not --task {args.task}"
-    originals, limit = int(meta["original_rows"]), json.loads(meta["max_train_samples"])
+    originals, limit = int(meta["original_rows"]), json.loads(meta.get("max_train_samples", "null"))
     every_row = limit is None or originals < limit  # the train file had fewer rows than the limit
     if originals != args.samples and not (every_row and originals < args.samples):
         return (f"--augment-dir {args.augment_dir}: its transfer set augments {originals} original rows, not "

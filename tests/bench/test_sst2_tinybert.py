@@ -251,3 +251,21 @@ def test_a_tiny_mrpc_table_runs_every_stage_on_pairs_in_torch(tmp_path, monkeypa
     rows = json.loads((tmp_path / "rows.json").read_text())
     assert {row["task"] for row in rows} == {"mrpc"} and len(rows) == 7
     assert "\nMRPC: accuracy on the dev split (4 rows)" in printed.out
+
+
+def test_an_sst2_folder_from_before_task_is_reused_as_it_is(tmp_path, teacher, data_dir, squad_file, monkeypatch):
+    """OUT/settings.json as the bench wrote it before --task and --max-seq-length (one file, these keys): every
+    stage in OUT is reused; the new option is added to the file with SST-2's length."""
+    before = ("teacher", "data_dir", "squad_file", "samples", "augment_dir", "n_iter", "seed", "corpus_lines",
+              "general_steps", "general_batch_size", "general_seq_length", "general_learning_rate", "epochs",
+              "augment_epochs", "learning_rate", "eval_rows")
+    argv = ["--teacher", str(teacher), "--output-dir", str(tmp_path / "out"), "--backends", "torch", "--samples", "4",
+            "--squad-file", str(squad_file), "--data-dir", str(data_dir)]
+    assert run_bench(monkeypatch, argv)[0] == 0
+    path = tmp_path / "out" / "settings.json"
+    old = {key: value for key, value in json.loads(path.read_text()).items() if key in before}
+    assert set(old) == set(before)
+    path.write_text(json.dumps(old, indent=1) + "\n")
+    code, rerun = run_bench(monkeypatch, argv)
+    assert code == 0 and not rerun.calls
+    assert json.loads(path.read_text()) == {**old, "max_seq_length": 64}
