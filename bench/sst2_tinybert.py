@@ -304,6 +304,10 @@ def bad_augment_dir(args) -> str | None:
     task = json.loads(meta.get("task", "null"))
     if task != args.task:
         return f"--augment-dir {args.augment_dir}: its transfer set is of the {task} task, not --task {args.task}"
+    length = json.loads(meta.get("max_seq_length", "null"))  # its stored logits: the teacher at that length
+    if length is not None and length != args.max_seq_length:
+        return (f"--augment-dir {args.augment_dir}: its teacher's logits were computed at max length {length}, not "
+                f"--max-seq-length {args.max_seq_length}")
     originals, limit = int(meta["original_rows"]), json.loads(meta.get("max_train_samples", "null"))
     every_row = limit is None or originals < limit  # the train file had fewer rows than the limit
     if originals != args.samples and not (every_row and originals < args.samples):
