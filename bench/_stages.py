@@ -20,6 +20,11 @@ from backends import FRAMEWORKS  # the helpers put the repository on sys.path
 SETTINGS_FILE = "settings.json"
 TRANSFER_FILE = "train.tsv"  # what tasks augment writes into its folder (and its logits beside it)
 AUGMENT_BACKEND = "torch"  # the teacher's logits of the transfer set (byte-identical in every backend)
+DEFAULT_TASK = "sst-2"  # the task of the stages' functions unless told (sst2_bilstm.py runs SST-2 alone)
+# the teacher's max length per task (its evaluation and its transfer-set logits; the task stages of
+# sst2_tinybert.py too): SST-2's sentences fit 64 pieces, while 20% of MRPC's pairs and 37% of RTE's are longer
+# than 64 (none of MRPC's and 12% of RTE's longer than 128; MiniLM-L6's tokenizer, train and dev)
+MAX_SEQ_LENGTH = {"sst-2": SEQ_LEN, "mrpc": 128, "rte": 128}
 EVALUATED = "eval_results.json"  # what `tasks evaluate` writes last
 TRAINED = "all_results.json"  # what `tasks finetune` / `tasks distill` write last
 
@@ -44,6 +49,11 @@ def eval_limit(args) -> list[str]:
     """--max-eval-samples of a bench's --eval-rows (smoke runs), where it has the option and it is given."""
     rows = getattr(args, "eval_rows", None)
     return ["--max-eval-samples", str(rows)] if rows else []
+
+
+def max_length(args, task: str) -> int:
+    """--max-seq-length of a bench that has the option and was given it, else the task's teacher's length."""
+    return getattr(args, "max_seq_length", None) or MAX_SEQ_LENGTH[task]
 
 
 def resuming(command: list[str], folder: Path) -> list[str]:
@@ -84,47 +94,54 @@ def finished_or_run(name: str, folder: Path, file: str, command, log: Path) -> d
     return json.loads((folder / file).read_text())
 
 
-def teacher_command(args, backend: str, folder: Path) -> list[str]:
-    """`tasks evaluate` of --teacher on the SST-2 dev split in `backend`."""
-    return tasks_command("evaluate", "--task", "sst-2", "--model", args.teacher, "--backend", backend, "--data-dir",
-                         args.data_dir, "--max-seq-length", SEQ_LEN, "--output-dir", folder, "--batch-size", 64,
-                         *eval_limit(args), *progress(args))
+def teacher_command(args, backend: str, folder: Path, task: str = DEFAULT_TASK) -> list[str]:
+    """`tasks evaluate` of --teacher on the `task`'s dev split in `backend`."""
+    return tasks_command("evaluate", "--task", task, "--model", args.teacher, "--backend", backend, "--data-dir",
+                         args.data_dir, "--max-seq-length", max_length(args, task), "--output-dir", folder,
+                         "--batch-size", 64, *eval_limit(args), *progress(args))
 
 
-def teacher_accuracy(args, out: Path, logs: Path) -> tuple[dict, int]:
-    """The teacher's dev accuracy per backend of --backends (OUT/teacher-<backend>) and the dev rows scored."""
+def teacher_accuracy(args, out: Path, logs: Path, task: str = DEFAULT_TASK) -> tuple[dict, int]:
+    """The teacher's dev accuracy on `task` per backend of --backends (out/teacher-<backend>) and the dev rows
+    scored."""
     accuracy = {}
     for backend in args.backends:
         folder = stage_folder(out, "teacher", backend)
         results = finished_or_run(f"teacher evaluate in {backend}", folder, EVALUATED,
-                                  lambda: teacher_command(args, backend, folder), logs / f"teacher-{backend}.out")
+                                  lambda: teacher_command(args, backend, folder, task),
+                                  logs / f"teacher-{backend}.out")
         accuracy[backend], eval_rows = results["eval_acc"], results["eval_samples"]
     return accuracy, eval_rows
 
 
-def augment_command(args, folder: Path) -> list[str]:
-    return tasks_command("augment", "--task", "sst-2", "--method", "tang", "--data-dir", args.data_dir, "--teacher",
+def augment_command(args, folder: Path, task: str = DEFAULT_TASK) -> list[str]:
+    return tasks_command("augment", "--task", task, "--method", "tang", "--data-dir", args.data_dir, "--teacher",
                          args.teacher, "--backend", AUGMENT_BACKEND, "--n-iter", args.n_iter, "--seed", args.seed,
-                         "--max-train-samples", args.samples, "--max-seq-length", SEQ_LEN, "--output-dir", folder,
-                         *progress(args))
+                         "--max-train-samples", args.samples, "--max-seq-length", max_length(args, task),
+                         "--output-dir", folder, *progress(args))
+
+
+def transfer_metadata(folder: Path) -> dict:
+    """The metadata of a `tasks augment` folder's logits file (its row counts, and its settings as JSON texts)."""
+    from backends.tensorfile import SafetensorsReader
+    from tasks.data.augment import logits_path
+
+    return SafetensorsReader(logits_path(folder / TRANSFER_FILE)).metadata()
 
 
 def transfer_rows(folder: Path) -> dict:
     """The row counts of a `tasks augment` folder, from its logits file's metadata."""
-    from backends.tensorfile import SafetensorsReader
-    from tasks.data.augment import logits_path
-
-    meta = SafetensorsReader(logits_path(folder / TRANSFER_FILE)).metadata()
+    meta = transfer_metadata(folder)
     return {"rows": int(meta["rows"]), "original_rows": int(meta["original_rows"])}
 
 
-def transfer_set(args, folder: Path, logs: Path) -> dict:
-    """The augment stage into `folder` (reused when its train.tsv is there: augment writes it last, whole; a stopped
-    augment run continues by itself): its row counts."""
+def transfer_set(args, folder: Path, logs: Path, task: str = DEFAULT_TASK) -> dict:
+    """The augment stage of `task` into `folder` (reused when its train.tsv is there: augment writes it last, whole;
+    a stopped augment run continues by itself): its row counts."""
     if (folder / TRANSFER_FILE).is_file():
         print(f"reusing {folder / TRANSFER_FILE}", file=sys.stderr, flush=True)
     else:
-        run("augment", augment_command(args, folder), logs / "augment.out")
+        run("augment", augment_command(args, folder, task), logs / "augment.out")
     return transfer_rows(folder)
 
 
@@ -133,22 +150,25 @@ def spread(values) -> float:
     return max(values) - min(values) if values else float("nan")
 
 
-def check_settings(args, options) -> str | None:
-    """OUT/settings.json holds the `options` the stages' results depend on (written by the first run); a rerun
-    into the same folder with other values would reuse results of other settings: one line naming them, or None.
+def check_settings(args, options, folder: Path | None = None) -> str | None:
+    """folder/settings.json (default OUT/settings.json) holds the `options` the results of the stages in `folder`
+    depend on (written by the first run); a rerun into the same folder with other values would reuse results of
+    other settings: one line naming them, or None. The file may hold the options of other stages (not compared
+    here); those of `options` it does not hold yet are added (stages that run into the folder for the first time).
     --backends may change (a backend added later runs its own stages)."""
     settings = {option: getattr(args, option) for option in options}
-    path = Path(args.output_dir) / SETTINGS_FILE
-    if path.is_file():
-        stored = json.loads(path.read_text())
-        changed = [option for option in options if stored.get(option) != settings[option]]
-        if changed:
-            return (f"--output-dir {args.output_dir} holds the results of other settings ("
-                    + ", ".join(f"--{option.replace('_', '-')} {stored.get(option)}" for option in changed)
-                    + "); rerun with those or give another --output-dir")
-        return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(settings, indent=1) + "\n")
+    path = Path(folder or args.output_dir) / SETTINGS_FILE
+    stored = json.loads(path.read_text()) if path.is_file() else {}
+    changed = [option for option in options if option in stored and stored[option] != settings[option]]
+    if changed:
+        return (f"--output-dir {args.output_dir} holds the results of other settings ("
+                + ", ".join(f"--{option.replace('_', '-')} {stored[option]}" for option in changed)
+                + "); rerun with those or give another --output-dir")
+    if any(option not in stored for option in options):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{SETTINGS_FILE}.partial")
+        partial.write_text(json.dumps({**stored, **settings}, indent=1) + "\n")
+        os.replace(partial, path)  # whole, or not at all
     return None
 
 
@@ -167,13 +187,34 @@ def bad_counts(args, options) -> str | None:
     return None
 
 
-def bad_sst2_inputs(args) -> str | None:
-    """--teacher a model folder, --data-dir SST-2's train and dev files: one line naming the option, or None."""
-    if not (Path(args.teacher) / "config.json").is_file():
-        return f"--teacher {args.teacher}: no config.json there (a fine-tuned SST-2 model folder is needed)"
-    for name in ("train.tsv", "dev.tsv"):
-        if not (Path(args.data_dir) / name).is_file():
-            return f"--data-dir {args.data_dir}: no SST-2 {name} there"
+def bad_task_inputs(args, task: str = DEFAULT_TASK) -> str | None:
+    """--teacher a model folder of `task`'s labels (the label count of its config.json, num_labels or id2label as
+    `tasks finetune` and transformers write them, where it has one), --data-dir `task`'s train and dev files (the
+    dev file read: the task's header and rows): one line naming the option, or None."""
+    from tasks.data.files import DataError
+    from tasks.data.glue import glue_task, read_glue_file
+
+    glue = glue_task(task)
+    config = Path(args.teacher) / "config.json"
+    if not config.is_file():
+        return f"--teacher {args.teacher}: no config.json there (a fine-tuned {glue.directory} model folder is needed)"
+    try:
+        stored = json.loads(config.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        return f"--teacher {args.teacher}: its config.json is not JSON ({exc})"
+    if not isinstance(stored, dict):
+        return f"--teacher {args.teacher}: its config.json is not a JSON object"
+    labels = stored.get("num_labels", len(stored.get("id2label") or {}) or None)
+    if labels is not None and labels != glue.num_labels:
+        return (f"--teacher {args.teacher}: its config.json has {labels} labels, {glue.directory} has "
+                f"{glue.num_labels} (a fine-tuned {glue.directory} model folder is needed)")
+    for split in ("train", "dev"):
+        if not (Path(args.data_dir) / glue.files[split]).is_file():
+            return f"--data-dir {args.data_dir}: no {glue.directory} {glue.files[split]} there"
+    try:
+        read_glue_file(Path(args.data_dir) / glue.files["dev"], glue)
+    except DataError as exc:
+        return f"--data-dir {args.data_dir}: {exc}"
     return None
 
 

@@ -53,7 +53,7 @@ from pathlib import Path
 
 from _sst2_minilm_helpers import REPO, SEQ_LEN, worker_environment
 from _stages import (TRAINED, TRANSFER_FILE, StageFailed, add_table_arguments, bad_backends, bad_counts, bad_outputs,
-                     bad_sst2_inputs, check_settings, finished_or_run, progress, resuming, results_of, run,
+                     bad_task_inputs, check_settings, finished_or_run, progress, resuming, results_of, run,
                      stage_folder, table_line, tasks_command, teacher_accuracy, transfer_set, write_json)
 
 GOAL_GAIN = 2.5  # points of dev accuracy, distilled - plain, in every backend
@@ -230,7 +230,7 @@ def bad_input(args) -> str | None:
         return problem
     if not args.learning_rate > 0:
         return f"--learning-rate {args.learning_rate}: must be positive"
-    return bad_sst2_inputs(args) or bad_outputs(args)
+    return bad_task_inputs(args) or bad_outputs(args)
 
 
 def parse_args():

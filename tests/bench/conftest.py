@@ -23,7 +23,7 @@ def data_dir(tmp_path):
     folder = tmp_path / "SST-2"
     folder.mkdir()
     for name in ("train.tsv", "dev.tsv"):
-        (folder / name).write_text("sentence\tlabel\n")
+        (folder / name).write_text("sentence\tlabel\na fine film \t1\n")
     return folder
 
 
