@@ -188,11 +188,12 @@ def bad_counts(args, options) -> str | None:
 
 
 def bad_task_inputs(args, task: str = DEFAULT_TASK) -> str | None:
-    """--teacher a model folder of `task`'s labels (the label count of its config.json, num_labels or id2label as
-    `tasks finetune` and transformers write them, where it has one), --data-dir `task`'s train and dev files (the
+    """--teacher a model folder of `task`'s labels (its config.json's finetuning_task and label count, num_labels or
+    id2label, as `tasks finetune` and transformers write them, where it has them), --data-dir `task`'s train and dev files (the
     dev file read: the task's header and rows): one line naming the option, or None."""
     from tasks.data.files import DataError
     from tasks.data.glue import glue_task, read_glue_file
+    from tasks.train.model import FINETUNING_TASK, same_task
 
     glue = glue_task(task)
     config = Path(args.teacher) / "config.json"
@@ -204,6 +205,10 @@ def bad_task_inputs(args, task: str = DEFAULT_TASK) -> str | None:
         return f"--teacher {args.teacher}: its config.json is not JSON ({exc})"
     if not isinstance(stored, dict):
         return f"--teacher {args.teacher}: its config.json is not a JSON object"
+    fine_tuned_on = stored.get(FINETUNING_TASK)
+    if isinstance(fine_tuned_on, str) and not same_task(fine_tuned_on, task):
+        return (f"--teacher {args.teacher}: fine-tuned on {fine_tuned_on} (its config.json's {FINETUNING_TASK}); "
+                f"a fine-tuned {glue.directory} model folder is needed")
     labels = stored.get("num_labels", len(stored.get("id2label") or {}) or None)
     if labels is not None and labels != glue.num_labels:
         return (f"--teacher {args.teacher}: its config.json has {labels} labels, {glue.directory} has "

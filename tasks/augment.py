@@ -34,7 +34,7 @@ from tasks.data.glue import glue_features, read_glue_file
 from tasks.train import runner_class
 from tasks.train.job import check_output_dir, few, log
 from tasks.train.loop import predict_all
-from tasks.train.model import CONFIG_FILE, family_of, load_model
+from tasks.train.model import CONFIG_FILE, check_teacher_task, family_of, load_model
 from tasks.train.task import GlueTask, Options, TaskError, make_task
 
 TRAIN_FILE = "train.tsv"
@@ -75,6 +75,7 @@ class AugmentJob:
         if self.teacher.folder is None or self.teacher.fresh:
             raise TaskError(f"--teacher {a.teacher}: a fine-tuned model folder is needed "
                             f"({len(self.teacher.fresh)} parameters missing: {few(self.teacher.fresh)})")
+        check_teacher_task(self.teacher, self.task)
         self.tokenizer = self.load_tokenizer(a.tokenizer or a.teacher, "--teacher")
         if a.method == "tang" and self.tokenizer.mask_token is None:
             raise TaskError(f"--teacher {a.teacher}: its tokenizer has no mask token for Tang et al.'s masking rule")

@@ -43,7 +43,7 @@ from tasks.data.augment import logits_path, params_digest, read_stored_logits
 from tasks.data.split_pair import TEXTS, join_parts, student_layout, token_feature
 from tasks.train.loop import model_arrays, num_rows, take
 from tasks.train.losses import LOSSES
-from tasks.train.model import load_model
+from tasks.train.model import check_teacher_task, load_model
 from tasks.train.task import GlueTask, TaskError
 
 MASKED_SCORE = -1e2  # TinyBERT zeroes attention scores at or below this (masked keys carry -10000)
@@ -146,6 +146,7 @@ class DistillJob(Job):
         if self.teacher.folder is None or missing:
             raise TaskError(f"--teacher {args.teacher}: a fine-tuned model folder is needed "
                             f"({len(missing)} parameters missing: {few(missing)})")
+        check_teacher_task(self.teacher, self.task)
         if args.intermediate:
             self.check_intermediate(self.intermediate_option)
         else:

@@ -35,6 +35,7 @@ class CorpusTask(Task):
 
     name = "general distillation"
     head = "base"  # no task head: the body and fit_dense
+    fine_tunes = False  # the student is pre-trained, for any task
     loss = None  # intermediate_loss, against the teacher beside the student
     main_metric = METRIC
     greater_is_better = False

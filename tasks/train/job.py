@@ -123,6 +123,10 @@ class Job:
                                self.objective_settings())
         self.eval_batch_size = args.eval_batch_size or args.batch_size
 
+    def fine_tuned_task(self) -> str | None:
+        """The task a trained model's config.json records (`finetuning_task`), or None for a pre-training one."""
+        return self.task.name if self.task.fine_tunes else None
+
     def objective_settings(self) -> dict:
         """What a resumed run must share with its checkpoint beyond the training arguments: the task and the options
         that shape its training rows (a checkpoint records them; --resume refuses other values, naming them)."""
@@ -306,7 +310,8 @@ class Job:
         loss_fn, prepare, inputs = self.objective(runner)
         trainer = Trainer(
             runner, train_args, inputs, loss_fn, self.output_dir,
-            save_model=lambda folder: save_model(folder, self.source, runner.get_params(), self.tokenizer),
+            save_model=lambda folder: save_model(folder, self.source, runner.get_params(), self.tokenizer,
+                                                 self.fine_tuned_task()),
             evaluate=(lambda: self.evaluate(runner, "dev")) if self.do_eval else None,
             main_metric=self.task.main_metric, prepare=prepare,
             load_weights=self.adapter_weights(runner) if self.source.adapter_name is not None else None,
@@ -314,7 +319,7 @@ class Job:
             group=self.group, objective=self.objective_settings())
         metrics = trainer.train(self.resume)
         if self.layout.main:
-            save_model(self.output_dir, self.source, runner.get_params(), self.tokenizer)
+            save_model(self.output_dir, self.source, runner.get_params(), self.tokenizer, self.fine_tuned_task())
             write_json(self.output_dir / "trainer_state.json",
                        {"best_metric": trainer.state.best_metric, "best_step": trainer.state.best_step,
                         "log_history": trainer.state.log_history, "settings": trainer.run_settings()})

@@ -21,12 +21,14 @@ from backends.checkpoints.adapters import check_base, is_adapter_folder, write_a
 from backends.checkpoints.rules import format_rules
 from backends.errors import BadInput
 from backends.tensorfile import save_arrays
+from tasks.data.glue import TASK_ALIASES
 
 from .adapters import AdapterSetup, trainable_names
 from .loop import WEIGHTS_FILE
 from .task import TaskError
 
 CONFIG_FILE = "config.json"
+FINETUNING_TASK = "finetuning_task"  # config.json: the task a model was fine-tuned on (transformers' key)
 DEFORMER = "deformer"  # backends/deformer: a BERT or RoBERTa model's layers rewired for question and passage
 DEFORMER_BASES = ("bert", "roberta")
 # the DeFormer's layer split (encoder2_layers + assist_layers + encoder3_layers == num_hidden_layers) and the
@@ -218,9 +220,27 @@ def _open_folder(folder: Path):
     return open_checkpoint(fmt, folder, partial=True)
 
 
-def save_model(folder, source: ModelSource, params: dict, tokenizer=None) -> None:
+def same_task(first: str, second: str) -> bool:
+    """Whether two task names (ours, or transformers' run_glue ones: "sst2", "SST-2") name the same task."""
+    def canonical(name: str) -> str:
+        key = name.lower()
+        return TASK_ALIASES.get(key, key)
+    return canonical(first) == canonical(second)
+
+
+def check_teacher_task(teacher: ModelSource, task, option: str = "--teacher") -> None:
+    """TaskError when the teacher's config.json says it was fine-tuned on another task than `task` (a Task) trains
+    (`finetuning_task`, which save_model and transformers' run_glue write; a config without it is not judged)."""
+    fine_tuned_on = getattr(teacher.config, "extra", {}).get(FINETUNING_TASK)
+    if task.fine_tunes and isinstance(fine_tuned_on, str) and not same_task(fine_tuned_on, task.name):
+        raise TaskError(f"{teacher.folder / CONFIG_FILE}: the teacher was fine-tuned on {fine_tuned_on} "
+                        f"({FINETUNING_TASK}); {option} must be a {task.name} model for --task {task.name}")
+
+
+def save_model(folder, source: ModelSource, params: dict, tokenizer=None, task: str | None = None) -> None:
     """model.safetensors (canonical names), config.json and the tokenizer files, as transformers lays them out; an
-    adapter run's adapter and head alone (backends/checkpoints/adapters.py: the `adapters` library's layout)."""
+    adapter run's adapter and head alone (backends/checkpoints/adapters.py: the `adapters` library's layout).
+    `task`: the task the model was fine-tuned on, recorded as transformers' `finetuning_task`."""
     folder = Path(folder)
     if source.adapter_name is not None:  # the adapter and the head alone, in the `adapters` library's layout
         write_adapter_folder(folder, "hf", source.family, source.config, source.head, source.adapter_name, params)
@@ -229,6 +249,8 @@ def save_model(folder, source: ModelSource, params: dict, tokenizer=None) -> Non
     save_arrays(folder / WEIGHTS_FILE, params, metadata={"format": "pt"})  # transformers checks the format tag
     classes = format_rules(source.family, "hf", source.config).classes
     config = {**source.config.to_dict(), **family_marker(source.family)}
+    if task is not None:
+        config[FINETUNING_TASK] = task
     if source.head in classes:
         config["architectures"] = [classes[source.head]]
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -83,6 +83,9 @@ class Task:
     num_labels: int | None = 2
     split_files: dict = {}  # split -> candidate names inside data_dir, first found wins
     split_is_folder: bool = False  # a split is one file (RACE: a folder of article files)
+    # a model trained on the task is fine-tuned for it: its config.json records the task as transformers' run_glue
+    # does (`finetuning_task`), which a distillation checks its teacher against (pre-training objectives: False)
+    fine_tunes: bool = True
 
     def __init__(self, data_dir=None, files: dict | None = None, options: Options | None = None):
         self.data_dir = None if data_dir is None else Path(data_dir)
@@ -326,6 +329,7 @@ class MlmTask(Task):
 
     name = "mlm"
     head = "mlm"
+    fine_tunes = False  # masked-LM (pre-)training
     loss = "masked_lm"
     main_metric = "perplexity"
     greater_is_better = False

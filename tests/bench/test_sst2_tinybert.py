@@ -90,16 +90,21 @@ def test_every_backend_has_a_row_per_stage_and_the_prediction_rows_carry_the_goa
 
 def test_a_pair_task_with_bad_input_is_refused_naming_the_option(tmp_path, teacher, data_dir, squad_file):
     """--task mrpc: the SST-2 folder (its files are not MRPC's), a folder without the task's files, a teacher of
-    another label count (its config.json's num_labels, as `tasks finetune` writes it)."""
+    another label count or task (its config.json's num_labels and finetuning_task, as `tasks finetune` writes
+    them)."""
     options = {"teacher": str(teacher), "squad_file": str(squad_file), "output_dir": str(tmp_path / "out"),
                "backends": "torch", "task": "mrpc"}
     assert_refused("sst2_tinybert.py", {**options, "data_dir": str(data_dir)}, "--data-dir", tmp_path / "out")
     (tmp_path / "empty").mkdir()
     assert_refused("sst2_tinybert.py", {**options, "data_dir": str(tmp_path / "empty"), "task": "rte"},
                    "--data-dir", tmp_path / "out")
+    mrpc = str(write_mrpc(tmp_path / "MRPC"))
     (teacher / "config.json").write_text(json.dumps({"model_type": "bert", "num_labels": 3}))
-    assert_refused("sst2_tinybert.py", {**options, "data_dir": str(write_mrpc(tmp_path / "MRPC"))}, "--teacher",
-                   tmp_path / "out")
+    assert_refused("sst2_tinybert.py", {**options, "data_dir": mrpc}, "--teacher", tmp_path / "out")
+    # two labels, but fine-tuned on SST-2 (its config.json's finetuning_task, as `tasks finetune` writes it)
+    (teacher / "config.json").write_text(json.dumps({"model_type": "bert", "num_labels": 2,
+                                                     "finetuning_task": "sst-2"}))
+    assert_refused("sst2_tinybert.py", {**options, "data_dir": mrpc}, "--teacher", tmp_path / "out")
 
 
 def test_an_augment_dir_of_another_task_is_refused(tmp_path, teacher, squad_file):

@@ -136,6 +136,34 @@ def test_resumed_distillation_keeps_its_loss(teacher, tmp_path, capsys):
     assert code == 2 and "alpha (0.7 there, 0.5 now)" in err and len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.parametrize("recorded,accepted", [("mrpc", False), ("sst2", True), (None, True)])
+def test_a_teacher_fine_tuned_on_another_task_is_refused(teacher, recorded, accepted, tmp_path, capsys):
+    """finetune records the task in config.json (finetuning_task, transformers' key and names); distill and augment
+    refuse a teacher of another task, naming its config.json; a config without the key is not judged."""
+    teacher_folder, data, students = teacher
+    assert json.loads((teacher_folder / "config.json").read_text())["finetuning_task"] == "sst-2"
+    other = tmp_path / "teacher"
+    shutil.copytree(teacher_folder, other)
+    config = json.loads((other / "config.json").read_text())
+    if recorded is None:
+        del config["finetuning_task"]
+    else:
+        config["finetuning_task"] = recorded
+    (other / "config.json").write_text(json.dumps(config))
+    commands = [distill_args(other, data, students["bilstm"], BACKENDS[0], tmp_path / "student", "--max-steps", 1),
+                ["augment", "--task", "sst-2", "--method", "tang", "--data-dir", str(data), "--teacher", str(other),
+                 "--backend", BACKENDS[0], "--n-iter", "1", "--max-seq-length", "32", "--output-dir",
+                 str(tmp_path / "augmented"), "--no-progress"]]
+    for command in commands:
+        code = main(command)
+        err = capsys.readouterr().err
+        if accepted:
+            assert code == 0, err
+        else:
+            assert code == 2 and len(err.strip().splitlines()) == 1, err
+            assert f"{other / 'config.json'}: the teacher was fine-tuned on mrpc" in err, err
+
+
 @pytest.mark.parametrize("extra,expected", [
     (["--intermediate"], "needs a TinyBERT student"),
     (["--alpha", "1.5"], "--alpha must lie in [0, 1]"),
