@@ -189,8 +189,8 @@ def bad_counts(args, options) -> str | None:
 
 def bad_task_inputs(args, task: str = DEFAULT_TASK) -> str | None:
     """--teacher a model folder of `task`'s labels (its config.json's finetuning_task and label count, num_labels or
-    id2label, as `tasks finetune` and transformers write them, where it has them), --data-dir `task`'s train and dev files (the
-    dev file read: the task's header and rows): one line naming the option, or None."""
+    id2label, as `tasks finetune` and transformers write them, where it has them), --data-dir `task`'s train and dev
+    files (the dev file read: the task's header and rows): one line naming the option, or None."""
     from tasks.data.files import DataError
     from tasks.data.glue import glue_task, read_glue_file
     from tasks.train.model import FINETUNING_TASK, same_task

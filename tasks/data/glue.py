@@ -83,12 +83,17 @@ GLUE_TASKS: dict[str, GlueTask] = {
 TASK_ALIASES = {"sst2": "sst-2", "stsb": "sts-b", "mnli-m": "mnli", "mnli_mismatched": "mnli-mm"}
 
 
+def canonical_task_name(name: str) -> str:
+    """A task name as this project writes it: lower case, transformers' GLUE names ("sst2", "stsb") mapped to ours."""
+    key = name.lower()
+    return TASK_ALIASES.get(key, key)
+
+
 def glue_task(task: str | GlueTask) -> GlueTask:
     """The GlueTask for a name such as "cola", "SST-2", "sst2", "mnli-mm" (a GlueTask passes through)."""
     if isinstance(task, GlueTask):
         return task
-    key = task.lower()
-    key = TASK_ALIASES.get(key, key)
+    key = canonical_task_name(task)
     if key not in GLUE_TASKS:
         raise KeyError(f"unknown GLUE task {task!r}; known: {', '.join(GLUE_TASKS)}")
     return GLUE_TASKS[key]

@@ -21,7 +21,7 @@ from backends.checkpoints.adapters import check_base, is_adapter_folder, write_a
 from backends.checkpoints.rules import format_rules
 from backends.errors import BadInput
 from backends.tensorfile import save_arrays
-from tasks.data.glue import TASK_ALIASES
+from tasks.data.glue import canonical_task_name
 
 from .adapters import AdapterSetup, trainable_names
 from .loop import WEIGHTS_FILE
@@ -222,10 +222,7 @@ def _open_folder(folder: Path):
 
 def same_task(first: str, second: str) -> bool:
     """Whether two task names (ours, or transformers' run_glue ones: "sst2", "SST-2") name the same task."""
-    def canonical(name: str) -> str:
-        key = name.lower()
-        return TASK_ALIASES.get(key, key)
-    return canonical(first) == canonical(second)
+    return canonical_task_name(first) == canonical_task_name(second)
 
 
 def check_teacher_task(teacher: ModelSource, task, option: str = "--teacher") -> None:
