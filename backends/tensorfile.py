@@ -17,15 +17,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
-import ml_dtypes
 import numpy as np
 
 from .errors import WeightsError
 
+# numpy dtype name -> safetensors code. Keyed by name: numpy lacks bfloat16, and ml_dtypes, which brings it, takes
+# half a second to import (a third of a small conversion), so it is imported only for a file that holds one
 DTYPE_CODES = {
-    np.dtype("float64"): "F64", np.dtype("float32"): "F32", np.dtype("float16"): "F16",
-    np.dtype("int64"): "I64", np.dtype("int32"): "I32", np.dtype("int16"): "I16", np.dtype("int8"): "I8",
-    np.dtype("uint8"): "U8", np.dtype("bool"): "BOOL", np.dtype(ml_dtypes.bfloat16): "BF16",  # numpy lacks bfloat16
+    "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64", "int32": "I32",
+    "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
 }
 
 
@@ -82,7 +82,8 @@ def write_safetensors(path, specs: Iterable[tuple[str, np.dtype, tuple]], produc
     header, offset = {}, 0
     for name, dtype, shape in specs:
         size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        header[name] = {"dtype": DTYPE_CODES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
+        header[name] = {"dtype": DTYPE_CODES[dtype.name], "shape": list(shape),
+                        "data_offsets": [offset, offset + size]}
         offset += size
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
@@ -203,6 +204,13 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _numpy_dtype(name: str) -> np.dtype:
+    if name == "bfloat16":
+        import ml_dtypes  # installed with the project (see DTYPE_CODES)
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
 def _entry(name: str, info, path: Path) -> tuple[np.dtype, tuple, int]:
     """(dtype, shape, first byte) of one header entry, every field checked."""
     if not isinstance(info, dict):
@@ -215,7 +223,7 @@ def _entry(name: str, info, path: Path) -> tuple[np.dtype, tuple, int]:
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) and o >= 0 for o in offsets)
             and offsets[0] <= offsets[1]):
         raise WeightsError(f"{path}: {name}: data_offsets {offsets!r} are not two increasing non-negative integers")
-    dtype = CODE_DTYPES[code]
+    dtype = _numpy_dtype(CODE_DTYPES[code])
     if not array_fits(shape, dtype.itemsize):
         raise WeightsError(f"{path}: {name}: shape {shape} is larger than any array")  # numpy's limits
     need = math.prod(shape) * dtype.itemsize

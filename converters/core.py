@@ -40,6 +40,9 @@ DTYPES = ("float32", "float16", "bfloat16")
 TOKENIZER_FILES = ("vocab.txt", "vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
                    "special_tokens_map.json", "added_tokens.json")
 VOCAB_FILES = ("vocab.txt", "vocab.json", "tokenizer.json")
+# threads reading and transforming the next tensors while the writer writes one (sources whose loads are
+# positioned reads): with two, on two cores, a transpose no longer leaves the writer waiting
+PREFETCH_THREADS = 2
 # --verify: largest output difference allowed, relative to max(1, largest output), by stored dtype
 VERIFY_TOLERANCE = {"float32": 1e-4, "float16": 2e-2, "bfloat16": 1e-1}
 
@@ -104,9 +107,11 @@ def convert(command: str, src, dst, options: Options | None = None, warn=None) -
         if options.dtype and dst_fmt in ("hf", "tf"):
             config["torch_dtype"] = options.dtype
         warnings: list[str] = []
-        produce = Prefetcher([name for name, _, _ in specs], _producer(checkpoint, plan, options.strict, warnings, warn))
-        with atomic_dir(dst, options.force) as tmp, produce:
-            files = writer.write(tmp, config, specs, produce, target, max_bytes)
+        threads = PREFETCH_THREADS if checkpoint.source.concurrent_loads else 1
+        make, report = _producer(checkpoint, plan, options.strict, warnings, warn)
+        prefetched = Prefetcher([name for name, _, _ in specs], make, threads)
+        with atomic_dir(dst, options.force) as tmp, prefetched:
+            files = writer.write(tmp, config, specs, lambda name: report(prefetched(name)), target, max_bytes)
             for file in tokenizer:
                 shutil.copyfile(file, tmp / file.name)
             report = verify(checkpoint, dst_fmt, tmp, options.dtype, options.allow_unknown) if options.verify else None
@@ -251,10 +256,12 @@ def _plan(checkpoint: Checkpoint, target: FormatRules, fmt: str, dtype: str | No
 
 
 def _producer(checkpoint: Checkpoint, plan: dict, strict: bool, warnings: list, warn):
-    """produce(target name) -> the array in the target layout and dtype; NaN/Inf warn or, strict, fail."""
+    """(make, report): make(target name) -> (the array in the target layout and dtype, what is wrong with it or
+    None), run by the prefetch threads; report(made) -> the array, after NaN/Inf warn or, strict, fail, run by
+    the writer as it takes each array: warnings come in the writer's order whatever thread found them."""
     weights = checkpoint.source.weights_file
 
-    def produce(name: str) -> np.ndarray:
+    def make(name: str) -> tuple[np.ndarray, str | None]:
         canonical, src_action, dst_action, dtype = plan[name]
         array = checkpoint.ref(canonical).load()
         if src_action != dst_action:  # one action on both sides means both store the same layout
@@ -264,30 +271,36 @@ def _producer(checkpoint: Checkpoint, plan: dict, strict: bool, warnings: list, 
             with np.errstate(over="ignore"):  # reported below
                 array = array.astype(dtype)
             problem = problem or (None if _finite(array) else f"overflows {dtype.name}")
-        if problem:
-            message = f"{weights}: {checkpoint.stored[canonical]} {problem}"
+        return array, problem and f"{weights}: {checkpoint.stored[canonical]} {problem}"
+
+    def report(made: tuple[np.ndarray, str | None]) -> np.ndarray:
+        array, message = made
+        if message:
             if strict:
                 raise WeightsError(message)
             warnings.append(message)
             warn(message + " (--strict makes this an error)")
         return array
 
-    return produce
+    return make, report
 
 
 class Prefetcher:
-    """produce(name) for writers that ask in `order`: while the writer writes one tensor, a thread reads
-    and transforms the next (file I/O and numpy copies release the GIL). One tensor more in memory."""
+    """produce(name) for writers that ask in `order`: while the writer writes one tensor, `ahead` threads read
+    and transform the next ones (file I/O, numpy copies and OpenBLAS transposes release the GIL). `ahead`
+    tensors more in memory."""
 
-    def __init__(self, order: list, make):
-        self.make, self.pool, self.pending = make, ThreadPoolExecutor(1), {}
-        self.following = dict(zip(order, order[1:]))
+    def __init__(self, order: list, make, ahead: int = 1):
+        self.make, self.pool, self.pending = make, ThreadPoolExecutor(ahead), {}
+        self.position = {name: index for index, name in enumerate(order)}
+        self.order, self.ahead = order, ahead
 
     def __call__(self, name: str) -> np.ndarray:
         future = self.pending.pop(name, None) or self.pool.submit(self.make, name)
-        following = self.following.get(name)
-        if following is not None and following not in self.pending:
-            self.pending[following] = self.pool.submit(self.make, following)
+        index = self.position.get(name)
+        for following in self.order[index + 1:index + 1 + self.ahead] if index is not None else ():
+            if following not in self.pending:
+                self.pending[following] = self.pool.submit(self.make, following)
         return future.result()
 
     def __enter__(self):

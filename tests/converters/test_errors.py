@@ -152,6 +152,27 @@ def test_nan_warns_and_strict_fails(tmp_path, source, capsys):
     assert len(json.loads((tmp_path / "s.json").read_text())["warnings"]) == 1
 
 
+def test_nan_warnings_come_in_the_written_order(tmp_path, source, capsys):
+    """Tensors are read and checked by two prefetch threads; their warnings still follow the order in which the
+    writer takes the tensors, on stderr and in the summary."""
+    params = load_file(str(source / "model.safetensors"))
+    poisoned = [name for name in params if params[name].ndim == 2]
+    for name in poisoned:
+        params[name][0, 0] = np.nan
+    save_arrays(source / "model.safetensors", params)
+    assert converters.core.PREFETCH_THREADS > 1
+    assert convert("hf2paddle", source, tmp_path / "out", "--json", tmp_path / "s.json") == 0
+    warned = json.loads((tmp_path / "s.json").read_text())["warnings"]
+    written = list(converters.core.open_checkpoint("paddle", tmp_path / "out").source.tensors)
+    order = {name: index for index, name in enumerate(written)}
+    rules = converters.core.format_rules("funnel", "paddle")
+    named = [next(name for name in poisoned if f" {name} holds" in line) for line in warned]
+    assert sorted(named) == sorted(poisoned)
+    assert named == sorted(named, key=lambda name: order[rules.rules.rule_for(name)[0]])
+    stderr = [line for line in capsys.readouterr().err.splitlines() if "holds NaN" in line]
+    assert [line.removeprefix("warning: ").removesuffix(" (--strict makes this an error)") for line in stderr] == warned
+
+
 def test_cast_overflow_warns(tmp_path, source, capsys):
     params = load_file(str(source / "model.safetensors"))
     params["encoder.blocks.0.0.ffn.linear_1.weight"][0, 0] = 1e6

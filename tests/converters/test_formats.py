@@ -154,6 +154,33 @@ def test_tiled_transpose_is_the_transpose(shape):
     assert result.flags.c_contiguous and np.array_equal(result, array.T)
 
 
+@pytest.mark.parametrize("ahead", [1, 2, 3])
+def test_prefetcher_gives_each_array_in_the_asked_order_and_reads_ahead_at_most_ahead(ahead):
+    """The earlier names take longest to make, so the threads finish them last; each is made once, given in the
+    order asked, and no more than `ahead` names beyond the one asked are ever being made or waiting."""
+    import threading
+    import time
+
+    from converters.core import Prefetcher
+
+    order, made, lock = [f"t{i}" for i in range(12)], [], threading.Lock()
+    asked: list = []
+
+    def make(name):
+        with lock:
+            made.append(name)
+            assert order.index(name) <= order.index(asked[-1]) + ahead, (name, asked[-1])
+        time.sleep(0.02 * (12 - order.index(name)) / 12)
+        return name.upper()
+
+    with Prefetcher(order, make, ahead) as prefetched:
+        got = []
+        for name in order:
+            asked.append(name)
+            got.append(prefetched(name))
+    assert got == [name.upper() for name in order] and sorted(made) == sorted(order)
+
+
 def test_pdparams_writer_keeps_each_array_shape_dtype_and_order(tmp_path, run):
     """0-d arrays stay 0-d (np.ascontiguousarray would make them shape (1,)), Fortran-ordered ones keep their values;
     paddle.load and our reader see what was written."""

@@ -16,7 +16,7 @@ from backends.checkpoints import open_checkpoint
 from parity.harness import resolve_target, run_parity_many
 
 from .conftest import convert, tiny_config
-from .oracles import (max_diff, our_port, paddlenlp, save_paddlenlp, save_transformers_tf, save_transformers_torch,
+from .oracles import (scaled_diff, our_port, paddlenlp, save_paddlenlp, save_transformers_tf, save_transformers_torch,
                       torch_save, transformers_tf, transformers_torch)
 from .test_roundtrip import run_chain, stored
 
@@ -99,16 +99,16 @@ def test_converted_checkpoint_loads_and_agrees(tmp_path, run, sources, inputs, c
     reference = load(run, src, sources[case, src], case, inputs)
     assert reference["logits"].shape == (2, SEQ_LEN) + ((30522,) if CASES[case][0] == "mlm" else ())
     assert convert(f"{src}2{dst}", sources[case, src], tmp_path / dst) == 0
-    assert max_diff(reference, load(run, dst, tmp_path / dst, case, inputs, converted=True), ["logits"]) <= 1e-5
+    assert scaled_diff(reference, load(run, dst, tmp_path / dst, case, inputs, converted=True), ["logits"]) <= 1e-5
     fw = LOADERS[dst][0]
-    assert max_diff(reference, run(fw, our_port, dst, str(tmp_path / dst), fw, inputs), ["logits"]) <= 1e-5
+    assert scaled_diff(reference, run(fw, our_port, dst, str(tmp_path / dst), fw, inputs), ["logits"]) <= 1e-5
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_our_torch_port_reads_the_source(run, sources, inputs, case):
     for fmt in CASES[case][2]:
         reference = load(run, fmt, sources[case, fmt], case, inputs)
-        assert max_diff(reference, run("torch", our_port, fmt, str(sources[case, fmt]), "torch", inputs),
+        assert scaled_diff(reference, run("torch", our_port, fmt, str(sources[case, fmt]), "torch", inputs),
                         ["logits"]) <= 1e-5, fmt
 
 

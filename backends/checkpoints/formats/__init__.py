@@ -44,6 +44,7 @@ class Source:
     tensors: dict  # stored name -> TensorRef
     weights_file: Path  # named in error messages
     close: Callable[[], None] = field(default=lambda: None)
+    concurrent_loads: bool = True  # TensorRef.load may run in several threads at once (positioned reads)
 
 
 def get(fmt: str):

@@ -43,4 +43,6 @@ def read(path: Path) -> Source:
 
     tensors = {name: TensorRef(tuple(shape), np.dtype(dtypes[name].as_numpy_dtype),
                                          lambda name=name: load(name)) for name, shape in shapes.items()}
-    return Source(path, config, path / CONFIG, tensors, prefix.with_name(prefix.name + ".index"))
+    # TensorFlow's checkpoint reader (a BundleReader) is not documented as safe from several threads at once
+    return Source(path, config, path / CONFIG, tensors, prefix.with_name(prefix.name + ".index"),
+                  concurrent_loads=False)
