@@ -132,6 +132,10 @@ class FamilySpec(HeadTable):
     # text's start, recurrences stop at the last token), so a prediction may drop the positions every row of a batch
     # pads; False where they do (Funnel pools pairs of positions, padded ones included)
     trailing_padding_free: bool = False
+    # a training step does not depend on trailing padding either: no dropout mask, loss or gradient has the padded
+    # width in its shape or its sum (a recurrence whose only dropout acts on the sentence vector), so the driver may
+    # train on batches cut like predictions' (BERT-like families are not: their dropout masks span the sequence)
+    trains_trimmed: bool = False
 
     @property
     def final_outputs(self) -> dict:
@@ -163,6 +167,10 @@ class FamilySpec(HeadTable):
                     for name, value in batch.items()}
         return trim
 
+    def training_trimmer(self, config, head: str) -> Callable[[dict], dict] | None:
+        """padding_trimmer for training batches, where the family declares the step unchanged by it; else None."""
+        return self.padding_trimmer(config, head) if self.trains_trimmed else None
+
     def prediction_outputs(self, head: str) -> tuple[str, ...]:
         """The final outputs of `head` that a task decodes (a head may have more, e.g. TinyBERT's
         fit_hidden_states)."""
@@ -170,7 +178,8 @@ class FamilySpec(HeadTable):
 
 
 def family_spec(name: str, config_class: type, presets: Mapping[str, Preset], head_registry: Mapping[str, Head],
-                weights, port_rules: Mapping[str, RuleSet], trailing_padding_free: bool = False) -> FamilySpec:
+                weights, port_rules: Mapping[str, RuleSet], trailing_padding_free: bool = False,
+                trains_trimmed: bool = False) -> FamilySpec:
     """A family's FamilySpec: `weights` (its weights module, or a `BertWeights`-like object) provides
     param_shapes, init_params, model_inputs, make_inputs, hidden_state_names and shrink."""
     param_shapes, init_params = with_adapters(weights.param_shapes, weights.init_params)
@@ -187,6 +196,7 @@ def family_spec(name: str, config_class: type, presets: Mapping[str, Preset], he
         hidden_state_names=weights.hidden_state_names,
         shrink=weights.shrink,
         trailing_padding_free=trailing_padding_free,
+        trains_trimmed=trains_trimmed,
         **({"optional_shapes": weights.optional_shapes} if hasattr(weights, "optional_shapes") else {}),
     )
 

@@ -117,6 +117,8 @@ class Runner(Protocol):
     head: str
     # FamilySpec.padding_trimmer(config, head): predict_all cuts each batch with it (None: batches keep their width)
     trim_padding: Callable[[dict], dict] | None
+    # FamilySpec.training_trimmer(config, head): the driver cuts each training micro-batch with it (None: it does not)
+    trim_training: Callable[[dict], dict] | None
 
     def __init__(self, family: str, config, head: str, params: Mapping[str, np.ndarray] | None = None,
                  dtype: str = "float32", device: str = "cpu", bf16: bool = False, seed: int = 0,

@@ -4,4 +4,7 @@ from . import weights
 from .config import BiLSTMConfig, PRESETS
 from .heads import HEADS
 
-SPEC = family_spec("bilstm", BiLSTMConfig, PRESETS, HEADS, weights, weights.PORT_RULES, trailing_padding_free=True)
+# trains_trimmed: the LSTM never runs a padded step (packed in torch, state kept in the ports), its one dropout acts on
+# the [rows, fc] sentence features and its head's losses read the logits alone
+SPEC = family_spec("bilstm", BiLSTMConfig, PRESETS, HEADS, weights, weights.PORT_RULES, trailing_padding_free=True,
+                   trains_trimmed=True)

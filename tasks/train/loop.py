@@ -244,6 +244,8 @@ class Trainer:
                 batch = take(batch, rows)
                 if self.prepare is not None:
                     batch = self.prepare(batch)
+                if self.runner.trim_training is not None:  # where the family's step cannot depend on the padding
+                    batch = self.runner.trim_training(batch)
                 weight = len(rows) / count  # the update's loss is the mean over all its examples
                 micro_loss = self.runner.forward_backward(batch, self.loss_fn, weight)
                 if not math.isfinite(micro_loss):

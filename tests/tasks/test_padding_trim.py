@@ -12,16 +12,18 @@ from tasks.train import runner_class
 from tasks.train.loop import predict_all
 
 from ..conftest import BACKENDS
-from .test_train_support import seeded_data, tiny_config
+from .test_train_support import (losses, lstm_biases_summed, make_runner, make_trainer, max_weight_diff, seeded_data,
+                                 tiny_config)
 
 SEQ_LEN = 14
 CASES = [(name, head) for name in FAMILIES if family(name).trailing_padding_free
          for head in family(name).heads if head in ROW_OUTPUT_HEADS]
 
 
-def ragged(family_name: str, config, head: str, rows: int = 5) -> dict:
+def ragged(family_name: str, config, head: str, rows: int = 5, targets: bool = False) -> dict:
     """Seeded inputs (some rows left-padded) whose rows use none of each text's positions from a random 3..8 on; a
-    row left without any position uses its last one before the cut (a fully masked row is no example)."""
+    row left without any position uses its last one before the cut (a fully masked row is no example). With
+    `targets`, the seeded training targets are kept."""
     batch = seeded_data(family_name, config, head, rows=rows, seq_len=SEQ_LEN)
     rng = np.random.default_rng(7)
     for name in [name for name in batch if name.endswith("attention_mask")]:
@@ -30,8 +32,8 @@ def ragged(family_name: str, config, head: str, rows: int = 5) -> dict:
             cut = rng.integers(3, min(8, width - 1) + 1)
             batch[name][row, ..., cut:] = 0
             batch[name][row, ..., cut - 1] |= ~batch[name][row, ..., :cut].any(axis=-1)
-    return {name: value for name, value in batch.items() if name not in ("labels", "start_positions",
-                                                                           "end_positions")}
+    return {name: value for name, value in batch.items() if targets or name not in ("labels", "start_positions",
+                                                                                      "end_positions")}
 
 
 def test_the_trimmed_families_and_heads():
@@ -43,6 +45,9 @@ def test_the_trimmed_families_and_heads():
         for head in spec.heads:
             if head not in ROW_OUTPUT_HEADS or not spec.trailing_padding_free:  # token-level outputs keep the axis
                 assert spec.padding_trimmer(config, head) is None, (name, head)
+            if not spec.trains_trimmed:  # BERT-like families: dropout masks span the sequence
+                assert spec.training_trimmer(config, head) is None, (name, head)
+    assert {name for name in FAMILIES if family(name).trains_trimmed} == {"bilstm"}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -93,3 +98,32 @@ def test_compiled_tf_predictions(mode):
     assert runner.trim_padding is None
     np.testing.assert_allclose(predict_all(runner, batch, batch_size=3)["logits"], padded["logits"], rtol=0,
                                atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("pair", [False, True], ids=["single", "pair"])
+def test_trimmed_training_equals_the_padded_one(backend, pair, tmp_path):
+    """The BiLSTM trains on micro-batches cut to the positions their rows use (FamilySpec.trains_trimmed): the same
+    losses and weights as on the padded batches, dropout on with shared masks, in float64."""
+    config = tiny_config("bilstm", dropout=True, pair=pair)
+    data = ragged("bilstm", config, "seqcls", rows=16, targets=True)
+    runs, widths = {}, []
+    for trimmed in (True, False):
+        runner = make_runner(backend, "bilstm", config, "seqcls", "float64")
+        if trimmed:
+            assert runner.trim_training is not None
+            forward_backward = runner.forward_backward
+            runner.forward_backward = lambda batch, *rest: (
+                widths.append(max(v.shape[-1] for n, v in batch.items() if "input_ids" in n))
+                or forward_backward(batch, *rest))
+        else:
+            runner.trim_training = None
+        trainer = make_trainer(runner, data, tmp_path / str(trimmed), learning_rate=1e-3, max_steps=6, batch_size=4,
+                               grad_accum=2)
+        trainer.train()
+        runs[trimmed] = (losses(trainer), lstm_biases_summed(runner.get_params()))
+    assert widths and min(widths) < SEQ_LEN  # micro-batches were cut (a left-padded row keeps its text whole)
+    (trimmed_losses, trimmed_params), (padded_losses, padded_params) = runs[True], runs[False]
+    assert len(trimmed_losses) == 6
+    np.testing.assert_allclose(trimmed_losses, padded_losses, rtol=0, atol=1e-12)
+    assert max_weight_diff(trimmed_params, padded_params) <= 1e-12

@@ -212,6 +212,7 @@ class Runner:
         self.final_outputs = get_family(family).prediction_outputs(head)
         self.input_names = get_family(family).input_names(config, head)
         self.trim_padding = get_family(family).padding_trimmer(config, head)  # predict's batches
+        self.trim_training = get_family(family).training_trimmer(config, head)  # the driver's micro-batches
         self.dropout_masks = dropout_masks
         self.masks = (FedHashStream(MaskOps(), seed) if dropout_masks == "device"
                       else mask_stream(dropout_masks, seed, MaskOps()))
@@ -242,6 +243,7 @@ class Runner:
         self.compiled_steps, self.compiled_forward = {}, None
         if mode != "eager":  # a compiled pass is traced (and XLA-compiled) per input shape, the ports reading static
             self.trim_padding = None  # shapes: predict's batches keep their padded width rather than retrace per width
+            self.trim_training = None  # and so do training batches
 
     # ---- data and mode ----
 

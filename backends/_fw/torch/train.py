@@ -121,6 +121,7 @@ class Runner:
         self.final_outputs = get_family(family).prediction_outputs(head)
         self.input_names = get_family(family).input_names(config, head)
         self.trim_padding = get_family(family).padding_trimmer(config, head)  # predict's batches
+        self.trim_training = get_family(family).training_trimmer(config, head)  # the driver's micro-batches
         mask_ops = MaskOps(self.device)
         self.masks = mask_stream(dropout_masks, seed, mask_ops)
         if self.masks is not None:
