@@ -108,10 +108,10 @@ def convert(command: str, src, dst, options: Options | None = None, warn=None) -
             config["torch_dtype"] = options.dtype
         warnings: list[str] = []
         threads = PREFETCH_THREADS if checkpoint.source.concurrent_loads else 1
-        make, report = _producer(checkpoint, plan, options.strict, warnings, warn)
+        make, warn_or_fail = _producer(checkpoint, plan, options.strict, warnings, warn)
         prefetched = Prefetcher([name for name, _, _ in specs], make, threads)
         with atomic_dir(dst, options.force) as tmp, prefetched:
-            files = writer.write(tmp, config, specs, lambda name: report(prefetched(name)), target, max_bytes)
+            files = writer.write(tmp, config, specs, lambda name: warn_or_fail(prefetched(name)), target, max_bytes)
             for file in tokenizer:
                 shutil.copyfile(file, tmp / file.name)
             report = verify(checkpoint, dst_fmt, tmp, options.dtype, options.allow_unknown) if options.verify else None
@@ -256,9 +256,9 @@ def _plan(checkpoint: Checkpoint, target: FormatRules, fmt: str, dtype: str | No
 
 
 def _producer(checkpoint: Checkpoint, plan: dict, strict: bool, warnings: list, warn):
-    """(make, report): make(target name) -> (the array in the target layout and dtype, what is wrong with it or
-    None), run by the prefetch threads; report(made) -> the array, after NaN/Inf warn or, strict, fail, run by
-    the writer as it takes each array: warnings come in the writer's order whatever thread found them."""
+    """(make, warn_or_fail): make(target name) -> (the array in the target layout and dtype, what is wrong with it
+    or None), run by the prefetch threads; warn_or_fail(made) -> the array, after NaN/Inf warn or, strict, fail, run
+    by the writer as it takes each array: warnings come in the writer's order whatever thread found them."""
     weights = checkpoint.source.weights_file
 
     def make(name: str) -> tuple[np.ndarray, str | None]:
@@ -273,7 +273,7 @@ def _producer(checkpoint: Checkpoint, plan: dict, strict: bool, warnings: list, 
             problem = problem or (None if _finite(array) else f"overflows {dtype.name}")
         return array, problem and f"{weights}: {checkpoint.stored[canonical]} {problem}"
 
-    def report(made: tuple[np.ndarray, str | None]) -> np.ndarray:
+    def warn_or_fail(made: tuple[np.ndarray, str | None]) -> np.ndarray:
         array, message = made
         if message:
             if strict:
@@ -282,7 +282,7 @@ def _producer(checkpoint: Checkpoint, plan: dict, strict: bool, warnings: list, 
             warn(message + " (--strict makes this an error)")
         return array
 
-    return make, report
+    return make, warn_or_fail
 
 
 class Prefetcher:

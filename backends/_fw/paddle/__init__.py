@@ -13,7 +13,6 @@ from backends import USER_THREAD_SETTINGS
 from .nn import fused_layer_norm
 
 
-
 def _gelu_tanh(x):
     """GELU's tanh approximation. paddle's float32 kernel is evaluated in float64: its float32 backward came out
     3.6x as far from the float64 truth as torch's (relative rms error 3.9e-7 against 1.1e-7, forward 1.5x), which
