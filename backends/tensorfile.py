@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
-from .errors import WeightsError
+from .errors import BadInput, WeightsError
 
 # numpy dtype name -> safetensors code. Keyed by name: numpy lacks bfloat16, and ml_dtypes, which brings it, takes
 # half a second to import (a third of a small conversion), so it is imported only for a file that holds one
@@ -204,11 +204,18 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def bfloat16() -> np.dtype:
+    """numpy's bfloat16 (from ml_dtypes, which TensorFlow and JAX install), imported when first asked for (see
+    DTYPE_CODES)."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise BadInput("bfloat16 needs the ml_dtypes package (pip install ml_dtypes)") from None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
 def _numpy_dtype(name: str) -> np.dtype:
-    if name == "bfloat16":
-        import ml_dtypes  # installed with the project (see DTYPE_CODES)
-        return np.dtype(ml_dtypes.bfloat16)
-    return np.dtype(name)
+    return bfloat16() if name == "bfloat16" else np.dtype(name)
 
 
 def _entry(name: str, info, path: Path) -> tuple[np.dtype, tuple, int]:

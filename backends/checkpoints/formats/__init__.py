@@ -20,6 +20,7 @@ from typing import Callable
 
 import numpy as np
 
+from backends import tensorfile
 from backends.errors import BadInput, ConfigError
 from backends.tensorfile import unique_keys
 
@@ -74,13 +75,7 @@ def write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def bfloat16() -> np.dtype:
-    """numpy's bfloat16 (from ml_dtypes, which TensorFlow and JAX install)."""
-    try:
-        import ml_dtypes
-    except ImportError:
-        raise BadInput("bfloat16 needs the ml_dtypes package (pip install ml_dtypes)") from None
-    return np.dtype(ml_dtypes.bfloat16)
+bfloat16 = tensorfile.bfloat16  # numpy's bfloat16, ml_dtypes imported when first asked for
 
 
 def is_bfloat16(dtype: np.dtype) -> bool:
