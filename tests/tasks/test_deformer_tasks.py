@@ -413,6 +413,26 @@ def test_distill_a_deformer_from_a_full_model_in_another_backend(squad_teacher, 
     assert (tmp_path / "other" / "eval" / "predictions.json").is_file()
 
 
+@pytest.mark.skipif(len(__import__("backends").installed_frameworks()) < 2, reason="needs two backends")
+def test_distilling_a_deformer_is_the_same_in_every_backend(squad_teacher, squad_dir, tmp_path, capsys):
+    """The SQuAD runs' distill path in float64 (teachsl + teachhs from a full model, the teacher run in the
+    student's backend, dropout on with the shared masks): every backend's per-update losses and dev predictions
+    are the same, so what separates the backends' float32 runs is float32 rounding, nothing else."""
+    from ..conftest import BACKENDS
+    from .test_train_support import write_model_folder
+
+    student = write_model_folder(tmp_path / "student", "bert", dropout=True, num_hidden_layers=2)
+    options = ["--alpha", "0.5", "--temperature", "2", "--hidden-mse-weight", "1", *SPLIT]
+    losses = {backend: distill_losses(capsys, squad_teacher, student, squad_dir, backend, tmp_path / backend,
+                                      *options) for backend in BACKENDS}
+    predictions = {backend: json.loads((tmp_path / backend / "eval" / "predictions.json").read_text())
+                   for backend in BACKENDS}
+    assert len(losses[BACKENDS[0]]) >= 4 and np.all(np.isfinite(losses[BACKENDS[0]]))
+    for backend in BACKENDS[1:]:
+        np.testing.assert_allclose(losses[backend], losses[BACKENDS[0]], rtol=0, atol=1e-12, err_msg=backend)
+        assert predictions[backend] == predictions[BACKENDS[0]], backend
+
+
 def test_distill_race_from_a_deformer_teacher_with_hidden_states(bert_folder, tmp_path, capsys):
     """A deformer 0/0/N folder teaches with the student's own inputs; the hidden-state MSE runs over the choices
     axis (the model's [examples * choices, seq, width] states)."""
