@@ -214,7 +214,8 @@ def bfloat16() -> np.dtype:
     return np.dtype(ml_dtypes.bfloat16)
 
 
-def _numpy_dtype(name: str) -> np.dtype:
+def numpy_dtype(name: str) -> np.dtype:
+    """The numpy dtype of a dtype name, bfloat16 included."""
     return bfloat16() if name == "bfloat16" else np.dtype(name)
 
 
@@ -230,7 +231,7 @@ def _entry(name: str, info, path: Path) -> tuple[np.dtype, tuple, int]:
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) and o >= 0 for o in offsets)
             and offsets[0] <= offsets[1]):
         raise WeightsError(f"{path}: {name}: data_offsets {offsets!r} are not two increasing non-negative integers")
-    dtype = _numpy_dtype(CODE_DTYPES[code])
+    dtype = numpy_dtype(CODE_DTYPES[code])
     if not array_fits(shape, dtype.itemsize):
         raise WeightsError(f"{path}: {name}: shape {shape} is larger than any array")  # numpy's limits
     need = math.prod(shape) * dtype.itemsize

@@ -28,7 +28,7 @@ from backends.checkpoints.formats import sharding
 from backends.checkpoints.rules import FormatRules, format_rules
 from backends.errors import BadInput, WeightsError
 from backends.run import run_backend
-from backends.tensorfile import partial_path
+from backends.tensorfile import numpy_dtype, partial_path
 from backends.weights import ACTIONS
 
 # command -> (source format, target format)
@@ -244,7 +244,7 @@ def _plan(checkpoint: Checkpoint, target: FormatRules, fmt: str, dtype: str | No
             raise BadInput(f"{checkpoint.source.weights_file}: {canonical} has no place in {formats.get(fmt).TITLE}'s "
                            f"{target.classes[checkpoint.head]}") from None
         stored = checkpoint.ref(canonical).dtype
-        out = formats.bfloat16() if dtype == "bfloat16" else np.dtype(dtype) if dtype else stored
+        out = numpy_dtype(dtype) if dtype else stored
         out = out if _floating(stored) else stored
         plan[name] = (canonical, checkpoint.rules.rules.rule_for(canonical)[1], action, out)
         specs.append((name, out, _target_shape(target, canonical, shapes[canonical])))

@@ -27,7 +27,7 @@ import numpy as np
 
 import backends
 from backends.errors import BadInput, ConfigError, WeightsError
-from backends.tensorfile import SafetensorsReader, save_arrays
+from backends.tensorfile import SafetensorsReader, numpy_dtype, save_arrays
 from backends.weights import check_finite
 
 from . import formats
@@ -158,7 +158,7 @@ def _write_weights(file: Path, fmt: str, family: str, params: dict, dtype: str |
     for key, array in params.items():
         array = np.asarray(array)
         if dtype is not None and np.issubdtype(array.dtype, np.floating):
-            array = array.astype(formats.bfloat16() if dtype == "bfloat16" else dtype)
+            array = array.astype(numpy_dtype(dtype))
         target, value = rules.to_target(key, array) if fmt != "hf" else (key, array)
         stored[target] = np.ascontiguousarray(value)
     if fmt == "paddle":

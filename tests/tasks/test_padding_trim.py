@@ -112,10 +112,11 @@ def test_trimmed_training_equals_the_padded_one(backend, pair, tmp_path):
         runner = make_runner(backend, "bilstm", config, "seqcls", "float64")
         if trimmed:
             assert runner.trim_training is not None
-            forward_backward = runner.forward_backward
-            runner.forward_backward = lambda batch, *rest: (
-                widths.append(max(v.shape[-1] for n, v in batch.items() if "input_ids" in n))
-                or forward_backward(batch, *rest))
+            def recording_widths(batch, *rest, forward_backward=runner.forward_backward):
+                widths.append(max(value.shape[-1] for name, value in batch.items() if "input_ids" in name))
+                return forward_backward(batch, *rest)
+
+            runner.forward_backward = recording_widths
         else:
             runner.trim_training = None
         trainer = make_trainer(runner, data, tmp_path / str(trimmed), learning_rate=1e-3, max_steps=6, batch_size=4,
