@@ -56,12 +56,13 @@ class DeformerEncoder(nn.Layer):
         return states
 
     def forward(self, question_states, question_bias, passage_states, joint_bias, passage_index=None,
-                output_layers=True):
+                output_layers=True, folded_bias=None):
         """question_states: the question's embeddings [B, Tq, H]; passage_states: encode_passage's list ([P, Tp, H]
         each); passage_index: [B] the passage (row of passage_states) each question reads, None: question b reads
-        passage b; joint_bias: the additive mask bias of [question; its passage] keys. Returns BertEncoder's outputs
-        over the joint sequence; output_layers=False: only "last_hidden_state" (no per-layer states, attentions and
-        scores are gathered)."""
+        passage b; joint_bias: the additive mask bias of [question; its passage] keys; folded_bias (with
+        output_layers=False): folded_assist_bias(), the assist layers then run the B questions folded into one
+        sequence (assist_folded). Returns BertEncoder's outputs over the joint sequence; output_layers=False: only
+        "last_hidden_state" (no per-layer states, attentions and scores are gathered)."""
         split = self.config.encoder2_layers
         all_hidden_states, all_attentions, all_scores = [], [], []
 
@@ -73,6 +74,8 @@ class DeformerEncoder(nn.Layer):
         for i, layer in enumerate(self.layer[:self.config.passage_layers]):
             if i < split:  # question-only
                 question_states, probs, scores = layer(question_states, question_bias)
+            elif folded_bias is not None:  # assist, every question at once over the passages' shared keys
+                question_states, probs, scores = assist_folded(layer, question_states, passage_states[i], folded_bias)
             else:  # assist: the question's queries over [question; passage entering this layer]
                 question_states, probs, scores = layer(question_states, joint_bias,
                                                        assist_key_value(layer, question_states, passage_states[i],
@@ -101,6 +104,35 @@ def assist_key_value(layer, question_states, passage_states, passage_index):
     question_keys, question_values = attention.key_value(question_states)
     passage_keys, passage_values = (per_question(x, passage_index) for x in attention.key_value(passage_states))
     return tf.concat([question_keys, passage_keys], 2), tf.concat([question_values, passage_values], 2)
+
+
+def assist_folded(layer, question_states, passage_states, folded_bias):
+    """An assist layer over B questions [B, Tq, H] folded into one sequence [1, B*Tq, H] whose queries attend over
+    [every question's keys; every passage's keys] ([P, Tp, H] states, projected once), folded_bias keeping each
+    question's own and its passage's: the softmax of assist_key_value's keys (the others' exp(MASK_BIAS + s)
+    underflow to exactly 0) without a per-question copy of its passage's keys and values (serving: ~10 questions
+    per passage, where those copies cost about as much as the layer's matmuls)."""
+    batch, length, width = question_states.shape
+    folded = tf.reshape(question_states, [1, batch * length, width])
+    attention = layer.attention.self
+    question_keys, question_values = attention.key_value(folded)
+    passage_keys, passage_values = attention.key_value(tf.reshape(passage_states, [1, -1, width]))
+    key_value = tf.concat([question_keys, passage_keys], 2), tf.concat([question_values, passage_values], 2)
+    output, probs, scores = layer(folded, folded_bias, key_value)
+    return tf.reshape(output, [batch, length, width]), probs, scores
+
+
+def folded_assist_bias(question_mask, passage_mask, passage_index, dtype):
+    """[1, 1, B*Tq, B*Tq + P*Tp] additive bias for assist_folded: question b's queries keep its own unmasked
+    keys (question_mask [B, Tq]) and those of its passage passage_index[b] (passage_mask [P, Tp])."""
+    batch, length = question_mask.shape
+    passages = passage_mask.shape[0]
+    own = tf.eye(batch, dtype=question_mask.dtype)[:, :, None] * question_mask
+    reads = tf.cast(passage_index[:, None] == tf.range(passages, dtype=passage_index.dtype), passage_mask.dtype)
+    keep = tf.concat([tf.reshape(own, [batch, 1, -1]), tf.reshape(reads[:, :, None] * passage_mask, [batch, 1, -1])],
+                     2)
+    keep = tf.reshape(tf.broadcast_to(keep, [batch, length, keep.shape[-1]]), [1, 1, batch * length, -1])
+    return (1.0 - tf.cast(keep, dtype)) * bert.MASK_BIAS
 
 
 def per_question(passage_tensor, passage_index):
@@ -164,8 +196,13 @@ class DeformerModel(bert.BertModel):
         passage_states, passage_index = check_cache(passage_cache, self.config, question.shape[0])
         passage_mask = per_question(passage_cache["passage_attention_mask"], passage_index)
         joint_mask = tf.concat([question_mask, passage_mask], 1)
+        folded_bias = None
+        if passage_index is not None and not output_layers:  # many questions per passage, final outputs only
+            folded_bias = folded_assist_bias(question_mask, tf.cast(passage_cache["passage_attention_mask"], tf.int64),
+                                             passage_index, question.dtype)
         outputs = self.encoder(question, bert.attention_bias(question_mask, question.dtype), passage_states,
-                               bert.attention_bias(joint_mask, question.dtype), passage_index, output_layers)
+                               bert.attention_bias(joint_mask, question.dtype), passage_index, output_layers,
+                               folded_bias)
         if self.pooler is not None:
             outputs["pooler_output"] = self.pooler(outputs["last_hidden_state"])
         return outputs
