@@ -443,12 +443,14 @@ class PassageServer:
             raise RuntimeError(f"encode_passage returned {len(states)} states; E2 + A + 1 = {self.layers} expected")
         return states
 
-    def _passage_cache(self, entry: PassageEntry) -> dict:
-        """The model's passage_cache of an entry: every window's states and mask as tensors, made once per call
-        (each question row then names its window: passage_index; the model projects a window's keys and values
-        once for all its rows)."""
-        tensors = self.runner.to_tensors({"mask": entry.windows.attention_mask,
-                                          **{f"{STATE_PREFIX}{n}": state for n, state in enumerate(entry.states)}})
+    def _passage_cache(self, entry: PassageEntry, window: int) -> dict:
+        """The model's passage_cache of one of an entry's windows: its states and mask as tensors ([1, Tp, ...]),
+        read by every question row of a batch (passage_index zeros). One window per call: the model's folded
+        assist layers attend over every passage a cache holds, so a long passage's other windows would only
+        add keys that each question masks."""
+        rows = slice(window, window + 1)
+        states = {f"{STATE_PREFIX}{n}": state[rows] for n, state in enumerate(entry.states)}
+        tensors = self.runner.to_tensors({"mask": entry.windows.attention_mask[rows], **states})
         return {"passage_states": [tensors[f"{STATE_PREFIX}{n}"] for n in range(len(entry.states))],
                 "passage_attention_mask": tensors["mask"]}
 
@@ -476,27 +478,35 @@ class PassageServer:
         count, per = len(questions["question_input_ids"]), len(windows)
         return np.repeat(np.arange(count), per), np.tile(np.arange(per), count)
 
-    def _logits(self, questions: dict, windows: PassageWindows, rows_q, rows_w, cache=None) -> tuple:
-        """[rows, Tq + Tp] start and end logits: with `cache` (_passage_cache) against the cached windows, else
-        one-shot; the per-layer outputs are not collected (output_layers=False)."""
-        parts = []
-        for begin in range(0, len(rows_q), self.batch_size):
-            q, w = rows_q[begin:begin + self.batch_size], rows_w[begin:begin + self.batch_size]
-            arrays = {name: array[q] for name, array in questions.items()}
-            if cache is None:
-                outputs = self._call(self.runner.model, {**arrays, **windows.model_inputs(w)}, output_layers=False)
-            else:
-                index = self.runner.to_tensors({PASSAGE_INDEX: w.astype(np.int64)})[PASSAGE_INDEX]
-                outputs = self._call(self.runner.model, arrays, passage_cache={**cache, PASSAGE_INDEX: index},
-                                     output_layers=False)
-            parts.append([self.adapter.to_numpy(outputs[name]) for name in ("start_logits", "end_logits")])
-        return tuple(np.concatenate([part[n] for part in parts]) for n in (0, 1))
+    def _logits(self, questions: dict, windows: PassageWindows, rows_q, rows_w, entry=None) -> tuple:
+        """[rows, Tq + Tp] start and end logits: with `entry` (a cached passage) the rows of each window in turn
+        against that window's states (_passage_cache), else one-shot; the per-layer outputs are not collected
+        (output_layers=False)."""
+        groups = ([np.arange(len(rows_q))] if entry is None
+                  else [np.flatnonzero(rows_w == window) for window in range(len(windows))])
+        parts, order = [], []
+        for group in groups:
+            cache = None if entry is None or not len(group) else self._passage_cache(entry, int(rows_w[group[0]]))
+            for begin in range(0, len(group), self.batch_size):
+                rows = group[begin:begin + self.batch_size]
+                arrays = {name: array[rows_q[rows]] for name, array in questions.items()}
+                if cache is None:
+                    outputs = self._call(self.runner.model, {**arrays, **windows.model_inputs(rows_w[rows])},
+                                         output_layers=False)
+                else:
+                    index = self.runner.to_tensors({PASSAGE_INDEX: np.zeros(len(rows), np.int64)})[PASSAGE_INDEX]
+                    outputs = self._call(self.runner.model, arrays, passage_cache={**cache, PASSAGE_INDEX: index},
+                                         output_layers=False)
+                parts.append([self.adapter.to_numpy(outputs[name]) for name in ("start_logits", "end_logits")])
+                order.append(rows)
+        back = np.argsort(np.concatenate(order))  # the rows' own order (window by window above)
+        return tuple(np.concatenate([part[n] for part in parts])[back] for n in (0, 1))
 
     def logits_with_cache(self, entry: PassageEntry, questions, ids=None) -> tuple:
         """(SquadFeatures, start_logits, end_logits) of the questions against a cached passage."""
         arrays = self.tokens.questions(questions, ids)
         rows_q, rows_w = self._rows(arrays, entry.windows)
-        start, end = self._logits(arrays, entry.windows, rows_q, rows_w, self._passage_cache(entry))
+        start, end = self._logits(arrays, entry.windows, rows_q, rows_w, entry)
         return joint_features(arrays, entry.windows, rows_q, rows_w, rows_q), start, end
 
     def logits_one_shot(self, passage: str, questions, ids=None) -> tuple:

@@ -254,9 +254,10 @@ def test_cached_logits_equal_one_shot(backend, tmp_path, base, split):
 
 @needs_deformer
 @pytest.mark.usefixtures("one_thread")
-def test_a_window_goes_to_the_model_once_for_all_its_questions(backend, tmp_path):
-    """One forward pass for the 4 questions x W windows: the cache holds each window's states once (the assist
-    layers project its keys and values once), passage_index names each row's window, no per-layer outputs."""
+def test_each_window_goes_to_the_model_once_for_all_its_questions(backend, tmp_path):
+    """One forward pass per window for the 4 questions: its cache holds that window's states alone ([1, Tp, H]:
+    the folded assist layers project its keys and values once and attend over no other window's), passage_index
+    zeros, no per-layer outputs."""
     server = server_of(write_deformer_folder(tmp_path / "model"), backend, batch_size=64)
     entry, = server.encode_passages([CONTEXT])
     model, calls = server.runner.model, []
@@ -268,13 +269,15 @@ def test_a_window_goes_to_the_model_once_for_all_its_questions(backend, tmp_path
 
     server.runner.model = spy
     server.logits_with_cache(entry, QUESTIONS)
-    (inputs, outputs), = calls
     windows, adapter = len(entry.windows), server.adapter
-    assert windows > 1 and inputs["output_layers"] is False
-    assert outputs == {"start_logits", "end_logits", "last_hidden_state"}
-    cache = inputs["passage_cache"]
-    assert [tuple(state.shape) for state in cache["passage_states"]] == [s.shape for s in entry.states]
-    assert adapter.to_numpy(cache["passage_index"]).tolist() == list(range(windows)) * len(QUESTIONS)
+    assert windows > 1 and len(calls) == windows
+    for window, (inputs, outputs) in enumerate(calls):
+        assert inputs["output_layers"] is False
+        assert outputs == {"start_logits", "end_logits", "last_hidden_state"}
+        cache = inputs["passage_cache"]
+        for state, cached in zip(entry.states, cache["passage_states"], strict=True):
+            assert np.array_equal(adapter.to_numpy(cached), state[window:window + 1])
+        assert adapter.to_numpy(cache["passage_index"]).tolist() == [0] * len(QUESTIONS)
 
 
 @needs_deformer
