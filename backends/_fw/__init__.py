@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import ctypes
+import ctypes.util
+import os
+import sys
 from dataclasses import dataclass
 
 # Linear kernel layouts; the canonical one (transformers' PyTorch state_dict) is torch's
@@ -58,3 +62,27 @@ class ContextFlag:
             yield
         finally:
             self._variable.reset(token)
+
+
+# glibc's mallopt parameter and the size below which freed blocks stay in the process (its largest accepted value on
+# 64-bit Linux is 32 MiB, half the 64 MiB arena heap)
+M_MMAP_THRESHOLD = -3
+HEAP_BLOCK_LIMIT = 32 << 20
+
+
+def keep_freed_tensor_memory() -> bool:
+    """Serve tensors up to HEAP_BLOCK_LIMIT from glibc's heap instead of fresh mmap pages (True if set).
+
+    A framework whose CPU allocator hands every freed tensor back to malloc (paddle's) gets, for each tensor above
+    glibc's mmap threshold (128 KiB, raised only as big blocks are freed), pages the kernel maps and zero-fills on
+    first touch: a MiniLM training step's [32, 64, 1536] GELU forward and backward took 113 ms that way against 23 ms
+    from the heap (an element-wise op over 3.1M floats 12 ms against 5). Left alone when the user set
+    MALLOC_MMAP_THRESHOLD_ (or any other allocator choice through MALLOC_ variables or LD_PRELOAD), and off glibc."""
+    if not sys.platform.startswith("linux") or "LD_PRELOAD" in os.environ or any(
+            name.startswith("MALLOC_") for name in os.environ):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, HEAP_BLOCK_LIMIT))
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False

@@ -9,6 +9,7 @@ import paddle
 import paddle.nn.functional as F
 
 from backends import USER_THREAD_SETTINGS
+from backends._fw import keep_freed_tensor_memory
 
 from .nn import fused_layer_norm
 
@@ -44,6 +45,8 @@ def _matrix_products_on_every_core() -> None:
 
 
 _matrix_products_on_every_core()
+# paddle's CPU allocator frees every tensor to malloc: without this each step's activations page-fault afresh
+keep_freed_tensor_memory()
 
 
 def in_float64(fn):
