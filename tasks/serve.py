@@ -482,11 +482,11 @@ class PassageServer:
         """[rows, Tq + Tp] start and end logits: with `entry` (a cached passage) the rows of each window in turn
         against that window's states (_passage_cache), else one-shot; the per-layer outputs are not collected
         (output_layers=False)."""
-        groups = ([np.arange(len(rows_q))] if entry is None
-                  else [np.flatnonzero(rows_w == window) for window in range(len(windows))])
+        groups = ([(None, np.arange(len(rows_q)))] if entry is None
+                  else [(window, np.flatnonzero(rows_w == window)) for window in range(len(windows))])
         parts, order = [], []
-        for group in groups:
-            cache = None if entry is None or not len(group) else self._passage_cache(entry, int(rows_w[group[0]]))
+        for window, group in groups:
+            cache = None if window is None or not len(group) else self._passage_cache(entry, window)
             for begin in range(0, len(group), self.batch_size):
                 rows = group[begin:begin + self.batch_size]
                 arrays = {name: array[rows_q[rows]] for name, array in questions.items()}

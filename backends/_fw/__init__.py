@@ -64,8 +64,8 @@ class ContextFlag:
             self._variable.reset(token)
 
 
-# glibc's mallopt parameter and the size below which freed blocks stay in the process (its largest accepted value on
-# 64-bit Linux is 32 MiB, half the 64 MiB arena heap)
+# glibc's mallopt parameter, and the size below which blocks come from (and go back to) the heap: 32 MiB, the ceiling
+# glibc's own dynamic threshold rises to on 64-bit Linux (DEFAULT_MMAP_THRESHOLD_MAX)
 M_MMAP_THRESHOLD = -3
 HEAP_BLOCK_LIMIT = 32 << 20
 
