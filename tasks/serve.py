@@ -486,7 +486,7 @@ class PassageServer:
                   else [(window, np.flatnonzero(rows_w == window)) for window in range(len(windows))])
         parts, order = [], []
         for window, group in groups:
-            cache = None if window is None or not len(group) else self._passage_cache(entry, window)
+            cache = None if window is None else self._passage_cache(entry, window)
             for begin in range(0, len(group), self.batch_size):
                 rows = group[begin:begin + self.batch_size]
                 arrays = {name: array[rows_q[rows]] for name, array in questions.items()}

@@ -35,7 +35,7 @@ def test_mkl_threads(settings, expected):
 # after the adapter's import: whether it kept big blocks in the heap, and how many mmapped blocks a 24 MiB array
 # adds (glibc's mallinfo2: hblks)
 HEAP_PROBE = """
-import ctypes, sys
+import ctypes
 import numpy as np
 from backends._fw import keep_freed_tensor_memory
 import backends._fw.paddle
