@@ -10,6 +10,9 @@ Runs (names as in the table):
   seq_bn, lora    the base frozen, an adapter and the span head trained (--train-adapter, lr --adapter-lr)
   deformer-E2-A-E3    the same checkpoint split into a DeFormer (e.g. deformer-0-5-1), trained on the labels
   deformer-E2-A-E3-kd distilled from `full` (trained in --teacher-backend, default torch) ("teachsl" soft spans + "teachhs" hidden MSE)
+  ...-from-full       either of the two above, the DeFormer initialised from the fine-tuned `full` run (its
+                      layers and span head) instead of the pre-trained checkpoint (the DeFormer paper starts
+                      from the pre-trained weights; these runs measure what the fine-tuned ones add)
 
 Lengths: the full model reads "[CLS] q [SEP] p [SEP]" windows of --max-seq-length tokens; a DeFormer reads the
 question part (at most --max-query-length question tokens) and passage windows of --max-seq-length minus that
@@ -35,7 +38,7 @@ import numpy as np
 from _sst2_minilm_helpers import REPO, model_dir
 
 DATA = REPO.parent / "shared" / "data" / "squad"
-DEFORMER = re.compile(r"^deformer-(\d+)-(\d+)-(\d+)(-kd)?$")
+DEFORMER = re.compile(r"^deformer-(\d+)-(\d+)-(\d+)(-kd)?(-from-full)?$")
 
 
 def sample_squad(source: Path, questions: int, seed: int, target: Path) -> int:
@@ -72,13 +75,14 @@ def run_command(run: str, backend: str, args, files: dict, output: Path) -> list
         rate = args.learning_rate if run == "full" else args.adapter_lr
         return [sys.executable, "-m", "tasks", "finetune", "--model", model_dir(), *common, "--max-seq-length",
                 str(args.max_seq_length), "--learning-rate", str(rate), *adapter]
-    e2, assist, e3, distilled = DEFORMER.match(run).groups()
+    e2, assist, e3, distilled, from_full = DEFORMER.match(run).groups()
     split = ["--encoder2-layers", e2, "--assist-layers", assist, "--encoder3-layers", e3, "--max-seq-length",
              str(args.max_seq_length - args.max_query_length - 2), "--learning-rate", str(args.learning_rate)]
+    full = output.parent / f"full-{args.teacher_backend}"
+    start = str(full) if from_full else model_dir()
     if not distilled:
-        return [sys.executable, "-m", "tasks", "finetune", "--model", model_dir(), *common, *split]
-    teacher = output.parent / f"full-{args.teacher_backend}"
-    return [sys.executable, "-m", "tasks", "distill", "--student", model_dir(), "--teacher-model-path", str(teacher),
+        return [sys.executable, "-m", "tasks", "finetune", "--model", start, *common, *split]
+    return [sys.executable, "-m", "tasks", "distill", "--student", start, "--teacher-model-path", str(full),
             "--teacher-backend", args.teacher_backend, *common, *split, "--alpha", str(args.alpha), "--temperature",
             str(args.temperature), "--hidden-mse-weight", str(args.hidden_mse_weight)]
 
@@ -105,14 +109,14 @@ def main() -> int:
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--hidden-mse-weight", type=float, default=1.0)
-    parser.add_argument("--teacher-backend", default="torch", help="the -kd runs' teacher: the full run of this "
-                        "backend (run it first; default torch)")
+    parser.add_argument("--teacher-backend", default="torch", help="the -kd runs' teacher and the -from-full runs' "
+                        "start: the full run of this backend (run it first; default torch)")
     parser.add_argument("--json", help="write the table's rows here")
     args = parser.parse_args()
     runs, backends = args.runs.split(","), args.backends.split(",")
     for run in runs:
         if run not in ("full", "seq_bn", "lora") and not DEFORMER.match(run):
-            parser.error(f"--runs: unknown run {run!r} (full, seq_bn, lora, deformer-E2-A-E3[-kd])")
+            parser.error(f"--runs: unknown run {run!r} (full, seq_bn, lora, deformer-E2-A-E3[-kd][-from-full])")
     root = Path(args.output_dir)
     root.mkdir(parents=True, exist_ok=True)
     files, counts = {}, {}
