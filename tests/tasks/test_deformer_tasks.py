@@ -453,3 +453,16 @@ def test_distill_race_from_a_deformer_teacher_with_hidden_states(bert_folder, tm
         history = json.loads((tmp_path / name / "trainer_state.json").read_text())["log_history"]
         losses[name] = np.array([entry["loss"] for entry in history if "loss" in entry])
     assert len(losses["teach"]) == 2 and np.abs(losses["teach"] - losses["hard"]).max() > 1e-3
+
+
+def test_a_fine_tuned_full_model_starts_a_deformer_with_its_span_head(squad_teacher, bert_folder, squad_dir, capsys):
+    """bench/squad_minilm.py's -from-full runs: a BERT folder fine-tuned on SQuAD read with a layer split keeps
+    every parameter, its span head included (no note of freshly initialised ones), where a folder without that
+    head's weights (here: without any, the numpy init) is reported initialised."""
+    from ..conftest import BACKENDS
+
+    for model, fresh in ((squad_teacher, False), (bert_folder, True)):
+        code, stdout, err = run(capsys, "evaluate", "--task", "squad", "--model", model, "--backend", BACKENDS[0],
+                                "--data-dir", squad_dir, *SPLIT, *SMALL)
+        assert code == 0, err
+        assert ("initialised fresh" in err) == fresh, err
