@@ -87,10 +87,19 @@ def run_command(run: str, backend: str, args, files: dict, output: Path) -> list
             str(args.temperature), "--hidden-mse-weight", str(args.hidden_mse_weight)]
 
 
+def done(results_file: Path, command_file: Path, command: list) -> bool:
+    """A run folder is reused only when it holds dev scores of the same command line (another --epochs,
+    learning rate, sample or split trains it again); the interpreter's path is left out."""
+    if not (results_file.exists() and command_file.exists()):
+        return False
+    return "eval_f1" in json.loads(results_file.read_text()) and json.loads(command_file.read_text()) == command[1:]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", required=True, help="the sampled data and one folder per run (kept; a "
-                        "run whose folder holds all_results.json with eval scores is not run again)")
+                        "run whose folder holds eval scores of the same command line, bench_command.json, is not "
+                        "run again)")
     parser.add_argument("--runs", default="full,seq_bn,deformer-0-3-3,deformer-0-5-1,deformer-0-5-1-kd")
     parser.add_argument("--backends", default="torch")
     parser.add_argument("--train-file", default=str(DATA / "train-v1.1.reconstructed.json.gz"))
@@ -131,11 +140,12 @@ def main() -> int:
     for run in runs:
         for backend in backends:
             output = root / f"{run}-{backend}"
-            results_file = output / "all_results.json"
+            results_file, command_file = output / "all_results.json", output / "bench_command.json"
+            command = run_command(run, backend, args, files, output)
             started = time.perf_counter()
-            if not (results_file.exists() and "eval_f1" in json.loads(results_file.read_text())):
-                subprocess.run([*run_command(run, backend, args, files, output), "--overwrite-output-dir"],
-                               check=True, cwd=REPO, env=env)
+            if not done(results_file, command_file, command):
+                subprocess.run([*command, "--overwrite-output-dir"], check=True, cwd=REPO, env=env)
+                command_file.write_text(json.dumps(command[1:]))
             results = json.loads(results_file.read_text())
             rows.append({"run": run, "backend": backend, "f1": results["eval_f1"],
                          "exact_match": results["eval_exact_match"], "train_s": results.get("train_runtime"),

