@@ -73,13 +73,13 @@ def run_command(run: str, backend: str, args, files: dict, output: Path) -> list
     if run in ("full", "seq_bn", "lora"):
         adapter = [] if run == "full" else ["--train-adapter", "--adapter-config", run]
         rate = args.learning_rate if run == "full" else args.adapter_lr
-        return [sys.executable, "-m", "tasks", "finetune", "--model", model_dir(), *common, "--max-seq-length",
+        return [sys.executable, "-m", "tasks", "finetune", "--model", str(model_dir()), *common, "--max-seq-length",
                 str(args.max_seq_length), "--learning-rate", str(rate), *adapter]
     e2, assist, e3, distilled, from_full = DEFORMER.match(run).groups()
     split = ["--encoder2-layers", e2, "--assist-layers", assist, "--encoder3-layers", e3, "--max-seq-length",
              str(args.max_seq_length - args.max_query_length - 2), "--learning-rate", str(args.learning_rate)]
     full = output.parent / f"full-{args.teacher_backend}"
-    start = str(full) if from_full else model_dir()
+    start = str(full if from_full else model_dir())
     if not distilled:
         return [sys.executable, "-m", "tasks", "finetune", "--model", start, *common, *split]
     return [sys.executable, "-m", "tasks", "distill", "--student", start, "--teacher-model-path", str(full),

