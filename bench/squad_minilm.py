@@ -152,9 +152,10 @@ def main() -> int:
                          "wall_s": time.perf_counter() - started})
     print(f"\nSQuAD v1.1, MiniLM-L6, {counts['train']} train questions (seeded sample {args.data_seed}), "
           f"{args.epochs:g} epoch(s), dev: {counts['dev']} questions of dev-v1.1.json")
-    print(f"{'run':<22} {'backend':<8} {'F1':>6} {'EM':>6} {'train s':>8}")
+    width = max(len("run"), *(len(row["run"]) for row in rows))
+    print(f"{'run':<{width}} {'backend':<8} {'F1':>6} {'EM':>6} {'train s':>8}")
     for row in rows:
-        print(f"{row['run']:<22} {row['backend']:<8} {row['f1']:>6.2f} {row['exact_match']:>6.2f} "
+        print(f"{row['run']:<{width}} {row['backend']:<8} {row['f1']:>6.2f} {row['exact_match']:>6.2f} "
               f"{row['train_s'] or 0:>8.0f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"train_questions": counts["train"], "dev_questions": counts["dev"],
