@@ -95,7 +95,7 @@ def done(results_file: Path, command_file: Path, command: list) -> bool:
     return "eval_f1" in json.loads(results_file.read_text()) and json.loads(command_file.read_text()) == command[1:]
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", required=True, help="the sampled data and one folder per run (kept; a "
                         "run whose folder holds eval scores of the same command line, bench_command.json, is not "
@@ -108,7 +108,7 @@ def main() -> int:
     parser.add_argument("--dev-questions", type=int, default=1000)
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the question samples")
     parser.add_argument("--seed", type=int, default=42, help="training seed")
-    parser.add_argument("--epochs", type=float, default=1)
+    parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=1e-4, help="full and DeFormer runs")
     parser.add_argument("--adapter-lr", type=float, default=1e-3, help="seq_bn and lora runs")
@@ -121,6 +121,11 @@ def main() -> int:
     parser.add_argument("--teacher-backend", default="torch", help="the -kd runs' teacher and the -from-full runs' "
                         "start: the full run of this backend (run it first; default torch)")
     parser.add_argument("--json", help="write the table's rows here")
+    return parser
+
+
+def main() -> int:
+    parser = build_parser()
     args = parser.parse_args()
     runs, backends = args.runs.split(","), args.backends.split(",")
     for run in runs:

@@ -1,15 +1,11 @@
 """bench/squad_minilm.py without training: each run's command line, and a run folder reused only for the same one."""
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 import squad_minilm  # the bench folder is not a package: tests/bench/conftest.py puts it on sys.path
 
-ARGS = dict(epochs=1.0, batch_size=16, max_query_length=30, doc_stride=64, seed=42, learning_rate=1e-4,
-            adapter_lr=1e-3, max_seq_length=192, teacher_backend="torch", alpha=0.5, temperature=2.0,
-            hidden_mse_weight=1.0)
 FILES = {"train": "train.json", "dev": "dev.json"}
 
 
@@ -21,9 +17,16 @@ def checkpoint(monkeypatch):
 
 
 def command(run, tmp_path, **changes):
-    args = SimpleNamespace(**{**ARGS, **changes})
+    """The bench's command line for `run` with the bench's own options (`changes` as on its command line), checked
+    by `python -m tasks`' own parser."""
+    from tasks.__main__ import build_parser
+
+    options = [f"--{key.replace('_', '-')}={value}" for key, value in changes.items()]
+    args = squad_minilm.build_parser().parse_args(["--output-dir", str(tmp_path), *options])
     argv = squad_minilm.run_command(run, "torch", args, FILES, tmp_path / f"{run}-torch")
     assert all(isinstance(arg, str) for arg in argv), argv  # saved as JSON beside the run
+    assert argv[1:3] == ["-m", "tasks"]
+    build_parser().parse_args(argv[3:])  # what the bench passes, `tasks` takes (exit 2 otherwise)
     return argv
 
 
@@ -53,6 +56,6 @@ def test_a_run_folder_is_reused_only_for_the_same_command_line(tmp_path):
     assert not squad_minilm.done(results, saved, one_epoch)  # scores of an unknown command: train again
     saved.write_text(json.dumps(one_epoch[1:]))
     assert squad_minilm.done(results, saved, one_epoch)
-    assert not squad_minilm.done(results, saved, command("deformer-0-3-3-kd-from-full", tmp_path, epochs=3.0))
+    assert not squad_minilm.done(results, saved, command("deformer-0-3-3-kd-from-full", tmp_path, epochs=3))
     results.write_text(json.dumps({"train_loss": 1.0}))  # trained, not evaluated
     assert not squad_minilm.done(results, saved, one_epoch)
