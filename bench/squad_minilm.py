@@ -149,6 +149,7 @@ def main() -> int:
             command = run_command(run, backend, args, files, output)
             started = time.perf_counter()
             if not done(results_file, command_file, command):
+                command_file.unlink(missing_ok=True)  # an interrupted rerun must not pass for the earlier run
                 subprocess.run([*command, "--overwrite-output-dir"], check=True, cwd=REPO, env=env)
                 command_file.write_text(json.dumps(command[1:]))
             results = json.loads(results_file.read_text())

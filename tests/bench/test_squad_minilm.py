@@ -41,7 +41,8 @@ def test_deformer_runs_start_from_the_checkpoint_or_the_full_run_and_kd_runs_lea
     assert value(plain, "--model") == "/pretrained/minilm" and "distill" not in plain
     assert value(command("deformer-0-3-3-from-full", tmp_path), "--model") == full
     kd = command("deformer-0-5-1-kd", tmp_path)
-    assert "distill" in kd and value(kd, "--teacher-model-path") == full and value(kd, "--student") == "/pretrained/minilm"
+    assert "distill" in kd and value(kd, "--teacher-model-path") == full
+    assert value(kd, "--student") == "/pretrained/minilm"
     kd_from_full = command("deformer-0-5-1-kd-from-full", tmp_path)
     assert value(kd_from_full, "--student") == full and value(kd_from_full, "--assist-layers") == "5"
     # a DeFormer reads the question part and passage windows of the rest: the same passage tokens as `full`
