@@ -36,9 +36,14 @@ from pathlib import Path
 import numpy as np
 
 from _sst2_minilm_helpers import REPO, model_dir
+from _stages import check_settings
 
 DATA = REPO.parent / "shared" / "data" / "squad"
 DEFORMER = re.compile(r"^deformer-(\d+)-(\d+)-(\d+)(-kd)?(-from-full)?$")
+# the options every run folder's results depend on: OUT/settings.json holds them (bench/_stages.py)
+RESULT_OPTIONS = ("train_file", "dev_file", "train_questions", "dev_questions", "data_seed", "seed", "epochs",
+                  "batch_size", "learning_rate", "adapter_lr", "max_seq_length", "max_query_length", "doc_stride",
+                  "alpha", "temperature", "hidden_mse_weight", "teacher_backend")
 
 
 def sample_squad(source: Path, questions: int, seed: int, target: Path) -> int:
@@ -87,19 +92,11 @@ def run_command(run: str, backend: str, args, files: dict, output: Path) -> list
             str(args.temperature), "--hidden-mse-weight", str(args.hidden_mse_weight)]
 
 
-def done(results_file: Path, command_file: Path, command: list) -> bool:
-    """A run folder is reused only when it holds dev scores of the same command line (another --epochs,
-    learning rate, sample or split trains it again); the interpreter's path is left out."""
-    if not (results_file.exists() and command_file.exists()):
-        return False
-    return "eval_f1" in json.loads(results_file.read_text()) and json.loads(command_file.read_text()) == command[1:]
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", required=True, help="the sampled data and one folder per run (kept; a "
-                        "run whose folder holds eval scores of the same command line, bench_command.json, is not "
-                        "run again)")
+                        "run whose folder holds eval scores is not run again; OUT/settings.json binds the options "
+                        "they depend on: other values are refused)")
     parser.add_argument("--runs", default="full,seq_bn,deformer-0-3-3,deformer-0-5-1,deformer-0-5-1-kd")
     parser.add_argument("--backends", default="torch")
     parser.add_argument("--train-file", default=str(DATA / "train-v1.1.reconstructed.json.gz"))
@@ -131,6 +128,10 @@ def main() -> int:
     for run in runs:
         if run not in ("full", "seq_bn", "lora") and not DEFORMER.match(run):
             parser.error(f"--runs: unknown run {run!r} (full, seq_bn, lora, deformer-E2-A-E3[-kd][-from-full])")
+    problem = check_settings(args, RESULT_OPTIONS)
+    if problem:  # one line, as the other benches of bench/_stages.py report it
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     root = Path(args.output_dir)
     root.mkdir(parents=True, exist_ok=True)
     files, counts = {}, {}
@@ -145,13 +146,11 @@ def main() -> int:
     for run in runs:
         for backend in backends:
             output = root / f"{run}-{backend}"
-            results_file, command_file = output / "all_results.json", output / "bench_command.json"
-            command = run_command(run, backend, args, files, output)
+            results_file = output / "all_results.json"
             started = time.perf_counter()
-            if not done(results_file, command_file, command):
-                command_file.unlink(missing_ok=True)  # an interrupted rerun must not pass for the earlier run
-                subprocess.run([*command, "--overwrite-output-dir"], check=True, cwd=REPO, env=env)
-                command_file.write_text(json.dumps(command[1:]))
+            if not (results_file.exists() and "eval_f1" in json.loads(results_file.read_text())):
+                subprocess.run([*run_command(run, backend, args, files, output), "--overwrite-output-dir"],
+                               check=True, cwd=REPO, env=env)
             results = json.loads(results_file.read_text())
             rows.append({"run": run, "backend": backend, "f1": results["eval_f1"],
                          "exact_match": results["eval_exact_match"], "train_s": results.get("train_runtime"),

@@ -1,5 +1,6 @@
-"""bench/squad_minilm.py without training: each run's command line, and a run folder reused only for the same one."""
-import json
+"""bench/squad_minilm.py without training: each run's command line, and an output folder of other settings refused."""
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ def command(run, tmp_path, **changes):
     options = [f"--{key.replace('_', '-')}={value}" for key, value in changes.items()]
     args = squad_minilm.build_parser().parse_args(["--output-dir", str(tmp_path), *options])
     argv = squad_minilm.run_command(run, "torch", args, FILES, tmp_path / f"{run}-torch")
-    assert all(isinstance(arg, str) for arg in argv), argv  # saved as JSON beside the run
+    assert all(isinstance(arg, str) for arg in argv), argv
     assert argv[1:3] == ["-m", "tasks"]
     build_parser().parse_args(argv[3:])  # what the bench passes, `tasks` takes (exit 2 otherwise)
     return argv
@@ -49,14 +50,13 @@ def test_deformer_runs_start_from_the_checkpoint_or_the_full_run_and_kd_runs_lea
     assert value(kd_from_full, "--max-seq-length") == str(192 - 30 - 2)
 
 
-def test_a_run_folder_is_reused_only_for_the_same_command_line(tmp_path):
-    results, saved = tmp_path / "all_results.json", tmp_path / "bench_command.json"
-    one_epoch = command("deformer-0-3-3-kd-from-full", tmp_path)
-    assert not squad_minilm.done(results, saved, one_epoch)
-    results.write_text(json.dumps({"eval_f1": 40.0, "eval_exact_match": 30.0}))
-    assert not squad_minilm.done(results, saved, one_epoch)  # scores of an unknown command: train again
-    saved.write_text(json.dumps(one_epoch[1:]))
-    assert squad_minilm.done(results, saved, one_epoch)
-    assert not squad_minilm.done(results, saved, command("deformer-0-3-3-kd-from-full", tmp_path, epochs=3))
-    results.write_text(json.dumps({"train_loss": 1.0}))  # trained, not evaluated
-    assert not squad_minilm.done(results, saved, one_epoch)
+def test_an_output_folder_of_other_settings_is_refused_in_one_line(tmp_path):
+    """OUT/settings.json binds the options the run folders' scores depend on: a rerun with another --epochs into the
+    same folder would report the earlier runs' scores; it exits 2 naming the option, nothing run or sampled."""
+    first = squad_minilm.build_parser().parse_args(["--output-dir", str(tmp_path)])
+    assert squad_minilm.check_settings(first, squad_minilm.RESULT_OPTIONS) is None
+    done = subprocess.run([sys.executable, str(squad_minilm.__file__), "--output-dir", str(tmp_path), "--epochs", "3",
+                           "--runs", "deformer-0-5-1-kd-from-full"], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "--epochs 1" in done.stderr, done.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["settings.json"]
