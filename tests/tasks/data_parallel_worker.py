@@ -2,10 +2,11 @@
 `python -m tests.tasks.data_parallel_worker JOB.json`. For each dtype of the job: train the tiny seeded model
 with the job's settings in the launcher's process group, gather the predictions, and (main process) write
 the final weights and predictions; then resume the job's 1-process checkpoint of that dtype, if any, in the
-group and write its final weights too."""
+group and write its final weights too. After closing the group, each process writes its threads' names (Linux)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -43,6 +44,10 @@ def main(job_path: str) -> None:
                 save_arrays(out / dtype / "resumed.safetensors", resumed.get_params())
     group.barrier()
     group.close()
+    # the threads left once the group is closed: those of the collectives must be gone (not left to interpreter exit)
+    threads = sorted((Path("/proc/self/task") / task / "comm").read_text().strip()
+                     for task in os.listdir("/proc/self/task"))
+    (out / f"threads-after-close-{group.layout.rank}.json").write_text(json.dumps(threads))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,12 @@ from datetime import timedelta
 import numpy as np
 import torch
 import torch.distributed as dist
+# torch.distributed.nn binds `group=group.WORLD` as default arguments (ten functions) when first imported; torch._dynamo
+# imports it, and torch.optim imports torch._dynamo. Imported after init_process_group, those defaults would hold the
+# group, destroy_process_group could not free it, and its gloo threads would be torn down during interpreter exit,
+# which now and then aborts a finished run ("terminate called without an active exception", SIGABRT). Imported
+# here, before any group exists, the defaults are None.
+import torch.distributed.nn  # noqa: F401
 
 from ..parallel import failure
 
