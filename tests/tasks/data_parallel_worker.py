@@ -45,9 +45,18 @@ def main(job_path: str) -> None:
     group.barrier()
     group.close()
     # the threads left once the group is closed: those of the collectives must be gone (not left to interpreter exit)
-    threads = sorted((Path("/proc/self/task") / task / "comm").read_text().strip()
-                     for task in os.listdir("/proc/self/task"))
-    (out / f"threads-after-close-{group.layout.rank}.json").write_text(json.dumps(threads))
+    (out / f"threads-after-close-{group.layout.rank}.json").write_text(json.dumps(live_thread_names()))
+
+
+def live_thread_names() -> list[str]:
+    """The OS names of this process's threads (Linux /proc: torch's gloo threads have no Python Thread object)."""
+    names = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            names.append((Path("/proc/self/task") / task / "comm").read_text().strip())
+        except FileNotFoundError:  # the thread ended between the listing and the read: it is not left over
+            continue
+    return sorted(names)
 
 
 if __name__ == "__main__":
