@@ -266,9 +266,12 @@ class Job:
         at the end, so that a failed write fails every process."""
         a = self.args
         self.group = process_group(a.backend, self.layout, getattr(a, "ddp_timeout", DEFAULT_TIMEOUT), a.device)
-        results = self.run_in_group()
-        self.group.barrier()
-        self.group.close()
+        try:
+            results = self.run_in_group()
+            self.group.barrier()
+        finally:  # also when another process died: a group left open is torn down during interpreter exit, where
+            # torch's gloo threads, still holding the dead peer's connection, abort now and then (SIGABRT, not exit 2)
+            self.group.close()
         return results
 
     def run_in_group(self) -> dict:
