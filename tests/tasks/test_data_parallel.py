@@ -240,8 +240,6 @@ def test_a_run_that_fails_closes_its_group(monkeypatch):
     events = []
 
     class RecordingGroup:
-        layout = Layout(0, 2)
-
         def barrier(self):
             events.append("barrier")
 
