@@ -9,9 +9,11 @@ import sys
 
 def _exit_early(signum, frame):
     """Ctrl-C or SIGTERM before the conversion starts (while numpy, the formats and the frameworks load):
-    nothing was written yet; exit without a traceback."""
-    print("interrupted: nothing written", file=sys.stderr)
-    sys.exit(130)
+    nothing was written yet; exit without a traceback. os._exit, not sys.exit: the signal can land inside an
+    extension module's own import (numpy's C core importing datetime), which turns any exception raised there,
+    SystemExit included, into an ImportError with a traceback."""
+    print("interrupted: nothing written", file=sys.stderr, flush=True)
+    os._exit(130)
 
 
 if __name__ == "__main__":  # first of all: the imports below take half a second or more
