@@ -330,3 +330,13 @@ def test_ctrl_c_while_starting_up(tmp_path, source):
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130 and err.strip().splitlines() == ["interrupted: nothing written"], err
     assert only(tmp_path) == ["source"]
+
+
+def test_early_interrupt_exit_cannot_be_caught():
+    """The early handler ends the process itself: a signal landing inside an extension's import (numpy's C core
+    importing datetime) passes any exception raised there through C code that turns it into an ImportError, so an
+    exit by exception (sys.exit) would end in a traceback. Modelled by code that catches every exception."""
+    program = ("import signal, sys\nfrom converters.__main__ import _exit_early\n"
+               "try:\n    _exit_early(signal.SIGINT, None)\nexcept BaseException:\n    sys.exit('caught')\n")
+    done = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130 and done.stderr.strip().splitlines() == ["interrupted: nothing written"], done.stderr
