@@ -6,13 +6,15 @@ import os
 import signal
 import sys
 
+INTERRUPTED = "interrupted: nothing written"  # the one line of a Ctrl-C or SIGTERM, early or mid-conversion
+
 
 def _exit_early(signum, frame):
     """Ctrl-C or SIGTERM before the conversion starts (while numpy, the formats and the frameworks load):
     nothing was written yet; exit without a traceback. os._exit, not sys.exit: the signal can land inside an
     extension module's own import (numpy's C core importing datetime), which turns any exception raised there,
     SystemExit included, into an ImportError with a traceback."""
-    print("interrupted: nothing written", file=sys.stderr, flush=True)
+    print(INTERRUPTED, file=sys.stderr, flush=True)
     os._exit(130)
 
 
@@ -108,7 +110,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: nothing written", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return 130
     shards = f" ({summary['weights_files']} shards)" if summary["weights_files"] > 1 else ""
     checked = f", verified ({summary['verify']['max_abs_diff']:.2g} max diff)" if summary["verify"] else ""
