@@ -83,6 +83,15 @@ def test_float32_intermediate_loss_of_a_real_size_batch_rounds_like_float32(back
     assert value(intermediate_loss(ops, outputs, batch)) == pytest.approx(expected, rel=1e-6)
 
 
+@pytest.mark.skipif("paddle" not in BACKENDS, reason="paddle is not installed")
+def test_paddle_mean_of_a_half_precision_batch_adds_in_float32():
+    """paddle.amp's float16 tensors reach the op set's mean on GPU: its sum runs in float32 (a float16 sum of a
+    batch's 6.3M squared differences of ~26 each is inf)."""
+    ops, tensor = step_module("paddle"), framework("paddle").from_numpy
+    value16 = ops.mean(tensor(np.full((32, 12, 128, 128), 26.0, dtype=np.float16)))
+    assert value(value16) == 26.0 and str(value16.dtype).endswith("float32")
+
+
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     """A tiny 4-layer BERT fine-tuned on tiny SST-2 files, its data folder and a student folder for each kind."""
