@@ -56,9 +56,9 @@ def sum_last(x):
 
 def mean(x):
     """The whole tensor's sum / its size. paddle's CPU mean kernel (F.mse_loss's, F.cross_entropy's too) adds a
-    float32 tensor up in one running sum: 3.2e-4 relative off over the 6.3M squared differences of a 32 x 12 x
-    128 x 128 batch of attention scores (TinyBERT's general stage: every reported loss 0.01 low), where torch's
-    and TF's means are 2.6e-8 off and paddle's whole-tensor sum 1.9e-8. The gradient, 1/size per entry, is the
+    float32 tensor up in one running sum: 3.2e-4 relative off over 6.3M random squares (the size of a 32 x 12 x
+    128 x 128 batch of attention scores; TinyBERT's general stage reported every loss 0.01 low), where torch's and
+    TF's means are 2.6e-8 off and paddle's whole-tensor sum 1.9e-8. The gradient, 1/size per entry, is the
     same either way. Below float32 (paddle.amp on GPU) the sum runs in float32: a float16 sum of millions of
     entries passes float16's largest value (65504), where the mean kernel accumulated in float32 too."""
     if x.dtype in (paddle.float16, paddle.bfloat16):
