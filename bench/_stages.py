@@ -150,15 +150,20 @@ def spread(values) -> float:
     return max(values) - min(values) if values else float("nan")
 
 
-def check_settings(args, options, folder: Path | None = None) -> str | None:
+def check_settings(args, options, folder: Path | None = None, before: dict | None = None) -> str | None:
     """folder/settings.json (default OUT/settings.json) holds the `options` the results of the stages in `folder`
     depend on (written by the first run); a rerun into the same folder with other values would reuse results of
     other settings: one line naming them, or None. The file may hold the options of other stages (not compared
     here); those of `options` it does not hold yet are added (stages that run into the folder for the first time).
-    --backends may change (a backend added later runs its own stages)."""
+    `before` maps an option added to a bench later to the option it equalled in folders written without it: there
+    it is compared with that one's stored value. --backends may change (a backend added later runs its own
+    stages)."""
     settings = {option: getattr(args, option) for option in options}
     path = Path(folder or args.output_dir) / SETTINGS_FILE
     stored = json.loads(path.read_text()) if path.is_file() else {}
+    for option, earlier in (before or {}).items():
+        if option not in stored and earlier in stored:
+            stored[option] = stored[earlier]
     changed = [option for option in options if option in stored and stored[option] != settings[option]]
     if changed:
         return (f"--output-dir {args.output_dir} holds the results of other settings ("

@@ -45,9 +45,11 @@ into the SST-2 table's OUT reuses its corpus and general students:
 Task stages' settings, the same for (a) and both stages of (b) (only the data and the loss differ): batch 32 (the
 seed's), max length --max-seq-length, by default 64 for SST-2 and 128 for MRPC and RTE (the teacher's: fine-tune it
 with the same; a fifth of MRPC's pairs and a third of RTE's are longer than 64 pieces), --learning-rate 5e-5 (the
-seed's intermediate rate; its prediction stage used 3e-5), warmup 10%, weight decay 0.01, clipping at norm 1;
---epochs passes over the plain rows (default 3, the seed's prediction stage), --augment-epochs over the transfer set
-(default 1: 21 times the rows). --samples counts the first train rows (MRPC has 3,668 and RTE 2,490: the default
+seed's intermediate rate), warmup 10%, weight decay 0.01, clipping at norm 1; --epochs passes over the plain rows
+(default 3, the seed's prediction stage), --augment-epochs over the transfer set (default 1: 21 times the rows).
+The prediction stage alone may run another schedule: --prediction-learning-rate (default --learning-rate) and
+--prediction-augment-epochs over the transfer set (default --augment-epochs); the seed's task_distill.py runs it at
+3e-5 for 3 epochs over its augmented set (and the intermediate stage for 10 epochs over it). --samples counts the first train rows (MRPC has 3,668 and RTE 2,490: the default
 8000 takes them all). Checkpoints every 500 updates make a stopped training resume; they are removed once the stage
 has finished. Scored at the end of training.
 OUT/settings.json keeps the options of the general stage (any task) and, for SST-2, those of its task stages;
@@ -57,7 +59,8 @@ task stages' options (--teacher, --epochs, ...) of one task do not bind another'
     python bench/sst2_tinybert.py --teacher DIR --output-dir OUT [--task sst-2|mrpc|rte] [--backends torch,paddle,tf]
         [--samples 8000] [--augment-dir PATH | --n-iter 20] [--seed 42] [--corpus-lines N] [--general-steps 2000]
         [--general-batch-size 32] [--general-seq-length 128] [--general-learning-rate 1e-4] [--epochs 3]
-        [--augment-epochs 1] [--learning-rate 5e-5] [--max-seq-length N] [--eval-rows N] [--json PATH]
+        [--augment-epochs 1] [--learning-rate 5e-5] [--prediction-learning-rate LR] [--prediction-augment-epochs N]
+        [--max-seq-length N] [--eval-rows N] [--json PATH]
         [--data-dir DIR] [--squad-file ../shared/data/squad/train-v1.1.reconstructed.json.gz] [--no-progress]
 
 --data-dir defaults to the task's folder in ../shared/data/glue: SST-2, MRPC, RTE/hf_export (the Hugging Face
@@ -112,7 +115,9 @@ SEED_002_TASKS = {"sst-2": "SST-2 BERT-base teacher 93.5, TinyBERT-4 92.6",
 GENERAL_OPTIONS = ("squad_file", "seed", "corpus_lines", "general_steps", "general_batch_size", "general_seq_length",
                    "general_learning_rate")
 TASK_OPTIONS = ("teacher", "data_dir", "samples", "augment_dir", "n_iter", "seed", "epochs", "augment_epochs",
-                "learning_rate", "eval_rows", "max_seq_length")
+                "learning_rate", "eval_rows", "max_seq_length", "prediction_learning_rate", "prediction_augment_epochs")
+# options added after folders were written without them: the option each one equalled there
+OPTIONS_BEFORE = {"prediction_learning_rate": "learning_rate", "prediction_augment_epochs": "augment_epochs"}
 
 
 def task_title(task: str) -> str:
@@ -166,12 +171,15 @@ def general_command(args, backend: str, folder: Path) -> list[str]:
 def task_stage_command(args, stage: str, augmented: bool, backend: str, folder: Path) -> list[str]:
     """(a) `tasks finetune` (stage "finetuned"), or one of (b)'s `tasks distill` stages, on the plain --samples
     rows or the augmented transfer set."""
+    prediction = stage == "prediction"
     if augmented:
-        data = ["--train-file", augment_folder(args) / TRANSFER_FILE, "--epochs", args.augment_epochs]
+        epochs = args.prediction_augment_epochs if prediction else args.augment_epochs
+        data = ["--train-file", augment_folder(args) / TRANSFER_FILE, "--epochs", epochs]
     else:
         data = ["--max-train-samples", args.samples, "--epochs", args.epochs]
+    learning_rate = args.prediction_learning_rate if prediction else args.learning_rate
     common = ["--task", args.task, "--backend", backend, "--data-dir", args.data_dir, "--output-dir", folder,
-              "--do-train", "--do-eval", "--learning-rate", args.learning_rate, "--seed", args.seed, *data,
+              "--do-train", "--do-eval", "--learning-rate", learning_rate, "--seed", args.seed, *data,
               "--max-seq-length", args.max_seq_length, *TASK_TRAINING, *eval_limit(args), *progress(args)]
     if stage == "finetuned":
         command = tasks_command("finetune", "--model", STUDENT, "--config-overrides", STUDENT_SHAPE, "--tokenizer",
@@ -252,8 +260,8 @@ def print_table(args, rows: list[dict], eval_rows: int, transfer: dict) -> None:
     print(f"\n{task_title(args.task)}: accuracy on the dev split ({eval_rows} rows); teacher {args.teacher}; students "
           f"{STUDENT} ({STUDENT_SHAPE}) on the first {transfer['original_rows']} train rows ({args.epochs} epochs), "
           f"transfer set {transfer['rows']} rows ({transfer['original_rows']} original; {args.augment_epochs} "
-          f"epochs), batch 32, max length {args.max_seq_length}, AdamW lr {args.learning_rate:g}, seed "
-          f"{args.seed}; general distillation: {args.general_steps} updates of {args.general_batch_size} x "
+          f"epochs), batch 32, max length {args.max_seq_length}, AdamW lr {args.learning_rate:g}"
+          f"{prediction_schedule(args)}, seed {args.seed}; general distillation: {args.general_steps} updates of {args.general_batch_size} x "
           f"{args.general_seq_length} tokens, lr {args.general_learning_rate:g}")
     table_line("", backends + ["spread"], "{}")
     table_line("teacher accuracy %", [100 * by["teacher", False, b]["accuracy"] for b in backends], "{:.2f}", "{:.2f}")
@@ -276,16 +284,24 @@ def print_table(args, rows: list[dict], eval_rows: int, transfer: dict) -> None:
     print(SEED_002 + SEED_002_TASKS[args.task])
 
 
+def prediction_schedule(args) -> str:
+    """The prediction stage's own schedule for the table's header, where it differs from the other stages'."""
+    if (args.prediction_learning_rate, args.prediction_augment_epochs) == (args.learning_rate, args.augment_epochs):
+        return ""
+    return (f" (the prediction stage: lr {args.prediction_learning_rate:g}, {args.prediction_augment_epochs} epochs "
+            f"over the transfer set)")
+
+
 # ---- options ----
 
 def bad_input(args) -> str | None:
     """One line naming the option, or None."""
     problem = bad_backends(args.backends) or bad_counts(
         args, ("samples", "n_iter", "corpus_lines", "general_steps", "general_batch_size", "general_seq_length",
-               "epochs", "augment_epochs", "eval_rows", "max_seq_length"))
+               "epochs", "augment_epochs", "prediction_augment_epochs", "eval_rows", "max_seq_length"))
     if problem:
         return problem
-    for option in ("learning_rate", "general_learning_rate"):
+    for option in ("learning_rate", "prediction_learning_rate", "general_learning_rate"):
         if not getattr(args, option) > 0:
             return f"--{option.replace('_', '-')} {getattr(args, option)}: must be positive"
     if not Path(args.squad_file).is_file():
@@ -334,6 +350,11 @@ def parse_args():
     parser.add_argument("--augment-epochs", type=int, default=1,
                         help="task stages' passes over the transfer set (default 1)")
     parser.add_argument("--learning-rate", type=float, default=5e-5, help="the task stages' AdamW rate (default 5e-5)")
+    parser.add_argument("--prediction-learning-rate", type=float,
+                        help="the prediction stage's own rate (default --learning-rate; the seed's 3e-5)")
+    parser.add_argument("--prediction-augment-epochs", type=int,
+                        help="the prediction stage's passes over the transfer set (default --augment-epochs; the "
+                             "seed's 3)")
     parser.add_argument("--max-seq-length", type=int, help="the teacher's and the task stages' max length "
                                                           "(default: SST-2 64, MRPC and RTE 128)")
     parser.add_argument("--eval-rows", type=int, help="score the first N dev rows only (smoke runs; default all)")
@@ -348,6 +369,9 @@ def parse_args():
         args.data_dir = str(REPO.parent / "shared" / "data" / "glue" / DATA_DIRS[args.task])
     if args.max_seq_length is None:
         args.max_seq_length = MAX_SEQ_LENGTH[args.task]
+    for option, default in OPTIONS_BEFORE.items():
+        if getattr(args, option) is None:
+            setattr(args, option, getattr(args, default))
     for option in ("teacher", "output_dir", "data_dir", "squad_file", "augment_dir"):  # the stages run in REPO
         if getattr(args, option):
             setattr(args, option, str(Path(getattr(args, option)).resolve()))
@@ -356,8 +380,8 @@ def parse_args():
 
 def main() -> int:
     args = parse_args()
-    problem = bad_input(args) or check_settings(args, GENERAL_OPTIONS) or check_settings(args, TASK_OPTIONS,
-                                                                                          task_folder(args))
+    problem = bad_input(args) or check_settings(args, GENERAL_OPTIONS) or check_settings(
+        args, TASK_OPTIONS, task_folder(args), OPTIONS_BEFORE)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2

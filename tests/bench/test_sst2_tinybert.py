@@ -51,6 +51,8 @@ def squad_file(tmp_path):
     ({"samples": "0"}, "--samples"),
     ({"general_steps": "0"}, "--general-steps"),
     ({"general_learning_rate": "0"}, "--general-learning-rate"),
+    ({"prediction_learning_rate": "0"}, "--prediction-learning-rate"),
+    ({"prediction_augment_epochs": "0"}, "--prediction-augment-epochs"),
 ])
 def test_bad_input_is_one_line_naming_the_option_and_exit_2(tmp_path, teacher, data_dir, squad_file, change, option):
     options = {"teacher": str(teacher), "data_dir": str(data_dir), "squad_file": str(squad_file),
@@ -273,4 +275,35 @@ def test_an_sst2_folder_from_before_task_is_reused_as_it_is(tmp_path, teacher, d
     path.write_text(json.dumps(old, indent=1) + "\n")
     code, rerun = run_bench(monkeypatch, argv)
     assert code == 0 and not rerun.calls
-    assert json.loads(path.read_text()) == {**old, "max_seq_length": 64}
+    assert json.loads(path.read_text()) == {**old, "max_seq_length": 64, "prediction_learning_rate": 5e-5,
+                                            "prediction_augment_epochs": 1}  # as the stages ran then
+
+
+def test_the_prediction_stage_runs_its_own_schedule_and_an_older_folder_holds_the_shared_one(
+        tmp_path, teacher, data_dir, squad_file, monkeypatch, capsys):
+    """--prediction-learning-rate and --prediction-augment-epochs reach the prediction stages alone; a folder
+    written before these options ran its prediction stages on the shared schedule: other values are refused."""
+    argv = ["--teacher", str(teacher), "--output-dir", str(tmp_path / "out"), "--backends", "torch", "--samples", "4",
+            "--squad-file", str(squad_file), "--data-dir", str(data_dir), "--augment-epochs", "2"]
+    code, ran = run_bench(monkeypatch, [*argv, "--prediction-learning-rate", "3e-5", "--prediction-augment-epochs", "3"])
+    assert code == 0
+    stages = {name: command for name, command in ran.calls}
+    assert option(stages["prediction in torch"], "--learning-rate") == "3e-05"
+    assert option(stages["prediction in torch"], "--epochs") == "3"  # the plain rows: --epochs
+    assert option(stages["prediction-augmented in torch"], "--learning-rate") == "3e-05"
+    assert option(stages["prediction-augmented in torch"], "--epochs") == "3"
+    for name in ("finetuned in torch", "intermediate in torch", "intermediate-augmented in torch"):
+        assert option(stages[name], "--learning-rate") == "5e-05"
+    assert option(stages["intermediate-augmented in torch"], "--epochs") == "2"
+    assert "(the prediction stage: lr 3e-05, 3 epochs over the transfer set)" in capsys.readouterr().out
+
+    path = tmp_path / "out" / "settings.json"
+    settings = json.loads(path.read_text())
+    older = {key: value for key, value in settings.items() if not key.startswith("prediction_")}
+    path.write_text(json.dumps(older))
+    assert run_bench(monkeypatch, [*argv, "--prediction-learning-rate", "3e-5"])[0] == 2
+    assert "(--prediction-learning-rate 5e-05)" in capsys.readouterr().err
+    assert run_bench(monkeypatch, [*argv, "--prediction-augment-epochs", "3"])[0] == 2
+    assert "(--prediction-augment-epochs 2)" in capsys.readouterr().err
+    code, rerun = run_bench(monkeypatch, argv)  # the shared schedule: every stage reused
+    assert code == 0 and not rerun.calls
