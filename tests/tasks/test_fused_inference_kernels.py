@@ -90,3 +90,45 @@ def test_paddle_keeps_the_explicit_layer_norm_in_float64_and_in_training(paddle_
     runner32, batch = runner_and_batch(family_name, head, backend="paddle", dtype="float32")
     runner32.forward(runner32.to_tensors(batch), train=True)
     assert paddle_layer_norm_calls == []  # training: the explicit form (its rounding follows torch's)
+
+
+def strided_views() -> bool:
+    import paddle
+
+    from backends._fw.paddle import STRIDED_VIEWS
+
+    return paddle.get_flags([STRIDED_VIEWS])[STRIDED_VIEWS]
+
+
+@pytest.mark.parametrize("family_name,head", CASES, ids=[f"{f}-{h}" for f, h in CASES])
+def test_paddle_predict_runs_view_ops_on_dense_kernels_with_the_same_outputs(monkeypatch, family_name, head):
+    """Runner.predict turns paddle's strided views off for its pass only; the outputs are those of the same pass on
+    strided views, bit for bit (the same data reaches every kernel, in another memory layout on the way)."""
+    pytest.importorskip("paddle")
+    from backends._fw.paddle import fused_layer_norm
+
+    runner, batch = runner_and_batch(family_name, head, backend="paddle", dtype="float32")
+    assert strided_views()  # paddle's default
+    flags, forward = [], runner.forward
+
+    def recorded(*args, **kwargs):
+        flags.append(strided_views())
+        return forward(*args, **kwargs)
+    monkeypatch.setattr(runner, "forward", recorded)
+    dense = runner.predict(batch)
+    assert flags == [False] and strided_views()  # off within the pass, restored after it
+    with fused_layer_norm():  # the same LayerNorm kernel as predict's
+        strided = runner.outputs(batch)
+    assert flags == [False, True]
+    for name, value in dense.items():
+        np.testing.assert_array_equal(value, strided[name].numpy(), err_msg=name)
+
+
+def test_paddle_dense_kernels_restore_strided_views_after_an_error():
+    pytest.importorskip("paddle")
+    from backends._fw.paddle import dense_kernels
+
+    with pytest.raises(RuntimeError), dense_kernels():
+        assert not strided_views()
+        raise RuntimeError("a failing pass")
+    assert strided_views()
