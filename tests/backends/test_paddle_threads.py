@@ -1,6 +1,5 @@
-"""Paddle's CPU threads and memory: MKL gets every usable core unless the user set thread counts, takes its AVX2
-path on AMD CPUs that have it, and tensors up to 32 MiB come from glibc's heap unless the user chose the allocator
-(backends/_fw/paddle)."""
+"""Paddle's CPU threads and memory: MKL gets every usable core unless the user set thread counts, and tensors up to
+32 MiB come from glibc's heap unless the user chose the allocator (backends/_fw/paddle)."""
 from __future__ import annotations
 
 import os
@@ -31,45 +30,6 @@ def probe(**settings) -> list[str]:
 ])
 def test_mkl_threads(settings, expected):
     assert probe(**settings) == expected
-
-
-CPUINFO = """processor\t: 0
-vendor_id\t: AuthenticAMD
-model name\t: AMD EPYC
-flags\t\t: fpu sse2 avx2 fma avx512f
-
-processor\t: 1
-vendor_id\t: AuthenticAMD
-flags\t\t: fpu
-"""
-
-
-def test_the_cpu_is_read_from_cpuinfo(tmp_path):
-    from backends._fw import paddle as adapter
-
-    (tmp_path / "cpuinfo").write_text(CPUINFO)
-    assert adapter._cpu_vendor_and_flags(str(tmp_path / "cpuinfo")) == ("AuthenticAMD",
-                                                                        {"fpu", "sse2", "avx2", "fma", "avx512f"})
-    assert adapter._cpu_vendor_and_flags(str(tmp_path / "missing")) == ("", set())  # not Linux: nothing set
-
-
-@pytest.mark.parametrize("vendor,flags,user,expected", [
-    ("AuthenticAMD", {"sse2", "avx2", "fma"}, None, "5"),
-    ("GenuineIntel", {"sse2", "avx2", "fma"}, None, None),  # MKL's own dispatch serves Intel CPUs
-    ("AuthenticAMD", {"sse2", "avx"}, None, None),  # without AVX2 and FMA the path's instructions are missing
-    ("AuthenticAMD", {"sse2", "avx2", "fma"}, "", ""),  # the user's setting stands
-])
-def test_mkl_takes_its_avx2_path_on_amd_cpus_only(monkeypatch, vendor, flags, user, expected):
-    from backends._fw import paddle as adapter
-
-    variable = adapter.MKL_AVX2_PATH["variable"]
-    monkeypatch.setattr(adapter, "_cpu_vendor_and_flags", lambda: (vendor, flags))
-    if user is None:
-        monkeypatch.delenv(variable, raising=False)
-    else:
-        monkeypatch.setenv(variable, user)
-    adapter._mkl_avx2_path_on_amd()
-    assert os.environ.get(variable) == expected
 
 
 # after the adapter's import: whether it kept big blocks in the heap, and how many mmapped blocks a 24 MiB array

@@ -44,44 +44,7 @@ def _matrix_products_on_every_core() -> None:
         os.environ.setdefault("MKL_NUM_THREADS", str(len(os.sched_getaffinity(0))))
 
 
-# MKL's dispatcher gives a CPU that is not Intel's its generic code path; MKL before 2020.1 (paddle's CPU wheel
-# bundles such an mklml) reads MKL_DEBUG_CPU_TYPE=5 as "take the AVX2 path". The path's instructions: AVX2, FMA.
-MKL_AVX2_PATH = {"vendor": "AuthenticAMD", "cpu_flags": ("avx2", "fma"), "variable": "MKL_DEBUG_CPU_TYPE",
-                 "value": "5"}
-
-
-def _cpu_vendor_and_flags(path: str = "/proc/cpuinfo") -> tuple[str, set]:
-    """The first CPU's vendor and flags from /proc/cpuinfo (Linux); ("", set()) where it cannot be read."""
-    vendor, flags = "", set()
-    try:
-        with open(path) as cpuinfo:
-            for line in cpuinfo:
-                key, _, value = line.partition(":")
-                if key.strip() == "vendor_id":
-                    vendor = value.strip()
-                elif key.strip() == "flags":
-                    flags = set(value.split())
-                    break
-    except OSError:
-        pass
-    return vendor, flags
-
-
-def _mkl_avx2_path_on_amd() -> None:
-    """On an AMD EPYC (AVX2 and AVX-512) paddle's float32 matrix products ran at 31-35 GFLOP/s on MKL's generic
-    path and at 65-76 with MKL_AVX2_PATH (a [4096, 384] x [384, 1536] product: 136 ms against 64 ms, 2 threads),
-    the speed of torch's own MKL on the same product; with it paddle's float32 products round as torch's do (max
-    error 5.4e-5, rms 4.9e-6 against float64 on that product, equal to torch's; 3.2e-5 and 3.7e-6 on the generic
-    path). Set on AMD CPUs with the path's instructions only, and only when the user has not set the variable;
-    MKL reads it at its first call, which comes after this import."""
-    rule = MKL_AVX2_PATH
-    vendor, flags = _cpu_vendor_and_flags()
-    if vendor == rule["vendor"] and flags.issuperset(rule["cpu_flags"]):
-        os.environ.setdefault(rule["variable"], rule["value"])
-
-
 _matrix_products_on_every_core()
-_mkl_avx2_path_on_amd()
 # paddle's CPU allocator frees every tensor to malloc: without this each step's activations page-fault afresh
 keep_freed_tensor_memory()
 
