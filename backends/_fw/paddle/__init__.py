@@ -150,7 +150,8 @@ def no_grad():
 # generic strided kernel: in a MiniLM prediction (batch 64 x 64, quiet AMD EPYC, 2 threads) the attention's
 # transposed query and key cost 1.0 s of 4.5 inside matmul, the heads' merge 0.3 s inside reshape; with the flag off
 # transposes run paddle's dense transpose kernel and the pass took 3.47 s against 4.99 (PaddleNLP's model: 3.25
-# against 4.59). Views then become copies, which changes nothing in a pass that writes into no tensor.
+# against 4.59; both with MKL_DEBUG_CPU_TYPE=5, see the README). Views then become copies, which changes nothing in
+# a pass that writes into no tensor.
 STRIDED_VIEWS = "FLAGS_use_stride_kernel"
 
 
