@@ -49,9 +49,9 @@ seed's intermediate rate), warmup 10%, weight decay 0.01, clipping at norm 1; --
 (default 3, the seed's prediction stage), --augment-epochs over the transfer set (default 1: 21 times the rows).
 The prediction stage alone may run another schedule: --prediction-learning-rate (default --learning-rate) and
 --prediction-augment-epochs over the transfer set (default --augment-epochs); the seed's task_distill.py runs it at
-3e-5 for 3 epochs over its augmented set (and the intermediate stage for 10 epochs over it). --samples counts the first train rows (MRPC has 3,668 and RTE 2,490: the default
-8000 takes them all). Checkpoints every 500 updates make a stopped training resume; they are removed once the stage
-has finished. Scored at the end of training.
+3e-5 for 3 epochs over its augmented set (and the intermediate stage for 10 epochs over it). --samples counts the
+first train rows (MRPC has 3,668 and RTE 2,490: the default 8000 takes them all). Checkpoints every 500 updates
+make a stopped training resume; they are removed once the stage has finished. Scored at the end of training.
 OUT/settings.json keeps the options of the general stage (any task) and, for SST-2, those of its task stages;
 OUT/<task>/settings.json those of another task's stages: a rerun with other values is refused (exit 2), while the
 task stages' options (--teacher, --epochs, ...) of one task do not bind another's.
@@ -261,8 +261,8 @@ def print_table(args, rows: list[dict], eval_rows: int, transfer: dict) -> None:
           f"{STUDENT} ({STUDENT_SHAPE}) on the first {transfer['original_rows']} train rows ({args.epochs} epochs), "
           f"transfer set {transfer['rows']} rows ({transfer['original_rows']} original; {args.augment_epochs} "
           f"epochs), batch 32, max length {args.max_seq_length}, AdamW lr {args.learning_rate:g}"
-          f"{prediction_schedule(args)}, seed {args.seed}; general distillation: {args.general_steps} updates of {args.general_batch_size} x "
-          f"{args.general_seq_length} tokens, lr {args.general_learning_rate:g}")
+          f"{prediction_schedule(args)}, seed {args.seed}; general distillation: {args.general_steps} updates of "
+          f"{args.general_batch_size} x {args.general_seq_length} tokens, lr {args.general_learning_rate:g}")
     table_line("", backends + ["spread"], "{}")
     table_line("teacher accuracy %", [100 * by["teacher", False, b]["accuracy"] for b in backends], "{:.2f}", "{:.2f}")
     table_line("general stage mean loss", [by["general", False, b]["train_loss"] for b in backends], "{:.4f}",

@@ -285,7 +285,8 @@ def test_the_prediction_stage_runs_its_own_schedule_and_an_older_folder_holds_th
     written before these options ran its prediction stages on the shared schedule: other values are refused."""
     argv = ["--teacher", str(teacher), "--output-dir", str(tmp_path / "out"), "--backends", "torch", "--samples", "4",
             "--squad-file", str(squad_file), "--data-dir", str(data_dir), "--augment-epochs", "2"]
-    code, ran = run_bench(monkeypatch, [*argv, "--prediction-learning-rate", "3e-5", "--prediction-augment-epochs", "3"])
+    own_schedule = ["--prediction-learning-rate", "3e-5", "--prediction-augment-epochs", "3"]
+    code, ran = run_bench(monkeypatch, [*argv, *own_schedule])
     assert code == 0
     stages = {name: command for name, command in ran.calls}
     assert option(stages["prediction in torch"], "--learning-rate") == "3e-05"
