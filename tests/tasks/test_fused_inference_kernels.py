@@ -1,7 +1,8 @@
 """The fused inference kernels of passes that read only the final outputs (Runner.predict, serving;
 backends/_fw/<fw>.final_outputs_only): torch's fused attention is the same function as the unfused attention every
 other pass runs, padded keys masked, and never used where probabilities are read or where attention dropout is live;
-paddle's fused layer_norm runs below float64 only, within float32 rounding of the explicit form."""
+paddle's fused layer_norm runs below float64 only, within float32 rounding of the explicit form. Paddle's view ops
+run dense kernels in every Runner pass, training steps included, bit for bit the strided passes' results."""
 from __future__ import annotations
 
 import numpy as np
@@ -102,9 +103,10 @@ def strided_views() -> bool:
 
 @pytest.mark.parametrize("family_name,head", CASES, ids=[f"{f}-{h}" for f, h in CASES])
 def test_paddle_predict_runs_view_ops_on_dense_kernels_with_the_same_outputs(monkeypatch, family_name, head):
-    """Runner.predict turns paddle's strided views off for its pass only; the outputs are those of the same pass on
-    strided views, bit for bit (the same data reaches every kernel, in another memory layout on the way)."""
-    pytest.importorskip("paddle")
+    """Runner.predict (and Runner.outputs) turn paddle's strided views off for their pass only; the outputs are those
+    of the same pass on strided views, bit for bit (the same data reaches every kernel, in another memory layout on
+    the way)."""
+    paddle = pytest.importorskip("paddle")
     from backends._fw.paddle import fused_layer_norm
 
     runner, batch = runner_and_batch(family_name, head, backend="paddle", dtype="float32")
@@ -117,9 +119,11 @@ def test_paddle_predict_runs_view_ops_on_dense_kernels_with_the_same_outputs(mon
     monkeypatch.setattr(runner, "forward", recorded)
     dense = runner.predict(batch)
     assert flags == [False] and strided_views()  # off within the pass, restored after it
-    with fused_layer_norm():  # the same LayerNorm kernel as predict's
-        strided = runner.outputs(batch)
+    with paddle.no_grad(), fused_layer_norm():  # the same LayerNorm kernel as predict's
+        strided = runner.forward(runner.to_tensors(batch), train=False)
     assert flags == [False, True]
+    runner.outputs(batch)  # a distillation teacher's pass too
+    assert flags == [False, True, False] and strided_views()
     for name, value in dense.items():
         np.testing.assert_array_equal(value, strided[name].numpy(), err_msg=name)
 
@@ -132,3 +136,36 @@ def test_paddle_dense_kernels_restore_strided_views_after_an_error():
         assert not strided_views()
         raise RuntimeError("a failing pass")
     assert strided_views()
+
+
+@pytest.mark.parametrize("family_name,head", CASES, ids=[f"{f}-{h}" for f, h in CASES])
+def test_paddle_training_step_runs_view_ops_on_dense_kernels_with_the_same_gradients(monkeypatch, family_name, head):
+    """Runner.forward_backward turns paddle's strided views off for its forward and backward; loss and gradients
+    are those of the same step on strided views, bit for bit (dropout live, the same shared masks)."""
+    pytest.importorskip("paddle")
+    import contextlib
+
+    from backends._fw.paddle import train as paddle_train
+    from tasks.train.losses import classification, span
+
+    loss_fn = span if head == "qa" else classification
+    flags = []
+
+    def recorded(ops, outputs, batch):
+        flags.append(strided_views())
+        return loss_fn(ops, outputs, batch)
+
+    def step():
+        runner, batch = runner_and_batch(family_name, head, backend="paddle", dtype="float32")
+        runner.seed(5)
+        loss = runner.forward_backward(batch, recorded)
+        return loss, {name: p.grad.numpy() for name, p in runner.params.items() if p.grad is not None}
+
+    dense_loss, dense = step()
+    assert flags == [False] and strided_views()  # off within the step, restored after it
+    monkeypatch.setattr(paddle_train, "dense_kernels", contextlib.nullcontext)
+    strided_loss, strided = step()
+    assert flags == [False, True]
+    assert dense_loss == strided_loss and dense.keys() == strided.keys() and len(dense) > 10
+    for name, value in dense.items():
+        np.testing.assert_array_equal(value, strided[name], err_msg=name)

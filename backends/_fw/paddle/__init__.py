@@ -158,7 +158,8 @@ STRIDED_VIEWS = "FLAGS_use_stride_kernel"
 @contextlib.contextmanager
 def dense_kernels():
     """A context in which paddle's view ops (transpose, reshape, slices) run dense kernels; the flag is restored on
-    leaving (it is process-wide: prediction passes only, which write into no view)."""
+    leaving (it is process-wide). For passes that write into no view: the Runner's forward and backward, its
+    teacher outputs and predictions (a view becomes a copy, so an in-place write would miss its base tensor)."""
     before = paddle.get_flags([STRIDED_VIEWS])[STRIDED_VIEWS]
     paddle.set_flags({STRIDED_VIEWS: False})
     try:

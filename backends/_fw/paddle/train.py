@@ -19,7 +19,7 @@ from backends.build import build_model, export_params, load_params
 from ..amp import CLEAN_UPDATES, LOSS_SCALE, check_autocast, loss_scaler_state
 from ..dropout import mask_stream, native_seed, share_dropout
 from ..freezing import trainable_names
-from . import final_outputs_only
+from . import dense_kernels, final_outputs_only
 
 # ---- the op set (contract.TrainOps) the framework-free losses (tasks/train/losses.py, tasks/distill.py) call
 
@@ -182,10 +182,13 @@ class Runner:
     def forward_backward(self, batch: dict, loss_fn, scale: float = 1.0) -> float:
         """Add the gradients of scale * loss_fn(OPS, outputs, batch) to the accumulated ones; return the loss."""
         tensors = self.to_tensors(batch)
-        with self.autocast():  # the loss too, as torch's runner
-            loss = loss_fn(OPS, self.forward(tensors, train=True), tensors)
-        scaled = loss * scale
-        (scaled if self.scaler is None else self.scaler.scale(scaled)).backward()
+        # view ops on dense kernels, forward and backward (dense_kernels: a strided view costs a generic copy kernel
+        # inside the next op; MiniLM's training step 1.3x faster); nothing here writes into a view
+        with dense_kernels():
+            with self.autocast():  # the loss too, as torch's runner
+                loss = loss_fn(OPS, self.forward(tensors, train=True), tensors)
+            scaled = loss * scale
+            (scaled if self.scaler is None else self.scaler.scale(scaled)).backward()
         return float(loss)
 
     def optimizer_step(self, lr: float, max_grad_norm: float) -> float | None:
@@ -277,8 +280,8 @@ class Runner:
     # ---- inference ----
 
     def outputs(self, batch: dict) -> dict:
-        """Eval-mode outputs as tensors, without gradients (a distillation teacher's)."""
-        with paddle.no_grad():
+        """Eval-mode outputs as tensors, without gradients (a distillation teacher's), view ops on dense kernels."""
+        with paddle.no_grad(), dense_kernels():
             return self.forward(self.to_tensors(batch), train=False)
 
     def predict(self, batch: dict) -> dict:
