@@ -1,6 +1,6 @@
-"""What bench/sst2_minilm.py and bench/train_throughput.py share: the MiniLM-L6 checkpoint with our numpy
-head init, SST-2 features in our loop's batch order, and transformers' Trainer (and its TF model's Keras fit) fed
-those batches."""
+"""What bench/sst2_minilm.py, bench/train_throughput.py and bench/inference.py share: the MiniLM-L6 checkpoint with
+our numpy head init, SST-2 features in our loop's batch order, transformers' Trainer (and its TF model's Keras fit)
+fed those batches, and the tf workers that time each --tf-compile mode."""
 from __future__ import annotations
 
 import os
@@ -12,6 +12,19 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SEQ_LEN = 64
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+# our tf workers -> the Runner's --tf-compile mode they run (backends/_fw/tf/train.py Runner.set_compile): each its
+# own row, the backend measured by its fastest
+TF_COMPILE_WORKERS = {"tf": "eager", "tf-function": "function", "tf-xla": "xla"}
+
+
+def backend_of(worker: str) -> str:
+    """The backend one of our workers runs (each tf compile mode's worker: tf)."""
+    return "tf" if worker in TF_COMPILE_WORKERS else worker
+
+
+def workers_of(backend: str) -> list[str]:
+    """Our workers of `backend`: one, or tf's one per compile mode."""
+    return list(TF_COMPILE_WORKERS) if backend == "tf" else [backend]
 
 
 def framework_switches(allowed=()) -> dict:

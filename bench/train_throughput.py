@@ -41,28 +41,23 @@ import sys
 import tempfile
 import time
 
-from _sst2_minilm_helpers import (REPO, SEQ_LEN, framework_switches, in_batch_order, keras_batches, keras_model,
-                                  model_dir, model_source, paddlenlp_trainer, sst2_features, transformers_trainer)
+from _sst2_minilm_helpers import (REPO, SEQ_LEN, TF_COMPILE_WORKERS, backend_of, framework_switches, in_batch_order,
+                                  keras_batches, keras_model, model_dir, model_source, paddlenlp_trainer,
+                                  sst2_features, transformers_trainer, workers_of)
 from backends import FRAMEWORKS  # the helpers put the repository on sys.path
 
 GOAL = 1.0
 # anchor worker -> (the backend of the loops it anchors, its label)
 ANCHORS = {"transformers": ("torch", "transformers Trainer"), "paddlenlp": ("paddle", "PaddleNLP Trainer"),
            "keras": ("tf", "Keras fit")}
-# our tf loop's workers -> its --tf-compile mode (backends/_fw/tf/train.py Runner.set_compile)
-TF_LOOPS = {"tf": "eager", "tf-function": "function", "tf-xla": "xla"}
 # worker -> the frameworks transformers may import in it (the rest are switched off)
 TRANSFORMERS_FRAMEWORKS = {"transformers": ("USE_TORCH",), "keras": ("USE_TF",)}
 OPTIMIZER = dict(learning_rate=5e-5, warmup_ratio=0.06, weight_decay=0.01, max_grad_norm=1.0, seed=42)
 
 
-def backend_of(loop: str) -> str:
-    return "tf" if loop in TF_LOOPS else loop
-
-
 def loop_masks(loop: str, dropout_masks: str) -> str:
     """The dropout masks a loop runs with: a compiled tf step is exact with device masks only (refuses the others)."""
-    return "device" if TF_LOOPS.get(loop, "eager") != "eager" else dropout_masks
+    return "device" if TF_COMPILE_WORKERS.get(loop, "eager") != "eager" else dropout_masks
 
 
 def run_ours(backend: str, source, data: dict, steps: int, warmup: int, batch_size: int, dropout_masks: str,
@@ -142,7 +137,7 @@ def worker(args) -> None:
         seconds = run_keras(source, data, args.steps, args.warmup, args.batch_size)
     else:
         seconds = run_ours(backend_of(args.worker), source, data, args.steps, args.warmup, args.batch_size,
-                           loop_masks(args.worker, args.dropout_masks), TF_LOOPS.get(args.worker, "eager"))
+                           loop_masks(args.worker, args.dropout_masks), TF_COMPILE_WORKERS.get(args.worker, "eager"))
     print(json.dumps({"samples_per_second": args.steps * args.batch_size / seconds, "seconds": seconds}))
 
 
@@ -163,7 +158,7 @@ def main() -> int:
         worker(args)
         return 0
     backends = args.backends.split(",")
-    loops = [loop for backend in backends for loop in (TF_LOOPS if backend == "tf" else [backend])]
+    loops = [loop for backend in backends for loop in workers_of(backend)]
     anchors = [name for name, (backend, _) in ANCHORS.items() if name == "transformers" or backend in backends]
     results = {}
     for name in [*anchors, *loops]:
@@ -180,7 +175,7 @@ def main() -> int:
              "samples_per_second": results[loop]["samples_per_second"],
              "anchor_samples_per_second": results[anchor]["samples_per_second"],
              "dropout_masks": loop_masks(loop, args.dropout_masks),
-             **({"compile": TF_LOOPS[loop]} if loop in TF_LOOPS else {})}
+             **({"compile": TF_COMPILE_WORKERS[loop]} if loop in TF_COMPILE_WORKERS else {})}
             for anchor in anchors for loop in loops if anchor == "transformers" or backend_of(loop) == ANCHORS[anchor][0]]
     print(f"\ntraining throughput, MiniLM-L6 seqcls, batch {args.batch_size} x {SEQ_LEN}, {args.steps} timed updates, "
           f"our loops with {args.dropout_masks} dropout masks unless said")
