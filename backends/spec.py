@@ -147,10 +147,11 @@ class FamilySpec(HeadTable):
         the training driver batches and a Runner feeds to forward()."""
         return tuple(spec.name for spec in self.model_inputs(config, head))
 
-    def padding_trimmer(self, config, head: str) -> Callable[[dict], dict] | None:
+    def padding_trimmer(self, config, head: str, multiple: int = 1) -> Callable[[dict], dict] | None:
         """For a head with per-row outputs (ROW_OUTPUT_HEADS) of a trailing-padding-free family: a function that cuts
         a batch's sequence axis, per text, after the last position any row's attention mask uses (what transformers'
-        DataCollatorWithPadding pads to); None where that could change the outputs."""
+        DataCollatorWithPadding pads to), that width rounded up to a `multiple` of positions (at most the batch's
+        own: DataCollatorWithPadding's pad_to_multiple_of); None where that could change the outputs."""
         if not self.trailing_padding_free or head not in ROW_OUTPUT_HEADS:
             return None
         specs = {spec.name: spec for spec in self.model_inputs(config, head)}
@@ -162,7 +163,8 @@ class FamilySpec(HeadTable):
             widths = {}
             for text, name in masks.items():
                 used = np.asarray(batch[name]).reshape(-1, batch[name].shape[-1]).any(axis=0)
-                widths[text] = int(np.flatnonzero(used)[-1]) + 1 if used.any() else 1
+                width = int(np.flatnonzero(used)[-1]) + 1 if used.any() else 1
+                widths[text] = -(-width // multiple) * multiple  # a slice past the end stops there
             return {name: value[..., :widths[specs[name].text]] if name in specs else value
                     for name, value in batch.items()}
         return trim

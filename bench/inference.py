@@ -32,9 +32,9 @@ hold text, not padding. On a busy machine the wall-clock rates follow the load: 
 --padding max_length (the default) times every batch at the full --max-seq-length on both sides: kernels against
 kernels. `tasks evaluate` and `tasks augment` cut each batch to the positions its rows use (predict_all's trimmer);
 --padding dynamic times that, the anchors given the same cut batches (Keras: one predict per batch); the compiled tf
-rows keep the padded width there too, as `tasks evaluate --tf-compile` does (one trace per batch shape). --split train
-with --data-dir an `augment` output folder times the teacher logits over its transfer set (issue 15's anchor: the
-teacher's logits against transformers' inference on the same weights).
+rows cut theirs to a multiple of 32 positions, as `tasks evaluate --tf-compile` does (a trace per batch shape).
+--split train with --data-dir an `augment` output folder times the teacher logits over its transfer set (issue 15's
+anchor: the teacher's logits against transformers' inference on the same weights).
 
     python bench/inference.py [--backends torch,paddle,tf] [--batch-size 64] [--repeats 3] [--rows 872]
                               [--max-seq-length 64] [--padding max_length|dynamic] [--data-dir DIR]
@@ -128,10 +128,10 @@ def ours(worker_name: str):
 
         # tasks.train.job's make_runner with `tasks evaluate`'s defaults (float32, cpu; no training options)
         runner = runner_class(backend)(source.family, source.config, source.head, source.params, dtype="float32")
-        if padding == "max_length":  # every batch at the full width, as the anchors get it (evaluate cuts them)
-            runner.trim_padding = None
         if compile_mode != "eager":  # `tasks evaluate --tf-compile MODE`: the eval passes alone (train=False)
             runner.set_compile(compile_mode, train=False)
+        if padding == "max_length":  # every batch at the full width, as the anchors get it (evaluate cuts them)
+            runner.trim_padding = None
 
         def predict(inputs):
             return predict_all(runner, inputs, batch_size)["logits"]

@@ -115,7 +115,8 @@ class Runner(Protocol):
     params: dict  # parameter name -> parameter
     trainable: frozenset  # the names of the parameters it trains (all unless some are frozen)
     head: str
-    # FamilySpec.padding_trimmer(config, head): predict_all cuts each batch with it (None: batches keep their width)
+    # FamilySpec.padding_trimmer(config, head): predict_all cuts each batch with it (None: batches keep their width;
+    # a compiled TF pass rounds the cut up to a multiple of positions, one trace per width)
     trim_padding: Callable[[dict], dict] | None
     # FamilySpec.training_trimmer(config, head): the driver cuts each training micro-batch with it (None: it does not)
     trim_training: Callable[[dict], dict] | None

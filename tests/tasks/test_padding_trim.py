@@ -9,7 +9,7 @@ import pytest
 from backends import FAMILIES, family
 from backends.spec import ROW_OUTPUT_HEADS
 from tasks.train import runner_class
-from tasks.train.loop import predict_all
+from tasks.train.loop import predict_all, take
 
 from ..conftest import BACKENDS
 from .test_train_support import (losses, lstm_biases_summed, make_runner, make_trainer, max_weight_diff, seeded_data,
@@ -84,20 +84,56 @@ def test_each_text_is_cut_to_its_own_width():
         np.testing.assert_array_equal(value, batch[name][..., :widths[name]])
 
 
+def test_a_multiple_rounds_the_cut_up_within_the_batch():
+    """pad_to_multiple_of: each text's width rounded up to the multiple, never past the batch's own width."""
+    config = tiny_config("deformer")
+    batch = ragged("deformer", config, "seqcls", rows=2)
+    batch["question_attention_mask"][:] = 0
+    batch["question_attention_mask"][:, :2] = 1
+    batch["passage_attention_mask"][:] = 0
+    batch["passage_attention_mask"][:, :5] = 1
+    spec = family("deformer")
+    assert (batch["question_input_ids"].shape[-1], batch["passage_input_ids"].shape[-1]) == (4, 10)
+    for multiple, question, passage in ((1, 2, 5), (4, 4, 8), (3, 3, 6), (8, 4, 8), (64, 4, 10)):
+        cut = spec.padding_trimmer(config, "seqcls", multiple=multiple)(batch)
+        assert {name: value.shape[-1] for name, value in cut.items()} == {
+            **{f"question_{f}": question for f in ("input_ids", "attention_mask", "token_type_ids")},
+            **{f"passage_{f}": passage for f in ("input_ids", "attention_mask", "token_type_ids")}}, multiple
+        for name, value in cut.items():
+            np.testing.assert_array_equal(value, batch[name][..., :value.shape[-1]])
+
+
 @pytest.mark.parametrize("mode", ["function", "xla"])
-def test_compiled_tf_predictions(mode):
-    """A compiled TF pass is traced per input shape (the ports read static shapes): it keeps the padded width."""
+def test_compiled_tf_predictions(mode, monkeypatch):
+    """A compiled TF pass is traced per input shape (the ports read static shapes): predict cuts its batches to a
+    multiple of COMPILED_WIDTH_STEP positions, one trace per width, the outputs those of the eager padded pass."""
     if "tf" not in BACKENDS:
         pytest.skip("needs tensorflow")
+    from backends._fw.tf import train as tf_train
+
+    monkeypatch.setattr(tf_train, "COMPILED_WIDTH_STEP", 4)  # read when the Runner is built
     config = tiny_config("bert")
     params = family("bert").init_params(config, "seqcls", np.random.default_rng(3))
     runner = runner_class("tf")("bert", config, "seqcls", params, dtype="float64")
-    batch = ragged("bert", config, "seqcls")
+    batch = ragged("bert", config, "seqcls", rows=9)
     padded = runner.predict(batch)  # eager
     runner.set_compile(mode, train=False)
-    assert runner.trim_padding is None
-    np.testing.assert_allclose(predict_all(runner, batch, batch_size=3)["logits"], padded["logits"], rtol=0,
+    widths = []
+    predict = runner.predict
+    runner.predict = lambda part: widths.append(part["input_ids"].shape) or predict(part)
+    np.testing.assert_allclose(predict_all(runner, batch, batch_size=1)["logits"], padded["logits"], rtol=0,
                                atol=1e-12)
+
+    def cut_widths(multiple):  # of each row's batch
+        trim = family("bert").padding_trimmer(config, "seqcls", multiple=multiple)
+        return [trim(take(batch, slice(row, row + 1)))["input_ids"].shape[-1] for row in range(9)]
+    assert [width for _, width in widths] == cut_widths(4) != cut_widths(1)
+    assert set(cut_widths(4)) == {4, 8}  # the rows use 3..8 positions
+    assert runner.compiled_forward.experimental_get_tracing_count() == 2  # a trace per width
+    runner.set_compile("eager", train=False)  # back to the exact cut
+    widths.clear()
+    predict_all(runner, batch, batch_size=1)
+    assert [width for _, width in widths] == cut_widths(1)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

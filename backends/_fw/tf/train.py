@@ -89,6 +89,9 @@ def zero_where_below(x, threshold: float):
 
 OPS = sys.modules[__name__]
 COMPILE_MODES = ("eager", "function", "xla")  # --tf-compile: eager ops, one tf.function, the tf.function through XLA
+# a compiled eval pass is traced (and XLA-compiled) per input shape, the ports reading static shapes: predict cuts its
+# batches to a multiple of this many positions, so that at most seq_len / COMPILED_WIDTH_STEP widths are traced
+COMPILED_WIDTH_STEP = 32
 TRIM_EVERY = 8  # updates between returns of freed heap memory (release_freed_memory)
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c"))
 
@@ -212,6 +215,8 @@ class Runner:
         self.final_outputs = get_family(family).prediction_outputs(head)
         self.input_names = get_family(family).input_names(config, head)
         self.trim_padding = get_family(family).padding_trimmer(config, head)  # predict's batches
+        self.trim_eager, self.trim_compiled = self.trim_padding, get_family(family).padding_trimmer(
+            config, head, multiple=COMPILED_WIDTH_STEP)  # predict's, per eval mode (set_compile)
         self.trim_training = get_family(family).training_trimmer(config, head)  # the driver's micro-batches
         self.dropout_masks = dropout_masks
         self.masks = (FedHashStream(MaskOps(), seed) if dropout_masks == "device"
@@ -241,9 +246,9 @@ class Runner:
                            "--tf-compile eager")
         self.step_mode, self.eval_mode = mode if train else "eager", mode
         self.compiled_steps, self.compiled_forward = {}, None
-        if mode != "eager":  # a compiled pass is traced (and XLA-compiled) per input shape, the ports reading static
-            self.trim_padding = None  # shapes: predict's batches keep their padded width rather than retrace per width
-            self.trim_training = None  # and so do training batches
+        self.trim_padding = self.trim_eager if mode == "eager" else self.trim_compiled  # COMPILED_WIDTH_STEP
+        if mode != "eager":  # a compiled step is traced per input shape: training batches keep their padded width
+            self.trim_training = None
 
     # ---- data and mode ----
 
