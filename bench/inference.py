@@ -241,7 +241,7 @@ def run_worker(name: str, args, scratch: Path) -> dict:
                "--tolerance", repr(args.tolerance), "--logits", str(scratch / f"{name}.npy")]
     if args.rows is not None:
         command += ["--rows", str(args.rows)]
-    if name in TF_COMPILE_WORKERS or name in ANCHORS:  # ours: checked against its backend's anchor
+    if backend_of(name) in ANCHORS:  # one of ours: checked against its backend's anchor
         command += ["--against", str(scratch / f"{ANCHORS[backend_of(name)][0]}.npy")]
     return run_worker_process(name, command, TRANSFORMERS_FRAMEWORKS.get(name, ()))
 

@@ -67,40 +67,42 @@ def test_trimmed_predictions_equal_the_padded_pass(backend, family_name, head):
         np.testing.assert_allclose(trimmed[name], value, rtol=0, atol=1e-12, err_msg=name)
 
 
-def test_each_text_is_cut_to_its_own_width():
-    """DeFormer: the question and the passage are separate texts with their own masks."""
-    config = tiny_config("deformer")
+def deformer_batch(config) -> dict:
+    """Two DeFormer rows of 4 question and 10 passage positions: the question uses 2, the passage 5 (one row with a
+    hole before its end)."""
     batch = ragged("deformer", config, "seqcls", rows=2)
     batch["question_attention_mask"][:] = 0
     batch["question_attention_mask"][:, :2] = 1
     batch["passage_attention_mask"][:] = 0
     batch["passage_attention_mask"][0, :3] = 1
     batch["passage_attention_mask"][1, [0, 1, 3, 4]] = 1  # a hole before the end: the last used position counts
-    cut = family("deformer").padding_trimmer(config, "seqcls")(batch)
-    widths = {name: value.shape[-1] for name, value in cut.items()}
-    assert widths == {**{f"question_{f}": 2 for f in ("input_ids", "attention_mask", "token_type_ids")},
-                      **{f"passage_{f}": 5 for f in ("input_ids", "attention_mask", "token_type_ids")}}
+    assert (batch["question_input_ids"].shape[-1], batch["passage_input_ids"].shape[-1]) == (4, 10)
+    return batch
+
+
+def assert_cut(cut: dict, batch: dict, question: int, passage: int) -> None:
+    """`cut` holds each of `batch`'s inputs cut to its text's width: `question` or `passage` positions."""
+    assert {name: value.shape[-1] for name, value in cut.items()} == {
+        **{f"question_{f}": question for f in ("input_ids", "attention_mask", "token_type_ids")},
+        **{f"passage_{f}": passage for f in ("input_ids", "attention_mask", "token_type_ids")}}
     for name, value in cut.items():
-        np.testing.assert_array_equal(value, batch[name][..., :widths[name]])
+        np.testing.assert_array_equal(value, batch[name][..., :value.shape[-1]])
+
+
+def test_each_text_is_cut_to_its_own_width():
+    """DeFormer: the question and the passage are separate texts with their own masks."""
+    config = tiny_config("deformer")
+    batch = deformer_batch(config)
+    assert_cut(family("deformer").padding_trimmer(config, "seqcls")(batch), batch, 2, 5)
 
 
 def test_a_multiple_rounds_the_cut_up_within_the_batch():
     """pad_to_multiple_of: each text's width rounded up to the multiple, never past the batch's own width."""
     config = tiny_config("deformer")
-    batch = ragged("deformer", config, "seqcls", rows=2)
-    batch["question_attention_mask"][:] = 0
-    batch["question_attention_mask"][:, :2] = 1
-    batch["passage_attention_mask"][:] = 0
-    batch["passage_attention_mask"][:, :5] = 1
-    spec = family("deformer")
-    assert (batch["question_input_ids"].shape[-1], batch["passage_input_ids"].shape[-1]) == (4, 10)
+    batch = deformer_batch(config)
     for multiple, question, passage in ((1, 2, 5), (4, 4, 8), (3, 3, 6), (8, 4, 8), (64, 4, 10)):
-        cut = spec.padding_trimmer(config, "seqcls", multiple=multiple)(batch)
-        assert {name: value.shape[-1] for name, value in cut.items()} == {
-            **{f"question_{f}": question for f in ("input_ids", "attention_mask", "token_type_ids")},
-            **{f"passage_{f}": passage for f in ("input_ids", "attention_mask", "token_type_ids")}}, multiple
-        for name, value in cut.items():
-            np.testing.assert_array_equal(value, batch[name][..., :value.shape[-1]])
+        assert_cut(family("deformer").padding_trimmer(config, "seqcls", multiple=multiple)(batch), batch, question,
+                   passage)
 
 
 @pytest.mark.parametrize("mode", ["function", "xla"])

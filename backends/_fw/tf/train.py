@@ -214,9 +214,11 @@ class Runner:
         self.rules = get_family(family).port_rules["tf"]
         self.final_outputs = get_family(family).prediction_outputs(head)
         self.input_names = get_family(family).input_names(config, head)
-        self.trim_padding = get_family(family).padding_trimmer(config, head)  # predict's batches
-        self.trim_eager, self.trim_compiled = self.trim_padding, get_family(family).padding_trimmer(
-            config, head, multiple=COMPILED_WIDTH_STEP)  # predict's, per eval mode (set_compile)
+        # predict's batch cut per eval mode (set_compile picks trim_padding): exact when eager, when compiled to a
+        # multiple of COMPILED_WIDTH_STEP positions
+        self.trim_eager = get_family(family).padding_trimmer(config, head)
+        self.trim_compiled = get_family(family).padding_trimmer(config, head, multiple=COMPILED_WIDTH_STEP)
+        self.trim_padding = self.trim_eager
         self.trim_training = get_family(family).training_trimmer(config, head)  # the driver's micro-batches
         self.dropout_masks = dropout_masks
         self.masks = (FedHashStream(MaskOps(), seed) if dropout_masks == "device"
@@ -246,7 +248,7 @@ class Runner:
                            "--tf-compile eager")
         self.step_mode, self.eval_mode = mode if train else "eager", mode
         self.compiled_steps, self.compiled_forward = {}, None
-        self.trim_padding = self.trim_eager if mode == "eager" else self.trim_compiled  # COMPILED_WIDTH_STEP
+        self.trim_padding = self.trim_eager if mode == "eager" else self.trim_compiled
         if mode != "eager":  # a compiled step is traced per input shape: training batches keep their padded width
             self.trim_training = None
 
